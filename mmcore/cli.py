@@ -1,0 +1,118 @@
+"""`python -m mmcore ingest | search | info`: the same functions the pages call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MMError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmcore", description="mmscope: embed, store and search media.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("ingest", help="add files and folders (recursively) to a collection")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--collection", help="collection name (default: MMCORE_COLLECTION or 'default')")
+    p.add_argument("--tag", action="append", default=[], help="tag every added item (repeatable)")
+    p.add_argument("--csv-rows", action="store_true", help="read each CSV row as its own item")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = commands.add_parser("search", help="find items by text, image or another item")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a text query")
+    query.add_argument("--image", type=Path, help="an image file as the query")
+    query.add_argument("--like", metavar="ID", help="the id of an item: find more like it")
+    p.add_argument("--collection")
+    p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="filter: modality=, source=, tag=, added_from=/added_to=YYYY-MM-DD, or any metadata key")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    p = commands.add_parser("info", help="list collections with their model, dimension and size")
+    p.add_argument("--json", action="store_true")
+
+    args = parser.parse_args(argv)
+    try:
+        return {"ingest": _ingest, "search": _search, "info": _info}[args.command](args)
+    except MMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _workspace():
+    from .workspace import Workspace
+
+    return Workspace()
+
+
+def _ingest(args) -> int:
+    from .ingest import collect_files, ingest
+
+    ws = _workspace()
+    files, early = collect_files(args.paths)
+
+    def progress(done: int, total: int, result) -> None:
+        if not args.json:
+            print(f"[{done}/{total}] {result.status:7} {result.name}" + (f": {result.reason}" if result.reason else ""), file=sys.stderr)
+
+    report = ingest(ws, files, collection=args.collection, tags=args.tag, csv_rows=args.csv_rows, on_progress=progress)
+    report.results[:0] = early
+    if args.json:
+        print(json.dumps({"results": [vars(r) for r in report.results], "seconds": report.seconds}, indent=2))
+    else:
+        added, skipped, failed = (report.by_status(s) for s in ("added", "skipped", "failed"))
+        print(f"added {len(added)} files ({report.items_added} items), skipped {len(skipped)}, failed {len(failed)}")
+        for r in skipped + failed:
+            print(f"  {r.status}: {r.name}: {r.reason}")
+        s = report.seconds
+        print(f"time: read {s['read']:.1f}s, embed {s['embed']:.1f}s, write {s['write']:.1f}s")
+    return 0 if report.ok else 1
+
+
+def _search(args) -> int:
+    from .search import Filters, search_image, search_like, search_text
+
+    ws = _workspace()
+    filters = Filters.parse(args.where)
+    common = dict(collection=args.collection, k=args.k, filters=filters)
+    if args.text is not None:
+        hits = search_text(ws, args.text, **common)
+    elif args.image is not None:
+        try:
+            data = args.image.read_bytes()
+        except OSError as e:
+            raise MMError(f"{args.image}: could not be read ({e.strerror})") from None
+        hits = search_image(ws, args.image.name, data, **common)
+    else:
+        hits = search_like(ws, args.like, **common)
+    if args.json:
+        print(json.dumps([h.to_json() for h in hits], indent=2))
+    else:
+        for rank, h in enumerate(hits, 1):
+            where = " ".join(f"{k}={v}" for k, v in h.locator.items())
+            snippet = f"  {h.document[:80]!r}" if h.document else ""
+            print(f"{rank:3}. {h.score:.4f}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
+        if not hits:
+            print("no hits")
+    return 0
+
+
+def _info(args) -> int:
+    ws = _workspace()
+    collections = ws.store.list()
+    if args.json:
+        print(json.dumps([
+            {"collection": c.name, "space": c.space.space, "model": c.space.model_id, "revision": c.space.revision,
+             "dimension": c.space.dim, "items": c.count}
+            for c in collections
+        ], indent=2))
+    else:
+        where = f"Chroma server {ws.settings.chroma_host}:{ws.settings.chroma_port}" if ws.settings.chroma_host else f"data dir {ws.settings.data_dir}"
+        print(f"{where}: {len(collections)} collection(s)")
+        for c in collections:
+            print(f"  {c.name}  space={c.space.space}  model={c.space.model_id}  dim={c.space.dim}  items={c.count}")
+    return 0

@@ -1,0 +1,68 @@
+"""Settings from environment variables, read once into a frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MMError
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+DEFAULT_COLLECTION = "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with defaults that work without reading docs.
+
+    Environment variables (all optional):
+      MMCORE_DATA_DIR       where the embedded Chroma store, originals and thumbnails live (./mmdata)
+      MMCORE_CLIP_MODEL     hub id or local directory of a CLIP/SigLIP checkpoint
+      MMCORE_CHROMA_HOST    use a Chroma server at this host instead of the embedded store
+      MMCORE_CHROMA_PORT    that server's port (8000)
+      MMCORE_COLLECTION     collection used when none is named (default)
+      MMCORE_DEVICE         torch device for models (cuda when available, else cpu)
+      MMCORE_BATCH_SIZE     items per model forward pass (32)
+      MMCORE_MAX_FILE_MB    largest file accepted, in MB (512)
+      MMCORE_MAX_IMAGE_PIXELS  largest image accepted, in pixels (100,000,000)
+    """
+
+    data_dir: Path = Path("mmdata")
+    clip_model: str = DEFAULT_CLIP_MODEL
+    chroma_host: str | None = None
+    chroma_port: int = 8000
+    collection: str = DEFAULT_COLLECTION
+    device: str | None = None
+    batch_size: int = 32
+    max_file_bytes: int = 512 * 1024 * 1024
+    max_image_pixels: int = 100_000_000
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        """Build settings from `env` (os.environ by default); raises MMError on a malformed number."""
+        env = dict(os.environ if env is None else env)
+
+        def number(key: str, default: int) -> int:
+            raw = env.get(key, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw.replace("_", ""))
+            except ValueError:
+                raise MMError(f"{key}={raw!r} is not a whole number") from None
+            if value <= 0:
+                raise MMError(f"{key} must be positive, got {value}")
+            return value
+
+        return cls(
+            data_dir=Path(env.get("MMCORE_DATA_DIR") or "mmdata").expanduser(),
+            clip_model=env.get("MMCORE_CLIP_MODEL") or DEFAULT_CLIP_MODEL,
+            chroma_host=env.get("MMCORE_CHROMA_HOST") or None,
+            chroma_port=number("MMCORE_CHROMA_PORT", 8000),
+            collection=env.get("MMCORE_COLLECTION") or DEFAULT_COLLECTION,
+            device=env.get("MMCORE_DEVICE") or None,
+            batch_size=number("MMCORE_BATCH_SIZE", 32),
+            max_file_bytes=number("MMCORE_MAX_FILE_MB", 512) * 1024 * 1024,
+            max_image_pixels=number("MMCORE_MAX_IMAGE_PIXELS", 100_000_000),
+        )

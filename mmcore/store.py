@@ -1,0 +1,208 @@
+"""Chroma, embedded on disk or a server: one Chroma collection per (mmscope collection, space).
+
+The store never sees a model: callers hand it precomputed, L2-normalised vectors, and every collection
+records the space, model and dimension that made its vectors and refuses any other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import Settings
+from .errors import NotFound, SpaceMismatch, StoreError
+from .spaces import SpaceInfo
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    space: SpaceInfo
+    count: int
+
+
+@dataclass(frozen=True)
+class Match:
+    """One nearest neighbour: its id, cosine similarity, metadata and document (text items)."""
+
+    id: str
+    score: float
+    metadata: dict[str, Any]
+    document: str | None
+
+
+def open_client(settings: Settings):
+    """A Chroma client for the settings: a server when MMCORE_CHROMA_HOST is set, else embedded on disk.
+
+    Raises:
+        StoreError: the server can't be reached or the data dir can't be opened.
+    """
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    try:
+        if settings.chroma_host:
+            client = chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+            client.heartbeat()
+            return client
+        path = settings.data_dir / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    except Exception as e:  # chroma raises many unrelated types for "can't connect"
+        where = f"server {settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else f"store in {settings.data_dir}"
+        raise StoreError(f"Could not open the Chroma {where}: {e}") from e
+
+
+def validate_name(name: str) -> str:
+    if not NAME_PATTERN.match(name or ""):
+        raise StoreError(
+            f"Invalid collection name {name!r}: use 1-63 letters, digits, '-' or '_', starting with a letter or digit."
+        )
+    return name
+
+
+class Store:
+    """All collections of one Chroma client."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def collection(self, name: str, space: SpaceInfo, create: bool = True) -> "ItemCollection":
+        """The collection `name` in `space`; created when missing and `create` is true.
+
+        Raises:
+            SpaceMismatch: it exists but was made by another model or dimension.
+            NotFound: it doesn't exist and `create` is false.
+        """
+        chroma_name = f"{validate_name(name)}.{space.space}"
+        if create:
+            metadata = {
+                "mm_collection": name,
+                "mm_space": space.space,
+                "mm_model": space.model_id,
+                "mm_revision": space.revision,
+                "mm_dim": space.dim,
+            }
+            raw = self.client.get_or_create_collection(
+                chroma_name, metadata=metadata, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+            )
+        else:
+            raw = self._get(chroma_name, name)
+        collection = ItemCollection(raw, self.client.get_max_batch_size())
+        collection.check_space(space)
+        return collection
+
+    def open(self, name: str, space: str = "clip") -> "ItemCollection":
+        """An existing collection, whatever model made it (for reads that need no model)."""
+        return ItemCollection(self._get(f"{validate_name(name)}.{space}", name), self.client.get_max_batch_size())
+
+    def _get(self, chroma_name: str, name: str):
+        try:
+            return self.client.get_collection(chroma_name, embedding_function=None)
+        except Exception as e:
+            if "does not exist" in str(e) or "not found" in str(e).lower():
+                raise NotFound(f"There is no collection {name!r}; ingest something into it first.") from None
+            raise StoreError(f"Could not open collection {name!r}: {e}") from e
+
+    def list(self) -> list[CollectionInfo]:
+        """Every mmscope collection in the store, with the model that made it and its item count."""
+        infos = []
+        for raw in self.client.list_collections():
+            collection = ItemCollection(raw, self.client.get_max_batch_size())
+            if collection.space is not None:
+                infos.append(CollectionInfo(raw.metadata["mm_collection"], collection.space, raw.count()))
+        return sorted(infos, key=lambda c: (c.name, c.space.space))
+
+    def delete(self, name: str, space: str = "clip") -> None:
+        self.open(name, space)
+        self.client.delete_collection(f"{name}.{space}")
+
+
+class ItemCollection:
+    """One Chroma collection of items from one space."""
+
+    def __init__(self, raw, max_batch: int):
+        self.raw = raw
+        self.max_batch = max_batch
+        meta = raw.metadata or {}
+        self.name = meta.get("mm_collection", raw.name)
+        self.space = (
+            SpaceInfo(meta["mm_space"], meta["mm_model"], meta.get("mm_revision", ""), int(meta["mm_dim"]))
+            if "mm_space" in meta
+            else None
+        )
+
+    def check_space(self, space: SpaceInfo) -> None:
+        """Raises SpaceMismatch unless `space` is the one that made this collection."""
+        mine = self.space
+        if mine is None or (mine.space, mine.model_id, mine.dim) != (space.space, space.model_id, space.dim):
+            made_by = f"{mine.model_id} ({mine.dim}-d)" if mine else "an unknown model"
+            raise SpaceMismatch(
+                f"Collection {self.name!r} was made with {made_by}, but the current model is {space.model_id} "
+                f"({space.dim}-d). Vectors of different models can't be compared: set MMCORE_CLIP_MODEL={mine.model_id if mine else '...'} "
+                "or use another collection."
+            )
+
+    def count(self) -> int:
+        return self.raw.count()
+
+    def has_source(self, source_hash: str) -> bool:
+        return bool(self.raw.get(where={"source_hash": source_hash}, limit=1, include=[])["ids"])
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict], documents: Sequence[str | None]) -> None:
+        """Upsert items in batches the store accepts. Vectors must match the collection's dimension."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+            raise StoreError(f"expected {len(ids)} vectors, got an array of shape {vectors.shape}")
+        if self.space and vectors.shape[1] != self.space.dim:
+            raise SpaceMismatch(f"Collection {self.name!r} holds {self.space.dim}-d vectors, not {vectors.shape[1]}-d.")
+        docs = [d if d is not None else "" for d in documents]
+        for i in range(0, len(ids), self.max_batch):
+            end = i + self.max_batch
+            self.raw.upsert(
+                ids=list(ids[i:end]), embeddings=vectors[i:end], metadatas=list(metadatas[i:end]), documents=docs[i:end]
+            )
+
+    def query(self, vector: np.ndarray, k: int, where: dict | None = None, exclude: Sequence[str] = ()) -> list[Match]:
+        """The `k` nearest items to `vector` (cosine), optionally filtered by metadata."""
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self.space and vector.shape[0] != self.space.dim:
+            raise SpaceMismatch(f"Collection {self.name!r} holds {self.space.dim}-d vectors; the query is {vector.shape[0]}-d.")
+        total = self.count()
+        if total == 0:
+            return []
+        result = self.raw.query(
+            query_embeddings=[vector],
+            n_results=min(k + len(exclude), total),
+            where=where or None,
+            include=["metadatas", "documents", "distances"],
+        )
+        matches = [
+            Match(id_, 1.0 - float(dist), meta or {}, doc or None)
+            for id_, dist, meta, doc in zip(
+                result["ids"][0], result["distances"][0], result["metadatas"][0], result["documents"][0]
+            )
+            if id_ not in exclude
+        ]
+        return matches[:k]
+
+    def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[dict]:
+        """Items by id, in the order asked, each a dict with id, metadata, document (and vector)."""
+        include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
+        result = self.raw.get(ids=list(ids), include=include)
+        by_id = {}
+        for i, id_ in enumerate(result["ids"]):
+            item = {"id": id_, "metadata": result["metadatas"][i] or {}, "document": result["documents"][i] or None}
+            if with_vectors:
+                item["vector"] = np.asarray(result["embeddings"][i], dtype=np.float32)
+            by_id[id_] = item
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise NotFound(f"No item {missing[0]!r} in collection {self.name!r}.")
+        return [by_id[i] for i in ids]
