@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timezone
 from typing import Any, Sequence
 
@@ -96,44 +96,90 @@ class Hit:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @property
+    def where(self) -> str:
+        """Where in its source the hit lives, for people: "page 3", "row 12 · chars 0–80", "0:10–0:20"."""
+        loc = self.locator
+        parts = [f"page {loc['page']}"] if "page" in loc else []
+        parts += [f"row {loc['row']}"] if "row" in loc else []
+        if "start_s" in loc:
+            parts.append(f"{_clock(loc['start_s'])}–{_clock(loc['end_s'])}")
+        if "char_start" in loc:
+            parts.append(f"chars {loc['char_start']:,}–{loc['char_end']:,}")
+        return " · ".join(parts)
 
-def search_text(ws: Workspace, text: str, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
-    """Items nearest to a text query (images and text alike, in the clip space).
+
+@dataclass(frozen=True)
+class Query:
+    """What to search for: a text, an image (bytes), or an item already in the collection."""
+
+    text: str | None = None
+    image: bytes | None = None
+    image_name: str = "query image"
+    like: str | None = None
+
+
+def search(ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
+    """The `k` items nearest to the query, best first, among those that pass the filters.
 
     Raises:
-        MMError: the query is empty; ModelUnavailable, SpaceMismatch, NotFound as for the collection.
+        MMError: the query is empty. MediaError: the query image can't be read. NotFound: no such
+        collection or item. ModelUnavailable, SpaceMismatch: as for Workspace.collection.
     """
-    if not text.strip():
-        raise MMError("Type something to search for.")
-    target = ws.collection(collection, create=False)
-    vector = ws.space().embed_texts([text])[0]
-    return _hits(ws, target.query(vector, k, _where(filters)))
+    target, vector, exclude = _prepare(ws, query, collection)
+    return _hits(ws, target.query(vector, k, _where(filters), exclude=exclude))
+
+
+def search_each_modality(
+    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None
+) -> dict[str, list[Hit]]:
+    """Top `k` per modality, embedding the query once.
+
+    Similarities of different modality pairs live on different scales (a text query scores far higher
+    against texts than against images), so one merged list would bury the images; show them side by side.
+    """
+    filters = filters or Filters()
+    target, vector, exclude = _prepare(ws, query, collection)
+    return {
+        modality: _hits(ws, target.query(vector, k, replace(filters, modalities=(modality,)).to_where(), exclude=exclude))
+        for modality in (filters.modalities or MODALITIES)
+    }
+
+
+def search_text(ws: Workspace, text: str, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
+    """Items nearest to a text query (images and text alike). Raises as `search`."""
+    return search(ws, Query(text=text), collection, k, filters)
 
 
 def search_image(ws: Workspace, name: str, data: bytes, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
-    """Items nearest to an image given as bytes (`name` is used in error messages).
-
-    Raises:
-        MediaError: the image can't be read; others as for search_text.
-    """
-    target = ws.collection(collection, create=False)
-    space = ws.space()
-    options = ReadOptions(token_spans=space.token_spans, max_tokens=space.max_text_tokens, max_file_bytes=ws.settings.max_file_bytes, max_image_pixels=ws.settings.max_image_pixels)
-    image = read_image(name, data, options).chunks[0].payload
-    return _hits(ws, target.query(space.embed_images([image])[0], k, _where(filters)))
+    """Items nearest to an image given as bytes (`name` is used in error messages). Raises as `search`."""
+    return search(ws, Query(image=data, image_name=name), collection, k, filters)
 
 
 def search_like(ws: Workspace, item_id: str, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
-    """Items nearest to an item already in the collection ("more like this"), the item itself left out.
+    """Items nearest to an item already in the collection, the item itself left out. Needs no model."""
+    return search(ws, Query(like=item_id), collection, k, filters)
 
-    Needs no model, so it works whatever model is configured.
 
-    Raises:
-        NotFound: no such collection or item.
-    """
-    target = ws.store.open(collection or ws.settings.collection)
-    vector = target.get([item_id], with_vectors=True)[0]["vector"]
-    return _hits(ws, target.query(vector, k, _where(filters), exclude=[item_id]))
+def _prepare(ws: Workspace, query: Query, collection: str | None):
+    """The collection to search, the query's vector, and ids to leave out of the results."""
+    name = collection or ws.settings.collection
+    if query.like is not None:
+        target = ws.store.open(name)  # the item's own vector: no model needed
+        return target, target.get([query.like], with_vectors=True)[0]["vector"], [query.like]
+    if query.image is not None:
+        target = ws.collection(name, create=False)
+        space = ws.space()
+        options = ReadOptions(
+            token_spans=space.token_spans, max_tokens=space.max_text_tokens,
+            max_file_bytes=ws.settings.max_file_bytes, max_image_pixels=ws.settings.max_image_pixels,
+        )
+        image = read_image(query.image_name, query.image, options).chunks[0].payload
+        return target, space.embed_images([image])[0], []
+    if not (query.text or "").strip():
+        raise MMError("Type something to search for.")
+    target = ws.collection(name, create=False)
+    return target, ws.space().embed_texts([query.text])[0], []
 
 
 def _where(filters: Filters | None) -> dict | None:
@@ -159,6 +205,11 @@ def _hits(ws: Workspace, matches) -> list[Hit]:
             )
         )
     return hits
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def _epoch(day: date, at: time) -> int:

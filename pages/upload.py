@@ -1,0 +1,53 @@
+import pandas as pd
+import streamlit as st
+
+import ui
+from mmcore.ingest import SourceFile, ingest
+from mmcore.media import SUPPORTED_EXTENSIONS
+
+ui.page("Upload")
+st.caption(f"Add images and text to **{ui.collection()}**. Supported: {' '.join(SUPPORTED_EXTENSIONS)}")
+
+uploads = st.file_uploader(
+    "Drop files here", accept_multiple_files=True, key=f"uploader-{st.session_state['upload_key']}"
+)
+left, right = st.columns([3, 2])
+tags = left.text_input("Tags for these files (comma-separated, optional)", placeholder="e.g. batch-1, beach")
+csv_rows = right.checkbox("CSV files: one item per row", help="Otherwise a CSV is read as one text, in windows.")
+
+if st.button(f"Add {len(uploads)} file(s)" if uploads else "Add files", type="primary", disabled=not uploads):
+    sources = [SourceFile(f.name, data=f.getvalue()) for f in uploads]
+
+    def run():
+        bar = st.progress(0.0, text="Starting…")
+
+        def progress(done, total, result):
+            bar.progress(done / total, text=f"{done}/{total} · {result.status} · {result.name}")
+
+        with st.spinner("Reading and embedding…"):
+            return ingest(
+                ui.workspace(), sources, collection=ui.collection(),
+                tags=[t for t in tags.split(",")], csv_rows=csv_rows, on_progress=progress,
+            )
+
+    report = ui.guarded(run)
+    if report is not None:
+        st.session_state["last_report"] = report
+        st.session_state["upload_key"] += 1  # clears the uploader
+        st.rerun()
+
+report = st.session_state["last_report"]
+if report is not None:
+    st.subheader("Last upload")
+    added, skipped, failed = (report.by_status(s) for s in ("added", "skipped", "failed"))
+    a, s, f, i = st.columns(4)
+    a.metric("Added", len(added))
+    s.metric("Skipped", len(skipped))
+    f.metric("Refused", len(failed))
+    i.metric("Items embedded", report.items_added)
+    if failed:
+        st.error("Some files were refused; nothing of them was stored.", icon=":material/block:")
+    rows = [{"file": r.name, "result": r.status, "items": r.items, "reason": r.reason or ""} for r in report.results]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    secs = report.seconds
+    st.caption(f"read {secs['read']:.1f}s · embed {secs['embed']:.1f}s · write {secs['write']:.1f}s")
