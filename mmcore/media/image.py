@@ -11,7 +11,9 @@ from ..errors import MediaError
 from .base import Chunk, Decoded, ReadOptions
 
 EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Formats Pillow may try when opening. MPO (multi-picture JPEG) is not among them: Pillow has no opener
+# registered under that name (asking for it raises KeyError); the JPEG opener returns MPO images itself.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 STORED_EXT = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 THUMBNAIL_SIZE = 320
 
