@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny real CLIP checkpoint, settings and a workspace on a temp dir, and test media."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub (it reads this once): a hub lookup fails at once instead of retrying.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+from checkpoints import tiny_clip
+from media_factory import write_media
+from mmcore.config import Settings
+from mmcore.workspace import Workspace
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory):
+    """A 16-d random-weight CLIP checkpoint, built once per session."""
+    return tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip", projection_dim=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_clip_dir(tmp_path_factory):
+    """A different (24-d) checkpoint, for model mismatch tests; built only when a test asks for it."""
+    return tiny_clip(tmp_path_factory.mktemp("models") / "other-clip", projection_dim=24, seed=1)
+
+
+@pytest.fixture
+def settings(tmp_path, clip_dir):
+    # A small batch size, so ingesting a handful of files already takes several model batches.
+    return Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), batch_size=4)
+
+
+@pytest.fixture
+def ws(settings):
+    return Workspace(settings)
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    """The standard test files by name ("img.jpg", ..., "long.txt", "table.csv"), all in one folder."""
+    return write_media(tmp_path_factory.mktemp("media"))
