@@ -1,0 +1,156 @@
+"""The clip space with a real (tiny, random-weight) checkpoint: vectors, determinism, batching, loading errors."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import media_factory as mf
+from mmcore.config import Settings
+from mmcore.errors import MMError, ModelUnavailable
+from mmcore.spaces import get_space, is_loaded
+
+TEXTS = ["a red square", "the harbour at dawn", "mackerel and crushed ice", "42", "tide tables, 1012 hPa", "x"]
+
+
+@pytest.fixture
+def space(ws):
+    return ws.space()
+
+
+def images():
+    return [mf.picture(size, colour, pattern) for size, colour, pattern in mf.IMAGE_SPECS.values()]
+
+
+def assert_unit_rows(vectors: np.ndarray, n: int, dim: int) -> None:
+    assert isinstance(vectors, np.ndarray)
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (n, dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_space_describes_its_model(space, clip_dir):
+    assert space.info.space == "clip"
+    assert space.info.model_id == str(Path(clip_dir).resolve())
+    assert space.info.dim == 16
+    assert space.modalities == {"image", "text"}
+    assert space.max_text_tokens == 75  # 77 positions less the start and end tokens
+
+
+def test_embed_texts_gives_unit_float32_rows(space):
+    assert_unit_rows(space.embed_texts(TEXTS), len(TEXTS), 16)
+
+
+def test_embed_images_gives_unit_float32_rows(space):
+    assert_unit_rows(space.embed_images(images()), len(mf.IMAGE_SPECS), 16)
+
+
+def test_embedding_nothing_gives_an_empty_matrix(space):
+    assert space.embed_texts([]).shape == (0, 16)
+    assert space.embed_images([]).shape == (0, 16)
+
+
+def test_same_input_same_vector_and_different_texts_differ(space):
+    tokenizer = space.processor.tokenizer
+    assert tokenizer("a red square")["input_ids"] != tokenizer("the harbour at dawn")["input_ids"]
+    first = space.embed_texts(["a red square", "the harbour at dawn"])
+    again = space.embed_texts(["a red square", "the harbour at dawn"])
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first[0], first[1], atol=1e-3)
+
+
+def test_different_images_differ(space):
+    vectors = space.embed_images(images())
+    similarity = vectors @ vectors.T
+    off_diagonal = similarity[~np.eye(len(vectors), dtype=bool)]
+    assert off_diagonal.max() < 0.9999
+
+
+def test_text_batches_equal_one_at_a_time(space):
+    assert space.batch_size == 4 and len(TEXTS) > space.batch_size  # several batches, with padding inside each
+    batched = space.embed_texts(TEXTS)
+    single = np.concatenate([space.embed_texts([t]) for t in TEXTS])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_image_batches_equal_one_at_a_time(space):
+    pictures = images()
+    batched = space.embed_images(pictures)
+    single = np.concatenate([space.embed_images([p]) for p in pictures])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_over_long_text_is_truncated_not_refused(space):
+    vectors = space.embed_texts([mf.LONG_TEXT * 5])
+    assert_unit_rows(vectors, 1, 16)
+
+
+def test_get_space_loads_once_and_shares(settings, ws):
+    first = get_space("clip", settings)
+    assert is_loaded("clip", settings)
+    assert get_space("clip", settings) is first
+    assert ws.space() is first
+    assert get_space("clip", Settings(data_dir=settings.data_dir / "elsewhere", clip_model=settings.clip_model, batch_size=4)) is first
+
+
+def test_unknown_space_is_refused(settings):
+    with pytest.raises(MMError, match="unknown space"):
+        get_space("audio-magic", settings)
+
+
+def test_missing_local_folder_names_the_setting(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelUnavailable) as caught:
+        get_space("clip", Settings(data_dir=tmp_path, clip_model=str(missing)))
+    assert "MMCORE_CLIP_MODEL" in str(caught.value)
+    assert str(missing) in str(caught.value)
+
+
+def test_folder_that_is_not_a_checkpoint_is_unavailable(tmp_path):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    with pytest.raises(ModelUnavailable, match="MMCORE_CLIP_MODEL"):
+        get_space("clip", Settings(data_dir=tmp_path, clip_model=str(empty)))
+
+
+def test_uncached_hub_id_is_unavailable_quickly(tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(ModelUnavailable) as caught:
+        get_space("clip", Settings(data_dir=tmp_path, clip_model="nobody/not-a-model"))
+    assert time.perf_counter() - started < 10
+    assert "nobody/not-a-model" in str(caught.value)
+    assert "MMCORE_CLIP_MODEL" in str(caught.value)
+    assert not is_loaded("clip", Settings(data_dir=tmp_path, clip_model="nobody/not-a-model"))
+
+
+class _CreatesMarker:
+    """Unpickling this runs `Path(marker).touch()`: what a malicious pytorch_model.bin could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_weights_are_refused_and_never_unpickled(tmp_path, clip_dir):
+    # The payload works: unpickling it does create its marker.
+    probe = tmp_path / "probe-marker"
+    pickle.loads(pickle.dumps(_CreatesMarker(probe)))
+    assert probe.exists()
+
+    model_dir = tmp_path / "pickled-clip"
+    shutil.copytree(clip_dir, model_dir)
+    (model_dir / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps(_CreatesMarker(marker)))
+
+    with pytest.raises(ModelUnavailable) as caught:
+        get_space("clip", Settings(data_dir=tmp_path, clip_model=str(model_dir)))
+    assert "safetensors" in str(caught.value)
+    assert not marker.exists(), "the pickled weights were unpickled"
