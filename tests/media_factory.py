@@ -113,6 +113,12 @@ def elf_bytes() -> bytes:
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="red"/></svg>'
 
 
+def long_text_content(repeats: int = 3) -> str:
+    """Several hundred tokens of prose, each sentence numbered so that no two text windows are alike."""
+    sentences = [s.strip().rstrip(".") + "." for s in LONG_TEXT.split(". ") if s.strip()] * repeats
+    return "\n".join(f"{i}. {sentence}" for i, sentence in enumerate(sentences, 1)) + "\n"
+
+
 def write_media(root: Path) -> dict[str, Path]:
     """Write the standard test set under root/set/ and return its files by short key.
 
@@ -126,7 +132,7 @@ def write_media(root: Path) -> dict[str, Path]:
         path.write_bytes(image_bytes(ext))
         files[path.name] = path
     long_text = folder / "long.txt"
-    long_text.write_text(LONG_TEXT * 3, encoding="utf-8")
+    long_text.write_text(long_text_content(), encoding="utf-8")
     files["long.txt"] = long_text
     table = folder / "table.csv"
     table.write_text(CSV_TEXT, encoding="utf-8")
