@@ -2,10 +2,14 @@
 
 import streamlit as st
 
+import ui
+
+ui.init_state()
+has_items = ui.collection_sizes().get(ui.collection(), 0) > 0  # returning users land on Search
 page = st.navigation(
     [
-        st.Page("pages/upload.py", title="Upload", icon=":material/upload:", url_path="upload"),
-        st.Page("pages/search.py", title="Search", icon=":material/search:", url_path="search"),
+        st.Page("pages/upload.py", title="Upload", icon=":material/upload:", url_path="upload", default=not has_items),
+        st.Page("pages/search.py", title="Search", icon=":material/search:", url_path="search", default=has_items),
     ]
 )
 page.run()

@@ -48,21 +48,27 @@ def collection() -> str:
     return st.session_state["collection"]
 
 
-def collection_names() -> list[str]:
+def collection_sizes() -> dict[str, int]:
+    """Items per collection name (all spaces together); empty, with the error shown, if the store is down."""
+    sizes: dict[str, int] = {}
     try:
-        return sorted({c.name for c in workspace().store.list()})
+        for info in workspace().store.list():
+            sizes[info.name] = sizes.get(info.name, 0) + info.count
     except MMError as e:
-        st.sidebar.error(str(e))
-        return []
+        st.sidebar.error(str(e), icon=":material/error:")
+    return sizes
 
 
 def sidebar() -> None:
     ws = workspace()
-    names = collection_names()
+    sizes = collection_sizes()
     current = collection()
-    options = sorted(set(names) | {current}) + [NEW_COLLECTION]
+    options = sorted(set(sizes) | {current}) + [NEW_COLLECTION]
     with st.sidebar:
-        choice = st.selectbox("Collection", options, index=options.index(current), key="collection_picker")
+        choice = st.selectbox(
+            "Collection", options, index=options.index(current),
+            format_func=lambda n: n if n == NEW_COLLECTION else f"{n} ({sizes.get(n, 0):,} items)",
+        )
         if choice == NEW_COLLECTION:
             name = st.text_input("New collection name", placeholder="e.g. holiday-photos")
             if name:
@@ -73,12 +79,17 @@ def sidebar() -> None:
             st.session_state["like"] = None
             st.rerun()
         st.divider()
-        model = ws.settings.clip_model
-        state = "loaded" if is_loaded("clip", ws.settings) else "loads on first use"
-        st.caption(f"**Model** `{model}` · {state}")
+        st.session_state["model_slot"] = st.empty()
+        show_model_status()
         s = ws.settings
         store = f"Chroma server {s.chroma_host}:{s.chroma_port}" if s.chroma_host else f"embedded in `{s.data_dir}`"
         st.caption(f"**Store** {store}")
+
+
+def show_model_status() -> None:
+    settings = workspace().settings
+    state = "loaded" if is_loaded("clip", settings) else "loads on first use"
+    st.session_state["model_slot"].caption(f"**Model** `{settings.clip_model}` · {state}")
 
 
 def guarded(action, needs_model: bool = True):
@@ -88,6 +99,7 @@ def guarded(action, needs_model: bool = True):
         if needs_model and not is_loaded("clip", ws.settings):
             with st.spinner(f"Loading model {ws.settings.clip_model} (first use only)…"):
                 ws.space()
+            show_model_status()
         return action()
     except MMError as e:
         st.error(str(e), icon=":material/error:")
@@ -96,7 +108,7 @@ def guarded(action, needs_model: bool = True):
 
 def hit_card(hit, rank: int) -> None:
     """One search result: thumbnail or text snippet, score, source, where in the source, and actions."""
-    with st.container(border=True):
+    with st.container(border=True, key=f"hit-{hit.modality}-{rank}"):
         if hit.thumbnail:
             st.image(hit.thumbnail, width="stretch")
         elif hit.document:

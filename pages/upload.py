@@ -1,3 +1,5 @@
+import html
+
 import pandas as pd
 import streamlit as st
 
@@ -46,8 +48,10 @@ if report is not None:
     f.metric("Refused", len(failed))
     i.metric("Items embedded", report.items_added)
     if failed:
-        st.error("Some files were refused; nothing of them was stored.", icon=":material/block:")
-    rows = [{"file": r.name, "result": r.status, "items": r.items, "reason": r.reason or ""} for r in report.results]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        lines = "\n".join(f"- **{html.escape(r.name)}**: {html.escape(r.reason)}" for r in failed)
+        st.error(f"Refused, and nothing of them stored:\n{lines}", icon=":material/block:")
+    with st.expander(f"Every file ({len(report.results)})"):
+        rows = [{"file": r.name, "result": r.status, "items": r.items, "reason": r.reason or ""} for r in report.results]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     secs = report.seconds
     st.caption(f"read {secs['read']:.1f}s · embed {secs['embed']:.1f}s · write {secs['write']:.1f}s")

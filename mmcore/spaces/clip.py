@@ -55,7 +55,8 @@ class ClipSpace:
         source = str(local_dir.resolve()) if is_dir else model
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         last_error: Exception | None = None
-        for local_only in ((True,) if is_dir else (True, False)):
+        attempts = (True,) if is_dir else (True, False) if _hub_reachable() else (True,)
+        for local_only in attempts:
             try:
                 net = AutoModel.from_pretrained(source, use_safetensors=True, local_files_only=local_only)
                 processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
@@ -63,7 +64,7 @@ class ClipSpace:
             except (OSError, ValueError) as e:
                 last_error = e
         else:
-            raise ModelUnavailable(_explain(model, last_error)) from last_error
+            raise ModelUnavailable(_explain(model, is_dir, last_error)) from last_error
         if not hasattr(net, "get_text_features") or not hasattr(net, "get_image_features"):
             raise ModelUnavailable(f"{model!r} is a {type(net).__name__}, not a CLIP-family model with text and image towers.")
         net.eval().to(device)
@@ -103,6 +104,23 @@ class ClipSpace:
         return normalize(np.concatenate(out))
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers at all; without this check an offline machine waits ~25 s of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _probe_dim(net, processor, device) -> int:
     import torch
 
@@ -111,16 +129,19 @@ def _probe_dim(net, processor, device) -> int:
     return int(getattr(features, "pooler_output", features).shape[-1])
 
 
-def _explain(model: str, error: Exception | None) -> str:
+def _explain(model: str, is_dir: bool, error: Exception | None) -> str:
     text = str(error or "")
-    if "safetensors" in text or "model.safetensors" in text:
+    if "safetensors" in text:
         return (
             f"The CLIP model {model!r} has no model.safetensors; mmscope only loads safetensors weights, never "
             "pickled .bin files. Convert it or choose a checkpoint that ships safetensors."
         )
     if "trust_remote_code" in text or "custom code" in text:
         return f"The CLIP model {model!r} needs custom code from its repository, which mmscope never runs."
+    if is_dir:
+        first_line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+        return f"The folder {model!r} could not be loaded as a CLIP checkpoint ({first_line}). " + HOW_TO_PROVIDE.format(model=model)
     return (
-        f"The CLIP model {model!r} is not in the local Hugging Face cache and the hub could not be reached "
-        f"({text.splitlines()[0] if text else 'no details'}). " + HOW_TO_PROVIDE.format(model=model)
+        f"The CLIP model {model!r} is not in the local Hugging Face cache and the Hugging Face hub could not be "
+        "reached. " + HOW_TO_PROVIDE.format(model=model)
     )

@@ -1,0 +1,92 @@
+"""The app in a real browser: upload on the Upload page, then find it on the Search page."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+from playwright.sync_api import expect, sync_playwright
+
+from browser import CHROMIUM_ARGS, ROOT, chromium_path, streamlit_server
+
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 90_000  # the first search loads torch and the model inside the server
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, clip_dir):
+    data = tmp_path_factory.mktemp("browser-data")
+    env = {"MMCORE_DATA_DIR": str(data), "MMCORE_CLIP_MODEL": str(clip_dir), "HF_HUB_OFFLINE": "1"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server(env, ARTIFACTS / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        yield pg
+        browser.close()
+
+
+def make_upload_files(folder: Path) -> tuple[Path, Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    sunset = folder / "sunset-stripes.png"
+    im = Image.new("RGB", (96, 64), (250, 120, 30))
+    draw = ImageDraw.Draw(im)
+    for y in range(0, 64, 8):
+        draw.rectangle([0, y, 95, y + 3], fill=(90, 20, 120))
+    im.save(sunset)
+    forest = folder / "forest-dots.jpg"
+    im = Image.new("RGB", (80, 80), (20, 140, 60))
+    draw = ImageDraw.Draw(im)
+    for x in range(5, 80, 15):
+        draw.ellipse([x, x, x + 8, x + 8], fill=(240, 240, 200))
+    im.save(forest, quality=92)
+    notes = folder / "field-notes.txt"
+    notes.write_text("zebra crossing near the old harbour at dawn")
+    return sunset, forest, notes
+
+
+def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
+    sunset, forest, notes = make_upload_files(tmp_path / "files")
+    broken = tmp_path / "files" / "broken.png"
+    broken.write_bytes(b"MZ\x90\x00 this is not an image")
+
+    page.goto(app_url)  # an empty collection opens on Upload
+    expect(page.get_by_role("heading", name="Upload")).to_be_visible()
+    page.locator("input[type=file]").first.set_input_files([str(sunset), str(forest), str(notes), str(broken)])
+    page.get_by_role("button", name="Add 4 file(s)").click()
+    summary = page.get_by_test_id("stMetric")
+    expect(summary.filter(has_text="Added")).to_contain_text("3")
+    expect(summary.filter(has_text="Refused")).to_contain_text("1")
+    refused = page.get_by_test_id("stAlert")
+    expect(refused).to_contain_text("broken.png")
+    expect(refused).to_contain_text("not a readable image")
+    page.screenshot(path=ARTIFACTS / "upload.png", full_page=True)
+
+    page.get_by_role("link", name="Search").click()
+    page.get_by_role("radio", name="Image").click()
+    page.locator("input[type=file]").first.set_input_files(str(sunset))
+    first = page.locator(".st-key-hit-image-0")
+    expect(first).to_contain_text("sunset-stripes.png")
+    expect(first).to_contain_text(re.compile(r"1\.000"))
+    thumbnail = first.locator("img")
+    expect(thumbnail).to_have_count(1)
+    thumbnail.scroll_into_view_if_needed()
+    expect(thumbnail).to_have_js_property("complete", True)
+    assert thumbnail.evaluate("img => img.naturalWidth") > 0, "the thumbnail did not load"
+    page.screenshot(path=ARTIFACTS / "search-image.png", full_page=True)
+
+    page.get_by_role("radio", name="Text").click()
+    box = page.get_by_label("Describe what you are looking for")
+    box.fill("zebra crossing near the old harbour at dawn")
+    box.press("Enter")
+    expect(page.locator(".st-key-hit-text-0 .mm-snippet")).to_contain_text("zebra crossing")
+    page.screenshot(path=ARTIFACTS / "search-text.png", full_page=True)
