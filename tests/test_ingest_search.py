@@ -15,7 +15,7 @@ import media_factory as mf
 from mmcore.config import Settings
 from mmcore.errors import MMError, NotFound, SpaceMismatch, StoreError
 from mmcore.ingest import SourceFile, collect_files, ingest
-from mmcore.search import Filters, search_image, search_like, search_text
+from mmcore.search import Filters, Query, search, search_each_modality, search_image, search_like, search_text
 from mmcore.store import validate_name
 from mmcore.workspace import Workspace
 
@@ -271,6 +271,44 @@ def test_empty_text_query_is_refused(loaded):
 def test_search_in_missing_collection_is_not_found(loaded):
     with pytest.raises(NotFound, match="nothing-here"):
         search_text(loaded["ws"], "harbour", collection="nothing-here")
+
+
+def test_search_each_modality_gives_top_k_of_each(loaded, media):
+    ws = loaded["ws"]
+    both = search_each_modality(ws, Query(text="harbour"), k=3)
+    assert sorted(both) == ["image", "text"]
+    assert len(both["image"]) == 3 and {h.modality for h in both["image"]} == {"image"}
+    assert len(both["text"]) == 3 and {h.modality for h in both["text"]} == {"text"}
+    # the same as searching each modality on its own
+    alone = search_text(ws, "harbour", k=3, filters=Filters(modalities=("image",)))
+    assert [h.id for h in both["image"]] == [h.id for h in alone]
+
+    only_images = search_each_modality(ws, Query(image=media["img.tiff"].read_bytes(), image_name="q.tiff"), k=2,
+                                       filters=Filters(modalities=("image",)))
+    assert list(only_images) == ["image"] and only_images["image"][0].source == "img.tiff"
+
+    own_id = only_images["image"][0].id
+    like = search_each_modality(ws, Query(like=own_id), k=100)
+    assert own_id not in [h.id for hits in like.values() for h in hits]
+    assert len(like["image"]) == len(IMAGES) - 1
+
+
+def test_search_with_a_query_object(loaded, media):
+    hits = search(loaded["ws"], Query(image=media["img.bmp"].read_bytes(), image_name="q.bmp"), k=1)
+    assert hits[0].source == "img.bmp"
+    with pytest.raises(MMError):
+        search(loaded["ws"], Query())
+
+
+def test_hit_says_where_it_lives(loaded, ws, media):
+    image = search_image(loaded["ws"], "img.png", media["img.png"].read_bytes(), k=1)[0]
+    assert image.where == ""
+    window = search_text(loaded["ws"], "tide", k=1, filters=Filters(sources=("long.txt",)))[0]
+    assert window.where == f"chars {window.locator['char_start']:,}–{window.locator['char_end']:,}"
+    ingest(ws, sources(media, ["table.csv"]), csv_rows=True)
+    row = search_text(ws, "banana", k=1, filters=Filters(equals={"row": 2}))[0]
+    assert row.where == f"row 2 · chars 0–{row.locator['char_end']}"
+    assert row.to_json()["locator"] == row.locator
 
 
 def sources_of(hits):
