@@ -41,17 +41,17 @@ class ClipSpace:
         Raises:
             ModelUnavailable: it is neither cached nor reachable, has no safetensors weights, or isn't CLIP-like.
         """
+        local_dir = Path(model).expanduser()
+        is_dir = local_dir.is_dir()
+        looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1  # hub ids are "org/name"
+        if looks_like_path and not is_dir:
+            raise ModelUnavailable(f"The CLIP model folder {model!r} does not exist. " + HOW_TO_PROVIDE.format(model=model))
         import torch
         from transformers import AutoModel, AutoProcessor
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        local_dir = Path(model).expanduser()
-        is_dir = local_dir.is_dir()
-        looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1  # hub ids are "org/name"
-        if looks_like_path and not is_dir:
-            raise ModelUnavailable(f"The CLIP model folder {model!r} does not exist. " + HOW_TO_PROVIDE.format(model=model))
         source = str(local_dir.resolve()) if is_dir else model
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         last_error: Exception | None = None
