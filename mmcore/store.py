@@ -7,6 +7,7 @@ records the space, model and dimension that made its vectors and refuses any oth
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -24,6 +25,19 @@ class CollectionInfo:
     name: str
     space: SpaceInfo
     count: int
+
+
+@dataclass(frozen=True)
+class Items:
+    """Many items at once, in one order: ids, their vectors (float32 [n, d]), metadata and documents."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    metadatas: list[dict[str, Any]]
+    documents: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 @dataclass(frozen=True)
@@ -94,13 +108,13 @@ class Store:
             )
         else:
             raw = self._get(chroma_name, name)
-        collection = ItemCollection(raw, self.client.get_max_batch_size())
+        collection = ItemCollection(raw, self.client.get_max_batch_size(), self.client)
         collection.check_space(space)
         return collection
 
     def open(self, name: str, space: str = "clip") -> "ItemCollection":
         """An existing collection, whatever model made it (for reads that need no model)."""
-        return ItemCollection(self._get(f"{validate_name(name)}.{space}", name), self.client.get_max_batch_size())
+        return ItemCollection(self._get(f"{validate_name(name)}.{space}", name), self.client.get_max_batch_size(), self.client)
 
     def _get(self, chroma_name: str, name: str):
         try:
@@ -114,7 +128,7 @@ class Store:
         """Every mmscope collection in the store, with the model that made it and its item count."""
         infos = []
         for raw in self.client.list_collections():
-            collection = ItemCollection(raw, self.client.get_max_batch_size())
+            collection = ItemCollection(raw, self.client.get_max_batch_size(), self.client)
             if collection.space is not None:
                 infos.append(CollectionInfo(raw.metadata["mm_collection"], collection.space, raw.count()))
         return sorted(infos, key=lambda c: (c.name, c.space.space))
@@ -127,8 +141,9 @@ class Store:
 class ItemCollection:
     """One Chroma collection of items from one space."""
 
-    def __init__(self, raw, max_batch: int):
+    def __init__(self, raw, max_batch: int, client=None):
         self.raw = raw
+        self.client = client
         self.max_batch = max_batch
         meta = raw.metadata or {}
         self.name = meta.get("mm_collection", raw.name)
@@ -168,6 +183,70 @@ class ItemCollection:
             self.raw.upsert(
                 ids=list(ids[i:end]), embeddings=vectors[i:end], metadatas=list(metadatas[i:end]), documents=docs[i:end]
             )
+        self._touch()
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove items (their originals stay on disk: other items or collections may share them)."""
+        for i in range(0, len(ids), self.max_batch):
+            self.raw.delete(ids=list(ids[i : i + self.max_batch]))
+        self._touch()
+
+    def update_tags(self, ids: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        """Add and remove tags on items; the collection's version (and so its maps) stays as it is."""
+        if not ids:
+            return
+        add, remove = {t.strip() for t in add if t.strip()}, set(remove)
+        for i in range(0, len(ids), self.max_batch):
+            batch = self.raw.get(ids=list(ids[i : i + self.max_batch]), include=["metadatas"])
+            metadatas = []
+            for meta in batch["metadatas"]:
+                meta = dict(meta or {})
+                tags = sorted((set(meta.get("tags") or []) | add) - remove)
+                if tags:
+                    meta["tags"] = tags
+                else:
+                    meta["tags"] = None  # chroma drops a key set to None
+                metadatas.append(meta)
+            self.raw.update(ids=batch["ids"], metadatas=metadatas)
+
+    @property
+    def version(self) -> str:
+        """Changes whenever items are added or removed (not when tags change); analysis caches key on it."""
+        fresh = self.client.get_collection(self.raw.name, embedding_function=None) if self.client else self.raw
+        return str((fresh.metadata or {}).get("mm_version", "0"))
+
+    def _touch(self) -> None:
+        """A new random version token: concurrent writers can't both write the same one."""
+        meta = {k: v for k, v in (self.raw.metadata or {}).items() if not k.startswith("hnsw:")}
+        meta["mm_version"] = uuid.uuid4().hex
+        self.raw.modify(metadata=meta)
+
+    def all(self, with_vectors: bool = True, where: dict | None = None, page: int = 5000) -> Items:
+        """Every item (matching `where`), in a stable order: sorted by id."""
+        include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
+        ids, vectors, metadatas, documents = [], [], [], []
+        offset = 0
+        while True:
+            batch = self.raw.get(where=where or None, include=include, limit=page, offset=offset)
+            if not batch["ids"]:
+                break
+            ids += batch["ids"]
+            metadatas += [m or {} for m in batch["metadatas"]]
+            documents += [d or None for d in batch["documents"]]
+            if with_vectors:
+                vectors.append(np.asarray(batch["embeddings"], dtype=np.float32))
+            offset += len(batch["ids"])
+            if len(batch["ids"]) < page:
+                break
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        dim = self.space.dim if self.space else 0
+        stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
+        return Items(
+            ids=[ids[i] for i in order],
+            vectors=stacked[order] if with_vectors else stacked,
+            metadatas=[metadatas[i] for i in order],
+            documents=[documents[i] for i in order],
+        )
 
     def query(self, vector: np.ndarray, k: int, where: dict | None = None, exclude: Sequence[str] = ()) -> list[Match]:
         """The `k` nearest items to `vector` (cosine), optionally filtered by metadata."""
