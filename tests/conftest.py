@@ -7,6 +7,8 @@ import os
 # Before anything imports huggingface_hub (it reads this once): a hub lookup fails at once instead of retrying.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One numba JIT cache for the whole suite (and its subprocesses), kept between runs.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "numba"))
 
 import pytest
 
