@@ -29,6 +29,7 @@ def page(title: str) -> None:
     Pages call this themselves rather than relying on app.py, so a deep link opened before app.py has
     ever run (Streamlit then runs pages/*.py directly) still gets a working page.
     """
+    _leave_v1_navigation()
     st.set_page_config(page_title=f"{title} · mmscope", page_icon=":material/scatter_plot:", layout="wide")
     init_state()
     st.markdown(STYLE, unsafe_allow_html=True)
@@ -36,8 +37,22 @@ def page(title: str) -> None:
     st.title(title)
 
 
+def _leave_v1_navigation() -> None:
+    """A deep link opened before app.py ever ran makes Streamlit run pages/*.py directly, with file-name
+    navigation. Switch to app.py's st.navigation once; if Streamlit's internals move, the page still works."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def init_state() -> None:
     ws = workspace()
+    st.session_state.setdefault("tags_epoch", 0)
+    st.session_state.setdefault("table_cache", None)
     st.session_state.setdefault("collection", ws.settings.collection)
     st.session_state.setdefault("upload_key", 0)
     st.session_state.setdefault("last_report", None)
@@ -48,15 +63,28 @@ def collection() -> str:
     return st.session_state["collection"]
 
 
-def collection_sizes() -> dict[str, int]:
-    """Items per collection name (all spaces together); empty, with the error shown, if the store is down."""
-    sizes: dict[str, int] = {}
+def collections() -> list:
+    """Every (collection, space) in the store; empty, with the error shown, if the store is down."""
     try:
-        for info in workspace().store.list():
-            sizes[info.name] = sizes.get(info.name, 0) + info.count
+        return workspace().store.list()
     except MMError as e:
         st.sidebar.error(str(e), icon=":material/error:")
+        return []
+
+
+def collection_sizes() -> dict[str, int]:
+    """Items per collection name, all its spaces together."""
+    sizes: dict[str, int] = {}
+    for info in collections():
+        sizes[info.name] = sizes.get(info.name, 0) + info.count
     return sizes
+
+
+def space() -> str | None:
+    """The space to explore in the current collection: the one picked in the sidebar, else its only one."""
+    spaces = [info.space.space for info in collections() if info.name == collection()]
+    picked = st.session_state.get("space")
+    return picked if picked in spaces else (spaces[0] if spaces else None)
 
 
 def sidebar() -> None:
@@ -78,6 +106,9 @@ def sidebar() -> None:
             st.session_state["collection"] = choice
             st.session_state["like"] = None
             st.rerun()
+        spaces = sorted(info.space.space for info in collections() if info.name == collection())
+        if len(spaces) > 1:
+            st.session_state["space"] = st.selectbox("Space", spaces, help="Maps and clusters never mix spaces.")
         st.divider()
         st.session_state["model_slot"] = st.empty()
         show_model_status()
@@ -127,3 +158,77 @@ STYLE = """
               white-space: pre-wrap; background: #f8fafc; padding: .5em; border-radius: .4em; }
 </style>
 """
+
+
+def analysis(space: str, umap, hdbscan, refit: bool = False):
+    """The current collection's analysis (from the disk cache when unchanged), with live progress."""
+    from mmcore.analysis.maps import analyze
+
+    slot = st.empty()
+    try:
+        return analyze(workspace(), collection(), space, umap, hdbscan, refit=refit,
+                       on_progress=lambda stage: slot.info(f"{stage}…", icon=":material/hourglass_top:"))
+    except MMError as e:
+        st.error(str(e), icon=":material/error:")
+        return None
+    finally:
+        slot.empty()
+
+
+def analysis_table(analysis):
+    """Items joined with the analysis, kept for this session until the collection, the parameters or
+    any tag changes."""
+    from mmcore.analysis.frame import analysis_frame
+
+    key = (analysis.collection, analysis.space, analysis.version, analysis.umap, analysis.hdbscan,
+           analysis.placed, st.session_state["tags_epoch"])
+    cached = st.session_state["table_cache"]
+    if cached is None or cached[0] != key:
+        ws = workspace()
+        target = ws.store.open(analysis.collection, analysis.space)
+        cached = (key, analysis_frame(target, analysis, media_root=ws.files.root))
+        st.session_state["table_cache"] = cached
+    return cached[1]
+
+
+def tags_changed() -> None:
+    st.session_state["tags_epoch"] += 1
+
+
+GALLERY_LIMIT = 40
+
+
+def gallery(frame, columns: int = 8) -> None:
+    """Thumbnails (or snippets) of the frame's first rows, with their source names."""
+    shown = frame.head(GALLERY_LIMIT)
+    for start in range(0, len(shown), columns):
+        for col, row in zip(st.columns(columns), shown.iloc[start : start + columns].itertuples()):
+            with col:
+                if row.thumbnail:
+                    st.image(row.thumbnail, width="stretch")
+                elif row.snippet:
+                    st.markdown(f"<div class='mm-snippet'>{html.escape(row.snippet)}</div>", unsafe_allow_html=True)
+                st.caption(html.escape(str(row.source)))
+    if len(frame) > GALLERY_LIMIT:
+        st.caption(f"… and {len(frame) - GALLERY_LIMIT:,} more")
+
+
+def tag_form(ids: list[str], space: str, key: str) -> None:
+    """Tag (or untag) these items of the current collection."""
+    with st.form(key, clear_on_submit=True, border=False):
+        left, middle, right = st.columns([3, 1, 1])
+        tag = left.text_input("Tag", placeholder="e.g. needs-review", label_visibility="collapsed")
+        add = middle.form_submit_button(f"Tag {len(ids):,}", icon=":material/sell:", type="primary")
+        remove = right.form_submit_button("Untag", icon=":material/label_off:")
+    if (add or remove) and tag.strip():
+        target = workspace().store.open(collection(), space)
+        target.update_tags(ids, add=[tag] if add else [], remove=[tag.strip()] if remove else [])
+        tags_changed()
+        st.toast(f"{'Tagged' if add else 'Untagged'} {len(ids):,} item(s) '{tag.strip()}'", icon=":material/sell:")
+
+
+def selection_panel(frame, ids: list[str], space: str) -> None:
+    chosen = frame[frame["id"].isin(set(ids))]
+    st.subheader(f"{len(chosen):,} selected", divider="gray")
+    tag_form(list(chosen["id"]), space, key="tag-selection")
+    gallery(chosen)

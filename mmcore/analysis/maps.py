@@ -190,29 +190,52 @@ class _Cache:
         self.key = hashlib.sha1(params.encode()).hexdigest()[:12]
 
     def load_result(self, version: str) -> Analysis | None:
-        return self._load(self.dir / f"result-{self.key}-{version}.pkl")
+        return self.load(self.dir / f"result-{self.key}-{version}.pkl")
 
     def save_result(self, version: str, analysis: Analysis) -> None:
         for old in self.dir.glob(f"result-{self.key}-*.pkl"):
             old.unlink(missing_ok=True)
-        self._save(self.dir / f"result-{self.key}-{version}.pkl", analysis)
+        self.save(self.dir / f"result-{self.key}-{version}.pkl", analysis)
 
     def load_fit(self) -> dict | None:
-        return self._load(self.dir / f"fit-{self.key}.pkl")
+        return self.load(self.dir / f"fit-{self.key}.pkl")
 
     def save_fit(self, fit: dict) -> None:
-        self._save(self.dir / f"fit-{self.key}.pkl", fit)
+        self.save(self.dir / f"fit-{self.key}.pkl", fit)
 
-    def _load(self, path: Path):
+    def load(self, path: Path):
         try:
             with open(path, "rb") as f:
                 return pickle.load(f)  # our own cache files, written by _save below
         except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ModuleNotFoundError):
             return None
 
-    def _save(self, path: Path, obj) -> None:
+    def save(self, path: Path, obj) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(path)
+
+
+def map_3d(ws: Workspace, analysis: Analysis) -> np.ndarray:
+    """3D coordinates for the analysis's items (its own UMAP fit), cached like the 2D map.
+
+    Raises:
+        NotFound: the collection is gone.
+    """
+    cache = _Cache(ws.settings.data_dir / "cache", analysis.collection, analysis.space, analysis.umap, analysis.hdbscan)
+    path = cache.dir / f"xyz-{cache.key}-{analysis.version}.pkl"
+    cached = cache.load(path)
+    if cached is not None and cached[0] == analysis.ids:
+        return cached[1]
+    target = ws.store.open(analysis.collection, analysis.space)
+    items = target.all(with_vectors=True)
+    position = {id_: i for i, id_ in enumerate(items.ids)}
+    vectors = items.vectors[[position[i] for i in analysis.ids if i in position]]
+    use_numba_cache(ws.settings.data_dir / "cache" / "numba")
+    _, xyz = fit_projection(vectors, analysis.umap, 3)
+    for old in cache.dir.glob(f"xyz-{cache.key}-*.pkl"):
+        old.unlink(missing_ok=True)
+    cache.save(path, (analysis.ids, xyz))
+    return xyz

@@ -1,0 +1,63 @@
+import streamlit as st
+
+import ui
+from mmcore.analysis.clusters import MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE, Hdbscan
+from mmcore.analysis.figures import color_options, map_figure
+from mmcore.analysis.frame import with_3d
+from mmcore.analysis.maps import map_3d
+from mmcore.analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, MAX_NEIGHBORS, MIN_NEIGHBORS, Umap
+from mmcore.search import Query, search
+
+ui.page("Map")
+space = ui.space()
+if space is None:
+    st.info("This collection is empty: add files on the Upload page, or load the demo on the Collections page.")
+    st.stop()
+
+with st.expander("Map and cluster settings", icon=":material/tune:"):
+    a, b, c = st.columns(3)
+    neighbors = a.slider("UMAP neighbours", MIN_NEIGHBORS, MAX_NEIGHBORS, DEFAULT_NEIGHBORS,
+                         help="Larger values show more global structure, smaller more local detail.")
+    min_dist = b.slider("UMAP min_dist", 0.0, 0.99, DEFAULT_MIN_DIST, step=0.05, help="How tightly points pack.")
+    size = c.number_input("Min cluster size (0 = automatic)", 0, MAX_CLUSTER_SIZE, 0,
+                          help=f"At least {MIN_CLUSTER_SIZE}; automatic grows with the collection.")
+    refit = st.button("Refit the map", icon=":material/refresh:")
+
+analysis = ui.analysis(space, Umap(neighbors, min_dist), Hdbscan(size or None), refit=refit)
+if analysis is None:
+    st.stop()
+frame = ui.analysis_table(analysis)
+
+if analysis.stale:
+    left, right = st.columns([5, 1])
+    left.warning(f"{analysis.placed:,} item(s) added since this map was fitted were placed on it without refitting; "
+                 "a refit may draw it differently.", icon=":material/update:")
+    if right.button("Refit now", type="primary"):
+        ui.analysis(space, analysis.umap, Hdbscan(size or None), refit=True)
+        st.rerun()
+
+a, b, c = st.columns([2, 3, 1])
+color_by = a.selectbox("Colour by", color_options(frame))
+query = b.text_input("Highlight search hits", placeholder="a text query (clip space)", disabled=space != "clip")
+three_d = c.toggle("3D")
+highlight = set()
+if query.strip() and space == "clip":
+    hits = ui.guarded(lambda: search(ui.workspace(), Query(text=query), ui.collection(), k=25))
+    highlight = {h.id for h in hits or []}
+if three_d:
+    with st.spinner("Fitting the 3D map (once per collection version)…"):
+        frame = with_3d(frame, analysis.ids, map_3d(ui.workspace(), analysis))
+
+clusters = len(analysis.cluster_ids)
+noise = int((analysis.labels < 0).sum())
+st.caption(f"{len(frame):,} items · {clusters} clusters · {noise:,} noise · "
+           f"UMAP neighbours {analysis.umap.n_neighbors}, min_dist {analysis.umap.min_dist} · "
+           f"min cluster size {analysis.hdbscan.min_cluster_size}" + (" · from cache" if analysis.from_cache else ""))
+event = st.plotly_chart(map_figure(frame, color_by, highlight, three_d), on_select="rerun",
+                        selection_mode=("points", "box", "lasso"), key="map-chart", config={"displaylogo": False})
+
+selected = [p["customdata"] for p in (event.selection.points if event else []) if p.get("customdata")]
+if selected:
+    ui.selection_panel(frame, selected, space)
+else:
+    st.caption("Draw a lasso or box on the map to see and tag the items inside.")
