@@ -179,6 +179,7 @@ def analysis_table(analysis):
     """Items joined with the analysis, kept for this session until the collection, the parameters or
     any tag changes."""
     from mmcore.analysis.frame import analysis_frame
+    from mmcore.analysis.naming import cluster_names
 
     key = (analysis.collection, analysis.space, analysis.version, analysis.umap, analysis.hdbscan,
            analysis.placed, st.session_state["tags_epoch"])
@@ -186,7 +187,8 @@ def analysis_table(analysis):
     if cached is None or cached[0] != key:
         ws = workspace()
         target = ws.store.open(analysis.collection, analysis.space)
-        cached = (key, analysis_frame(target, analysis, media_root=ws.files.root))
+        names = cluster_names(ws, analysis)
+        cached = (key, analysis_frame(target, analysis, names, media_root=ws.files.root))
         st.session_state["table_cache"] = cached
     return cached[1]
 

@@ -44,6 +44,7 @@ class Analysis:
     placed: int  # items placed on it later without refitting
     seconds: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
+    requested: Hdbscan = Hdbscan()  # the parameters as asked (part of the cache key)
 
     @property
     def stale(self) -> bool:
@@ -89,7 +90,7 @@ def analyze(
     name = collection or ws.settings.collection
     target = ws.store.open(name, space)
     version = target.version
-    cache = _Cache(ws.settings.data_dir / "cache", name, space, umap, hdbscan)
+    cache = AnalysisCache(ws.settings.data_dir / "cache", name, space, umap, hdbscan)
     if not refit and (cached := cache.load_result(version)) is not None:
         cached.from_cache = True
         return cached
@@ -109,7 +110,7 @@ def analyze(
         fit = _fit(items, umap, hdbscan.resolved(len(items)), say, seconds)
         cache.save_fit(fit)
         analysis = _from_fit(fit, items.ids, seconds)
-    analysis.collection, analysis.space, analysis.version = name, space, version
+    analysis.collection, analysis.space, analysis.version, analysis.requested = name, space, version, hdbscan
     cache.save_result(version, analysis)
     return analysis
 
@@ -181,13 +182,22 @@ def _place_new(fit: dict, items, say: Progress, seconds: dict) -> Analysis:
     )
 
 
-class _Cache:
+class AnalysisCache:
     """Files under data_dir/cache/analysis/<collection>.<space>/, one fit and one result per parameter set."""
 
     def __init__(self, root: Path, collection: str, space: str, umap: Umap, hdbscan: Hdbscan):
         self.dir = root / "analysis" / f"{collection}.{space}"
         params = json.dumps({"umap": asdict(umap), "hdbscan": asdict(hdbscan)}, sort_keys=True)
         self.key = hashlib.sha1(params.encode()).hexdigest()[:12]
+
+    @classmethod
+    def of(cls, ws: Workspace, analysis: Analysis) -> "AnalysisCache":
+        """The cache of the parameters an analysis was asked with (its min_cluster_size may be resolved)."""
+        return cls(ws.settings.data_dir / "cache", analysis.collection, analysis.space, analysis.umap, analysis.requested)
+
+    def file(self, analysis: Analysis, kind: str, suffix: str) -> Path:
+        """A file for something derived from this very analysis (its version and placements)."""
+        return self.dir / f"{kind}-{self.key}-{analysis.version}-{analysis.placed}{suffix}"
 
     def load_result(self, version: str) -> Analysis | None:
         return self.load(self.dir / f"result-{self.key}-{version}.pkl")
@@ -224,7 +234,7 @@ def map_3d(ws: Workspace, analysis: Analysis) -> np.ndarray:
     Raises:
         NotFound: the collection is gone.
     """
-    cache = _Cache(ws.settings.data_dir / "cache", analysis.collection, analysis.space, analysis.umap, analysis.hdbscan)
+    cache = AnalysisCache.of(ws, analysis)
     path = cache.dir / f"xyz-{cache.key}-{analysis.version}.pkl"
     cached = cache.load(path)
     if cached is not None and cached[0] == analysis.ids:
@@ -235,7 +245,7 @@ def map_3d(ws: Workspace, analysis: Analysis) -> np.ndarray:
     vectors = items.vectors[[position[i] for i in analysis.ids if i in position]]
     use_numba_cache(ws.settings.data_dir / "cache" / "numba")
     _, xyz = fit_projection(vectors, analysis.umap, 3)
-    for old in cache.dir.glob(f"xyz-{cache.key}-*.pkl"):
+    for old in cache.dir.glob(f"xyz-{cache.key}-*.pkl"):  # keep only the latest
         old.unlink(missing_ok=True)
     cache.save(path, (analysis.ids, xyz))
     return xyz
