@@ -11,6 +11,7 @@ page = st.navigation(
         st.Page("pages/upload.py", title="Upload", icon=":material/upload:", url_path="upload", default=not has_items),
         st.Page("pages/search.py", title="Search", icon=":material/search:", url_path="search", default=has_items),
         st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:", url_path="map"),
+        st.Page("pages/outliers.py", title="Outliers", icon=":material/crisis_alert:", url_path="outliers"),
     ]
 )
 page.run()

@@ -137,14 +137,18 @@ def guarded(action, needs_model: bool = True):
         return None
 
 
+def snippet(text: str) -> None:
+    """A text item's words in a small box, escaped: item text is data, never markup."""
+    st.markdown(f"<div class='mm-snippet'>{html.escape(text)}</div>", unsafe_allow_html=True)
+
+
 def hit_card(hit, rank: int) -> None:
     """One search result: thumbnail or text snippet, score, source, where in the source, and actions."""
     with st.container(border=True, key=f"hit-{hit.modality}-{rank}"):
         if hit.thumbnail:
             st.image(hit.thumbnail, width="stretch")
         elif hit.document:
-            snippet = html.escape(hit.document[:400])
-            st.markdown(f"<div class='mm-snippet'>{snippet}</div>", unsafe_allow_html=True)
+            snippet(hit.document[:400])
         st.markdown(f"**{hit.score:.3f}**")
         st.caption(html.escape(hit.source) + (f" · {hit.where}" if hit.where else ""))
         if st.button("More like this", key=f"like-{rank}-{hit.id}", icon=":material/travel_explore:"):
@@ -160,10 +164,19 @@ STYLE = """
 """
 
 
+def analysis_params():
+    """The (Umap, Hdbscan) parameters last chosen on the Map page, else the defaults."""
+    from mmcore.analysis.clusters import Hdbscan
+    from mmcore.analysis.projection import Umap
+
+    return st.session_state.get("analysis_params") or (Umap(), Hdbscan())
+
+
 def analysis(space: str, umap, hdbscan, refit: bool = False):
     """The current collection's analysis (from the disk cache when unchanged), with live progress."""
     from mmcore.analysis.maps import analyze
 
+    st.session_state["analysis_params"] = (umap, hdbscan)
     slot = st.empty()
     try:
         return analyze(workspace(), collection(), space, umap, hdbscan, refit=refit,
@@ -209,7 +222,7 @@ def gallery(frame, columns: int = 8) -> None:
                 if row.thumbnail:
                     st.image(row.thumbnail, width="stretch")
                 elif row.snippet:
-                    st.markdown(f"<div class='mm-snippet'>{html.escape(row.snippet)}</div>", unsafe_allow_html=True)
+                    snippet(row.snippet)
                 st.caption(html.escape(str(row.source)))
     if len(frame) > GALLERY_LIMIT:
         st.caption(f"… and {len(frame) - GALLERY_LIMIT:,} more")

@@ -12,7 +12,7 @@ SNIPPET_CHARS = 160
 
 def analysis_frame(collection: ItemCollection, analysis: Analysis, names: dict[int, str] | None = None, media_root=None) -> pd.DataFrame:
     """Items in the analysis's order: id, x, y, cluster, cluster_name, probability, outlier_score, modality,
-    source, snippet, thumbnail (absolute path or None), tags, and every other metadata key.
+    source, snippet, thumbnail (absolute path, or "" for none: pandas 3 would turn None into NaN), tags, and every other metadata key.
 
     Items deleted since the analysis are left out; items added since it aren't in it (analyze again).
     """
@@ -38,7 +38,7 @@ def analysis_frame(collection: ItemCollection, analysis: Analysis, names: dict[i
             "modality": meta.get("modality", ""),
             "source": meta.get("source", id_),
             "snippet": (doc or "")[:SNIPPET_CHARS],
-            "thumbnail": str(media_root / thumb) if (thumb and media_root is not None) else None,
+            "thumbnail": str(media_root / thumb) if (thumb and media_root is not None) else "",
             "tags": list(meta.get("tags") or []),
         })
     first = ["id", "x", "y", "cluster", "cluster_name", "probability", "outlier_score", "modality", "source", "snippet", "thumbnail", "tags"]

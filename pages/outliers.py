@@ -1,0 +1,52 @@
+import streamlit as st
+
+import ui
+
+ui.page("Outliers")
+space = ui.space()
+if space is None:
+    st.info("This collection is empty: add files on the Upload page, or load the demo on the Collections page.")
+    st.stop()
+
+analysis = ui.analysis(space, *ui.analysis_params())
+if analysis is None:
+    st.stop()
+frame = ui.analysis_table(analysis).sort_values("outlier_score", ascending=False)
+
+st.caption("GLOSH outlier scores: 0 sits in a dense neighbourhood, 1 is as isolated as it gets. "
+           "High scores are worth a look: mislabelled, corrupt, or just unusual items.")
+left, right = st.columns([3, 1])
+threshold = left.slider("Show items scoring at least", 0.0, 1.0, float(round(frame["outlier_score"].quantile(0.95), 2)), 0.01)
+shown = frame[frame["outlier_score"] >= threshold]
+right.metric("Items at or above", f"{len(shown):,}", help=f"of {len(frame):,}")
+if shown.empty:
+    st.success("Nothing scores that high.", icon=":material/check_circle:")
+    st.stop()
+
+page_size = 24
+pages = max(1, -(-len(shown) // page_size))
+page_no = st.columns(4)[0].number_input(f"Page (of {pages})", 1, pages, 1) if pages > 1 else 1
+window = shown.iloc[(page_no - 1) * page_size : page_no * page_size]
+chosen = []
+for start in range(0, len(window), 6):
+    for col, row in zip(st.columns(6), window.iloc[start : start + 6].itertuples()):
+        with col, st.container(border=True, key=f"outlier-{row.id}"):
+            if row.thumbnail:
+                st.image(row.thumbnail, width="stretch")
+            elif row.snippet:
+                ui.snippet(row.snippet)
+            st.markdown(f"**{row.outlier_score:.2f}** · {row.cluster_name}")
+            st.caption(str(row.source))
+            if st.checkbox("Select", key=f"pick-{row.id}"):
+                chosen.append(row.id)
+
+st.divider()
+ids = chosen or list(window["id"])
+st.caption(f"Actions apply to {'the ' + str(len(chosen)) + ' selected' if chosen else 'all ' + str(len(window)) + ' on this page'}.")
+ui.tag_form(ids, space, key="tag-outliers")
+with st.popover(f"Delete {len(ids)} item(s)…", icon=":material/delete:"):
+    st.write("Removes these items from the collection (their original files stay on disk). This can't be undone.")
+    if st.button("Delete for good", type="primary"):
+        ui.workspace().store.open(ui.collection(), space).delete(ids)
+        st.toast(f"Deleted {len(ids)} item(s)", icon=":material/delete:")
+        st.rerun()
