@@ -154,3 +154,18 @@ def test_pickled_weights_are_refused_and_never_unpickled(tmp_path, clip_dir):
         get_space("clip", Settings(data_dir=tmp_path, clip_model=str(model_dir)))
     assert "safetensors" in str(caught.value)
     assert not marker.exists(), "the pickled weights were unpickled"
+
+
+def test_siglip_checkpoint_loads_through_the_same_code(tmp_path):
+    from checkpoints import tiny_siglip
+    from mmcore.spaces.clip import ClipSpace
+    from PIL import Image
+
+    space = ClipSpace.load(str(tiny_siglip(tmp_path / "siglip")))
+    assert space.pad_to_max and space.max_text_tokens == 63
+    assert space.info.dim == 32  # SigLIP has no projection_dim: the dimension is probed
+    texts = space.embed_texts(["red square", "blue circle"])
+    images = space.embed_images([Image.new("RGB", (40, 30), (200, 10, 10))])
+    assert texts.shape == (2, 32) and images.shape == (1, 32)
+    np.testing.assert_allclose(np.linalg.norm(np.vstack([texts, images]), axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(texts[0], texts[1])

@@ -32,7 +32,7 @@ class ClipSpace:
         text_config = model.config.text_config
         self.context_tokens = int(getattr(text_config, "max_position_embeddings", 77))
         self.pad_to_max = model.config.model_type.startswith("siglip")  # SigLIP was trained on max-length padding
-        self.max_text_tokens = self.context_tokens - (0 if self.pad_to_max else 2)
+        self.max_text_tokens = self.context_tokens - (1 if self.pad_to_max else 2)  # room for EOS (and BOS)
 
     @classmethod
     def load(cls, model: str, device: str | None = None, batch_size: int = 32) -> "ClipSpace":
