@@ -129,6 +129,7 @@ def ingest(
     report = IngestReport()
     pending: list[tuple[FileResult, Decoded, bytes]] = []
     seen: set[str] = set()
+    in_order: list[FileResult] = []
 
     def finish(result: FileResult) -> None:
         report.results.append(result)
@@ -164,6 +165,7 @@ def ingest(
 
     for source in sources:
         result = FileResult(source.name, "failed")
+        in_order.append(result)
         started = time.perf_counter()
         try:
             data = source.read(settings.max_file_bytes)
@@ -183,6 +185,7 @@ def ingest(
         if sum(len(d.chunks) for _, d, _ in pending) >= settings.batch_size:
             flush()
     flush()
+    report.results = in_order  # files finish out of order (batching); report them as given
     return report
 
 
