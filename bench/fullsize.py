@@ -1,0 +1,42 @@
+"""A random-weight checkpoint with the real openai/clip-vit-base-patch32 architecture (same compute cost),
+for benchmarks on machines where the real weights can't be downloaded. Vectors are meaningless; speed is real."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT = ROOT / ".cache" / "bench-clip-vit-b32-random"
+
+
+def fullsize_clip(path: Path = CHECKPOINT) -> Path:
+    if (path / "model.safetensors").exists():
+        return path
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
+    for ch in string.ascii_lowercase + string.digits + string.punctuation:
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                         num_attention_heads=8, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                           image_size=224, patch_size=32),
+        projection_dim=512,
+    )
+    torch.manual_seed(0)
+    path.mkdir(parents=True, exist_ok=True)
+    CLIPModel(config).save_pretrained(path)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}),
+        tokenizer=CLIPTokenizer(vocab=vocab, merges=[], unk_token="<unk>"),
+    )
+    processor.save_pretrained(path)
+    return path
+
+
+if __name__ == "__main__":
+    print(fullsize_clip())
