@@ -119,19 +119,21 @@ class Query:
     like: str | None = None
 
 
-def search(ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
+def search(
+    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str = "clip"
+) -> list[Hit]:
     """The `k` items nearest to the query, best first, among those that pass the filters.
 
     Raises:
         MMError: the query is empty. MediaError: the query image can't be read. NotFound: no such
         collection or item. ModelUnavailable, SpaceMismatch: as for Workspace.collection.
     """
-    target, vector, exclude = _prepare(ws, query, collection)
+    target, vector, exclude = _prepare(ws, query, collection, space)
     return _hits(ws, target.query(vector, k, _where(filters), exclude=exclude))
 
 
 def search_each_modality(
-    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None
+    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str = "clip"
 ) -> dict[str, list[Hit]]:
     """Top `k` per modality, embedding the query once.
 
@@ -139,7 +141,7 @@ def search_each_modality(
     against texts than against images), so one merged list would bury the images; show them side by side.
     """
     filters = filters or Filters()
-    target, vector, exclude = _prepare(ws, query, collection)
+    target, vector, exclude = _prepare(ws, query, collection, space)
     return {
         modality: _hits(ws, target.query(vector, k, replace(filters, modalities=(modality,)).to_where(), exclude=exclude))
         for modality in (filters.modalities or MODALITIES)
@@ -156,17 +158,25 @@ def search_image(ws: Workspace, name: str, data: bytes, collection: str | None =
     return search(ws, Query(image=data, image_name=name), collection, k, filters)
 
 
-def search_like(ws: Workspace, item_id: str, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
+def search_like(
+    ws: Workspace, item_id: str, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str = "clip"
+) -> list[Hit]:
     """Items nearest to an item already in the collection, the item itself left out. Needs no model."""
-    return search(ws, Query(like=item_id), collection, k, filters)
+    return search(ws, Query(like=item_id), collection, k, filters, space)
 
 
-def _prepare(ws: Workspace, query: Query, collection: str | None):
+def _prepare(ws: Workspace, query: Query, collection: str | None, space: str = "clip"):
     """The collection to search, the query's vector, and ids to leave out of the results."""
     name = collection or ws.settings.collection
     if query.like is not None:
-        target = ws.store.open(name)  # the item's own vector: no model needed
+        target = ws.store.open(name, space)  # the item's own vector: no model needed
         return target, target.get([query.like], with_vectors=True)[0]["vector"], [query.like]
+    if space != "clip":
+        raise MMError(
+            f"Collection {name!r} is searched in space {space!r}, which has no text or image model; "
+            "search it by item (\"more like this\") instead."
+        )
+    _refuse_model_free(ws, name)
     if query.image is not None:
         target = ws.collection(name, create=False)
         space = ws.space()
@@ -180,6 +190,16 @@ def _prepare(ws: Workspace, query: Query, collection: str | None):
         raise MMError("Type something to search for.")
     target = ws.collection(name, create=False)
     return target, ws.space().embed_texts([query.text])[0], []
+
+
+def _refuse_model_free(ws: Workspace, name: str) -> None:
+    """A clear word when the collection only holds imported vectors (no model to embed a query with)."""
+    spaces = [c.space.space for c in ws.store.list() if c.name == name]
+    if spaces and "clip" not in spaces:
+        raise MMError(
+            f"Collection {name!r} holds vectors of space {spaces[0]!r}, made without a text or image model: "
+            "search it by item (\"more like this\"), not by text or image."
+        )
 
 
 def _where(filters: Filters | None) -> dict | None:

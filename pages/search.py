@@ -7,6 +7,7 @@ IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 COLUMNS = 5
 
 ui.page("Search")
+space = ui.space() or "clip"
 
 with st.expander("Filters", icon=":material/filter_list:"):
     a, b, c = st.columns(3)
@@ -39,6 +40,9 @@ if like:
         st.session_state["like"] = None
         st.rerun()
     query = Query(like=like)
+elif space != "clip":
+    st.info(f"This collection holds vectors of space **{space}**, made without a text or image model, so it is "
+            "searched by item: select items on the Map page and use *More like this*.", icon=":material/info:")
 else:
     mode = st.segmented_control("Query by", ["Text", "Image"], default="Text", label_visibility="collapsed")
     if mode == "Image":
@@ -53,7 +57,7 @@ else:
 
 if query is not None and modalities:
     results = ui.guarded(
-        lambda: search_each_modality(ui.workspace(), query, ui.collection(), k, filters), needs_model=not query.like
+        lambda: search_each_modality(ui.workspace(), query, ui.collection(), k, filters, space), needs_model=not query.like
     )
     for modality, hits in (results or {}).items():
         st.subheader(f"{modality.title()}s", divider="gray")
