@@ -35,9 +35,22 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("info", help="list collections with their model, dimension and size")
     p.add_argument("--json", action="store_true")
 
+    p = commands.add_parser("analyze", help="map, clusters and outlier scores of a collection (cached)")
+    _analysis_arguments(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object per item in a list")
+
+    p = commands.add_parser("export", help="write items with metadata, tags, map coordinates and clusters")
+    _analysis_arguments(p)
+    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
+    p.add_argument("--out", type=Path, help="output file (default: COLLECTION.FORMAT here)")
+
+    p = commands.add_parser("demo", help="load the offline demo collection (scikit-learn's handwritten digits)")
+    p.add_argument("--collection", default="digits-demo")
+
     args = parser.parse_args(argv)
     try:
-        return {"ingest": _ingest, "search": _search, "info": _info}[args.command](args)
+        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "export": _export, "demo": _demo}
+        return commands_run[args.command](args)
     except MMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,4 +128,58 @@ def _info(args) -> int:
         print(f"{where}: {len(collections)} collection(s)")
         for c in collections:
             print(f"  {c.name}  space={c.space.space}  model={c.space.model_id}  dim={c.space.dim}  items={c.count}")
+    return 0
+
+
+def _analysis_arguments(p) -> None:
+    p.add_argument("--collection")
+    p.add_argument("--space", help="which space of the collection (default: its only one, else clip)")
+    p.add_argument("--neighbors", type=int, default=None, help="UMAP neighbours (default 15)")
+    p.add_argument("--min-dist", type=float, default=None, help="UMAP min_dist (default 0.1)")
+    p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN (default: from the size)")
+    p.add_argument("--refit", action="store_true", help="fit from scratch instead of placing new items")
+
+
+def _analysis_frame(args):
+    from .analysis.clusters import Hdbscan
+    from .analysis.frame import analysis_frame
+    from .analysis.maps import analyze
+    from .analysis.naming import cluster_names
+    from .analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, Umap
+
+    ws = _workspace()
+    name = args.collection or ws.settings.collection
+    spaces = [c.space.space for c in ws.store.list() if c.name == name]
+    space = args.space or (spaces[0] if len(spaces) == 1 else "clip")
+    umap = Umap(args.neighbors or DEFAULT_NEIGHBORS, DEFAULT_MIN_DIST if args.min_dist is None else args.min_dist)
+    analysis = analyze(ws, name, space, umap, Hdbscan(args.min_cluster_size), refit=args.refit,
+                       on_progress=lambda stage: print(f"{stage}…", file=sys.stderr))
+    names = cluster_names(ws, analysis)
+    return name, analysis_frame(ws.store.open(name, space), analysis, names, media_root=ws.files.root)
+
+
+def _analyze(args) -> int:
+    _, frame = _analysis_frame(args)
+    columns = ["id", "x", "y", "cluster", "cluster_name", "outlier_score", "probability"]
+    if args.json:
+        print(json.dumps(frame[columns].to_dict(orient="records"), indent=1))
+    else:
+        print(frame[columns + ["source"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_file
+
+    name, frame = _analysis_frame(args)
+    path = export_file(frame, args.format, args.out or Path(f"{name}.{args.format}"))
+    print(f"wrote {len(frame):,} items to {path}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import load_digits_demo
+
+    added = load_digits_demo(_workspace(), args.collection)
+    print(f"demo collection {args.collection!r}: {added:,} items added" + (" (already loaded)" if not added else ""))
     return 0

@@ -19,7 +19,7 @@ CONTINUOUS = ("outlier_score", "probability")
 
 def color_options(frame: pd.DataFrame) -> list[str]:
     """Columns worth colouring by: cluster, modality, scores, and metadata with few values or numbers."""
-    skip = {"id", "x", "y", "z", "snippet", "thumbnail", "tags", "source_hash", "original", "cluster_name"}
+    skip = {"id", "x", "y", "z", "snippet", "document", "thumbnail", "tags", "source_hash", "original", "cluster_name"}
     options = ["cluster", "modality", "outlier_score", "probability"]
     for column in frame.columns:
         if column in skip or column in options:

@@ -38,10 +38,12 @@ def analysis_frame(collection: ItemCollection, analysis: Analysis, names: dict[i
             "modality": meta.get("modality", ""),
             "source": meta.get("source", id_),
             "snippet": (doc or "")[:SNIPPET_CHARS],
+            "document": doc or "",
             "thumbnail": str(media_root / thumb) if (thumb and media_root is not None) else "",
             "tags": list(meta.get("tags") or []),
         })
-    first = ["id", "x", "y", "cluster", "cluster_name", "probability", "outlier_score", "modality", "source", "snippet", "thumbnail", "tags"]
+    first = ["id", "x", "y", "cluster", "cluster_name", "probability", "outlier_score", "modality", "source", "snippet",
+             "document", "thumbnail", "tags"]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=first)
