@@ -193,15 +193,18 @@ def analysis_table(analysis):
     any tag changes."""
     from mmcore.analysis.frame import analysis_frame
     from mmcore.analysis.naming import cluster_names
+    from mmcore.analysis.taxonomy import load_taxonomy
 
+    taxonomy = load_taxonomy(workspace().settings.data_dir, analysis.collection, analysis.space)
+    edited = taxonomy.path.stat().st_mtime_ns if taxonomy.path.exists() else 0
     key = (analysis.collection, analysis.space, analysis.version, analysis.umap, analysis.hdbscan,
-           analysis.placed, st.session_state["tags_epoch"])
+           analysis.placed, st.session_state["tags_epoch"], edited)
     cached = st.session_state["table_cache"]
     if cached is None or cached[0] != key:
         ws = workspace()
         target = ws.store.open(analysis.collection, analysis.space)
-        names = cluster_names(ws, analysis)
-        cached = (key, analysis_frame(target, analysis, names, media_root=ws.files.root))
+        labels, names = taxonomy.apply(analysis, cluster_names(ws, analysis))
+        cached = (key, analysis_frame(target, analysis, names, media_root=ws.files.root, labels=labels))
         st.session_state["table_cache"] = cached
     return cached[1]
 

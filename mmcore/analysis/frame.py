@@ -10,12 +10,16 @@ from .maps import Analysis
 SNIPPET_CHARS = 160
 
 
-def analysis_frame(collection: ItemCollection, analysis: Analysis, names: dict[int, str] | None = None, media_root=None) -> pd.DataFrame:
+def analysis_frame(
+    collection: ItemCollection, analysis: Analysis, names: dict[int, str] | None = None, media_root=None, labels=None
+) -> pd.DataFrame:
     """Items in the analysis's order: id, x, y, cluster, cluster_name, probability, outlier_score, modality,
     source, snippet, thumbnail (absolute path, or "" for none: pandas 3 would turn None into NaN), tags, and every other metadata key.
 
-    Items deleted since the analysis are left out; items added since it aren't in it (analyze again).
+    `labels` overrides the analysis's cluster labels (a taxonomy's effective ones). Items deleted since the
+    analysis are left out; items added since it aren't in it (analyze again).
     """
+    labels = analysis.labels if labels is None else labels
     items = collection.all(with_vectors=False)
     by_id = {id_: (meta, doc) for id_, meta, doc in zip(items.ids, items.metadatas, items.documents)}
     names = names or {}
@@ -24,7 +28,7 @@ def analysis_frame(collection: ItemCollection, analysis: Analysis, names: dict[i
         if id_ not in by_id:
             continue
         meta, doc = by_id[id_]
-        label = int(analysis.labels[i])
+        label = int(labels[i])
         thumb = meta.get("thumbnail")
         rows.append({
             **{k: v for k, v in meta.items() if k not in ("tags", "thumbnail")},

@@ -45,6 +45,7 @@ class Analysis:
     seconds: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
     requested: Hdbscan = Hdbscan()  # the parameters as asked (part of the cache key)
+    fit_key: str = ""  # identifies the fit (items + parameters): cluster labels mean the same while it holds
 
     @property
     def stale(self) -> bool:
@@ -131,6 +132,7 @@ def _fit(items, umap: Umap, hdbscan: Hdbscan, say: Progress, seconds: dict) -> d
     seconds["outliers"] = time.perf_counter() - started
     return {
         "ids": list(items.ids), "xy": xy, "clusters": clusters, "umap": umap, "hdbscan": hdbscan,
+        "key": hashlib.sha1(json.dumps([items.ids, asdict(umap), asdict(hdbscan)]).encode()).hexdigest()[:16],
         "reducer_2d": reducer_2d, "reducer_nd": reducer_nd, "clusterer": clusterer, "outliers": outlier_model,
     }
 
@@ -149,7 +151,7 @@ def _from_fit(fit: dict, ids: list[str], seconds: dict) -> Analysis:
     return Analysis(
         collection="", space="", version="", umap=fit["umap"], hdbscan=fit["hdbscan"], ids=list(ids), xy=fit["xy"],
         labels=c.labels, probabilities=c.probabilities, outlier_scores=c.outlier_scores,
-        fitted=len(ids), placed=0, seconds=seconds,
+        fitted=len(ids), placed=0, seconds=seconds, fit_key=fit["key"],
     )
 
 
@@ -177,7 +179,7 @@ def _place_new(fit: dict, items, say: Progress, seconds: dict) -> Analysis:
         seconds["place"] = time.perf_counter() - started
     return Analysis(
         collection="", space="", version="", umap=fit["umap"], hdbscan=fit["hdbscan"], ids=list(items.ids), xy=xy,
-        labels=labels, probabilities=probabilities, outlier_scores=scores, fitted=len(old), placed=len(new),
+        labels=labels, probabilities=probabilities, outlier_scores=scores, fitted=len(old), placed=len(new), fit_key=fit.get("key", ""),
         seconds=seconds,
     )
 
