@@ -1,10 +1,18 @@
+import html
+
 import streamlit as st
 
 import ui
-from mmcore.analysis.duplicates import MAX_THRESHOLD, MIN_THRESHOLD, Reviews, Thresholds, keep_one, review_queue
+from mmcore.analysis.duplicates import (
+    DEFAULT_IMAGE_IMAGE, DEFAULT_IMAGE_TEXT, DEFAULT_TEXT_TEXT, MAX_THRESHOLD, MIN_THRESHOLD, Thresholds, dismiss,
+    keep_one, review_queue,
+)
 from mmcore.errors import MMError
 
-SHOWN = 5
+SETS_PER_PAGE = 5
+COLUMNS = 5
+MEMBERS_SHOWN = 10  # a long chain of near-duplicates is a hint to raise the threshold, not to scroll
+DONE = "duplicates-done"  # what the last review did, shown after the rerun it triggers
 
 ui.page("Duplicates")
 space = ui.space()
@@ -14,52 +22,97 @@ if space is None:
 
 with st.expander("Thresholds (cosine similarity)", icon=":material/tune:"):
     a, b, c = st.columns(3)
-    defaults = Thresholds()
     thresholds = Thresholds(
-        image_image=a.slider("Image–image", MIN_THRESHOLD, MAX_THRESHOLD, defaults.image_image, 0.01),
-        text_text=b.slider("Text–text", MIN_THRESHOLD, MAX_THRESHOLD, defaults.text_text, 0.01),
-        image_text=c.slider("Image–text", MIN_THRESHOLD, MAX_THRESHOLD, defaults.image_text, 0.01,
-                            help="Text and images of the same thing score far lower than two copies of an image."),
-        default=defaults.default,
+        image_image=a.slider("Image–image", MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_IMAGE_IMAGE, 0.01),
+        text_text=b.slider("Text–text", MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_TEXT_TEXT, 0.01),
+        image_text=c.slider("Image–text", MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_IMAGE_TEXT, 0.01,
+                            help="A text and an image of the same thing score far lower than two copies of an image."),
     )
 
+if done := st.session_state.pop(DONE, None):
+    st.success(done, icon=":material/check_circle:")
 ws = ui.workspace()
-target = ws.store.open(ui.collection(), space)
-reviews = Reviews(ws.settings.data_dir, ui.collection(), space)
-with st.spinner("Looking for near-duplicates…"):
-    queue = review_queue(target, reviews, thresholds)
+
+
+def find():
+    target = ws.store.open(ui.collection(), space)
+    with st.spinner("Looking for near-duplicates…"):
+        return target, review_queue(ws, target, thresholds)
+
+
+found = ui.guarded(find, needs_model=False)
+if found is None:
+    st.stop()
+target, queue = found
 if not queue:
     st.success("No near-duplicates left to review at these thresholds.", icon=":material/check_circle:")
     st.stop()
-st.caption(f"**{len(queue)}** set(s) to review. Keeping one tags the rest `duplicate` (or deletes them); "
-           "*Not duplicates* hides the set for good.")
 
-for n, dup in enumerate(queue[:SHOWN]):
-    members = {item["id"]: item for item in target.get(dup.ids)}
-    with st.container(border=True, key=f"dupset-{n}"):
-        st.markdown(f"**Similarity {dup.max_score:.3f}** · {len(dup.ids)} items · {' / '.join(dup.modalities)}")
-        for col, id_ in zip(st.columns(max(len(dup.ids), 4)), dup.ids):
-            meta, document = members[id_]["metadata"], members[id_]["document"]
-            with col:
-                if meta.get("thumbnail"):
-                    st.image(str(ws.files.root / meta["thumbnail"]), width="stretch")
-                elif document:
-                    ui.snippet(document[:300])
-                st.caption(str(meta.get("source", id_)))
-        keeper = st.radio("Keep", dup.ids, key=f"keep-{dup.key}", horizontal=True,
-                          format_func=lambda i, m=members: str(m[i]["metadata"].get("source", i)))
-        left, middle, right, _ = st.columns([2, 2, 2, 3])
-        try:
-            if left.button("Keep, tag the rest", key=f"tag-{dup.key}", icon=":material/sell:", type="primary"):
-                keep_one(target, dup, keeper, "tag")
-                st.rerun()
-            if middle.button("Keep, delete the rest", key=f"del-{dup.key}", icon=":material/delete:"):
-                keep_one(target, dup, keeper, "delete")
-                st.rerun()
-            if right.button("Not duplicates", key=f"dismiss-{dup.key}", icon=":material/close:"):
-                reviews.dismiss(dup)
-                st.rerun()
-        except MMError as e:
-            st.error(str(e))
-if len(queue) > SHOWN:
-    st.caption(f"{len(queue) - SHOWN} more set(s) after these.")
+st.markdown(f"**{len(queue):,} {'set' if len(queue) == 1 else 'sets'} to review**")
+st.caption("Keeping one tags the others `duplicate` and `duplicate-of:<kept id>`, or deletes them from the collection "
+           "(their files stay on disk). *Not duplicates* stops suggesting those items together.")
+pages = -(-len(queue) // SETS_PER_PAGE)
+page_no = st.columns(4)[0].number_input(f"Page (of {pages})", 1, pages, 1) if pages > 1 else 1
+
+
+def review(action, message: str, tags_changed: bool = False) -> None:
+    try:
+        action()
+    except MMError as e:
+        st.error(str(e), icon=":material/error:")
+        return
+    if tags_changed:
+        ui.tags_changed()
+    st.session_state[DONE] = message
+    st.rerun()
+
+
+def member(item: dict, score: float, suggested: bool) -> None:
+    meta, document = item["metadata"], item["document"]
+    thumbnail = ws.files.root / meta["thumbnail"] if meta.get("thumbnail") else None
+    if thumbnail and thumbnail.exists():
+        st.image(str(thumbnail), width="stretch")
+    elif document:
+        ui.snippet(document[:300])
+    where = f"chars {meta['char_start']:,}–{meta['char_end']:,}" if "char_start" in meta else ""
+    st.caption(" · ".join(x for x in (f"**{score:.3f}**", html.escape(str(meta.get("source") or item["id"])), where) if x))
+    if suggested:
+        st.badge("suggested keeper", icon=":material/star:", color="green")
+
+
+def show(number: int, dup) -> None:
+    shown = dup.ids[:MEMBERS_SHOWN]
+    items = {item["id"]: item for item in target.get(list(shown))}
+
+    def name(id_: str) -> str:
+        return str(items[id_]["metadata"].get("source") or id_)
+
+    with st.container(border=True, key=f"dupset-{number}"):
+        st.markdown(f"**Set {number} of {len(queue)}** · {len(dup.ids)} items · {' + '.join(dup.modalities) or 'no modality'}"
+                    f" · similarity up to {dup.max_score:.3f}")
+        for start in range(0, len(shown), COLUMNS):
+            for col, id_ in zip(st.columns(COLUMNS), shown[start : start + COLUMNS]):
+                with col:
+                    member(items[id_], dup.best_score(id_), suggested=id_ == dup.ids[0])
+        if len(dup.ids) > len(shown):
+            st.caption(f"… and {len(dup.ids) - len(shown):,} more in this set: raise the thresholds to split it.")
+        keep = st.radio("Keep", shown, horizontal=True, key=f"keep-{dup.key}",
+                        format_func=lambda id_: f"{dup.ids.index(id_) + 1} · {name(id_)}")
+        which = "first" if keep == dup.ids[0] else "selected"
+        rest = len(dup.ids) - 1
+        buttons = st.container(horizontal=True)
+        if buttons.button(f"Keep {which}, tag the rest", key=f"tag-{dup.key}", icon=":material/sell:", type="primary"):
+            review(lambda: keep_one(target, dup, keep, "tag"),
+                   f"Kept {name(keep)}; tagged {rest} other item(s) `duplicate`.", tags_changed=True)
+        with buttons.popover(f"Keep {which}, delete the rest", icon=":material/delete:"):
+            st.write(f"Removes {rest} item(s) from the collection, keeping {name(keep)}. Their original files stay "
+                     "on disk. This can't be undone.")
+            if st.button("Delete for good", key=f"delete-{dup.key}", type="primary"):
+                review(lambda: keep_one(target, dup, keep, "delete"), f"Kept {name(keep)}; deleted {rest} other item(s).")
+        if buttons.button("Not duplicates", key=f"dismiss-{dup.key}", icon=":material/close:"):
+            review(lambda: dismiss(ws, target, dup), f"{len(dup.ids)} items won't be suggested as duplicates of one another again.")
+
+
+first = (page_no - 1) * SETS_PER_PAGE
+for number, dup in enumerate(queue[first : first + SETS_PER_PAGE], start=first + 1):
+    ui.guarded(lambda: show(number, dup), needs_model=False)
