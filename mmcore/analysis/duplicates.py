@@ -165,7 +165,7 @@ def find_duplicates(items: Items, thresholds: Thresholds = Thresholds(), k: int 
 
 
 def _found(items: Items, thresholds: Thresholds, k: int):
-    """(pairs by id, {id: (keeper order, modality)}, item count)."""
+    """(pairs by id, {id: (added_at, id, modality)} for the ids in pairs, item count)."""
     if not MIN_K <= k <= MAX_K:
         raise MMError(f"Duplicates: k (partners kept per item) must be between {MIN_K} and {MAX_K}, got {k}.")
     modalities = [str(m.get("modality") or "") for m in items.metadatas]
