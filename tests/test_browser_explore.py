@@ -1,0 +1,68 @@
+"""From an empty data dir: load the demo, see the map, name a cluster that survives a restart, review
+outliers and duplicates — in a real browser against a real Streamlit server."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from browser import CHROMIUM_ARGS, ROOT, chromium_path, streamlit_server
+
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 180_000  # the first map pays numba's compile when its disk cache is cold
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        yield page
+        browser.close()
+
+
+def test_demo_map_clusters_outliers_duplicates(tmp_path, browser_page):
+    page = browser_page
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {"MMCORE_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    with streamlit_server(env, ARTIFACTS / "streamlit-explore.log") as url:
+        page.goto(url)
+        page.get_by_role("link", name="Collections").click()
+        page.get_by_role("button", name="Load the demo").click()
+        expect(page.get_by_role("combobox", name="Collection")).to_have_value("digits-demo (1,797 items)")
+
+        page.get_by_role("link", name="Map").click()
+        expect(page.locator(".js-plotly-plot .legendtext").first).to_be_visible()
+        expect(page.get_by_text("1,797 items")).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "map.png")
+
+        page.get_by_role("link", name="Clusters").click()
+        first = page.locator("[class*='st-key-cluster-']").first
+        name_box = first.get_by_role("textbox")
+        name_box.fill("sea birds")
+        name_box.press("Enter")
+        save = first.get_by_role("button", name="Save name")
+        expect(save).to_be_enabled()
+        save.click()
+        expect(save).to_be_disabled()  # the saved name is now the cluster's name
+        page.screenshot(path=ARTIFACTS / "clusters.png")
+
+    with streamlit_server(env, ARTIFACTS / "streamlit-explore-2.log") as url:  # a restart
+        page.goto(url)
+        page.get_by_role("link", name="Collections").click()
+        page.get_by_role("button", name="Load the demo").click()  # idempotent: selects the demo collection
+        expect(page.get_by_role("combobox", name="Collection")).to_have_value("digits-demo (1,797 items)")
+        page.get_by_role("link", name="Clusters").click()
+        expect(page.locator("[class*='st-key-cluster-']").first.get_by_role("textbox")).to_have_value("sea birds")
+        page.get_by_role("link", name="Map").click()
+        expect(page.locator(".js-plotly-plot .legendtext").filter(has_text="sea birds")).to_have_count(1)
+
+        page.get_by_role("link", name="Outliers").click()
+        expect(page.locator("[class*='st-key-outlier-'] img").first).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "outliers.png")
+
+        page.get_by_role("link", name="Duplicates").click()
+        expect(page.get_by_text("to review").or_(page.get_by_text("No near-duplicates left"))).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "duplicates-demo.png")
