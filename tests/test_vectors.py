@@ -1,0 +1,194 @@
+"""Bring your own vectors: .npy / .parquet with a metadata CSV, as a collection of a space of its own."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mmcore.config import Settings
+from mmcore.errors import MMError, NotFound, SpaceMismatch
+from mmcore.search import search_image, search_like, search_text
+from mmcore.vectors import import_vectors
+from mmcore.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+META = """id,label,score,zip,flag,tags,caption,image,modality
+a,1,0.5,007,true,red|big,,red.png,x
+b,2,1,010,false,"blue, small",a blue thing,,
+c,3,2.5,,true,,,,
+d,4,3,5,,,,missing.png,
+"""
+
+
+@pytest.fixture
+def ws(tmp_path):
+    # No model: imported collections never need one.
+    return Workspace(Settings(data_dir=tmp_path / "data"))
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Four 8-d vectors with a metadata CSV naming one real image and one missing one."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    vectors = np.random.default_rng(0).normal(size=(4, 8)) * 3
+    np.save(folder / "v.npy", vectors)
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(folder / "red.png")
+    (folder / "meta.csv").write_text(META)
+    return folder, vectors
+
+
+def nothing_written(ws: Workspace, name: str = "imp") -> bool:
+    try:
+        ws.store.open(name, "custom")
+    except NotFound:
+        return not ws.files.root.exists() or not any(ws.files.root.rglob("*.*"))
+    return False
+
+
+def test_import_round_trip(ws, files):
+    folder, vectors = files
+    report = import_vectors(ws, folder / "v.npy", folder / "meta.csv", collection="imp")
+    assert (report.rows, report.added, report.skipped, report.images) == (4, 4, 0, 1)
+    assert len(report.problems) == 1 and report.problems[0].startswith("row 3: missing.png: could not be read")
+    assert report.space.space == "custom" and report.space.model_id == "imported:v.npy" and report.space.dim == 8
+    assert report.space.revision == hashlib.sha256((folder / "v.npy").read_bytes()).hexdigest()[:12]
+
+    items = ws.store.open("imp", "custom").get(["a", "b", "c", "d"], with_vectors=True)
+    got = np.stack([item["vector"] for item in items])
+    np.testing.assert_allclose(got, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), atol=1e-6)
+    a, b, c, d = (item["metadata"] for item in items)
+    assert (a["label"], a["score"], a["zip"], a["flag"]) == (1, 0.5, "007", True)
+    assert isinstance(b["score"], float) and b["zip"] == "010" and "zip" not in c and "flag" not in d
+    assert a["tags"] == ["big", "red"] and b["tags"] == ["blue", "small"] and "tags" not in c
+    assert [x["modality"] for x in (a, b, c, d)] == ["image", "text", "vector", "vector"]
+    assert a["csv_modality"] == "x"  # a column named like one of ours is kept aside, not obeyed
+    assert items[1]["document"] == "a blue thing" and items[2]["document"] is None
+    assert [x["row"] for x in (a, b, c, d)] == [0, 1, 2, 3]
+    assert a["source"] == "red.png" and d["source"] == "v.npy" and (a["width"], a["height"]) == (40, 30)
+    original, thumbnail = ws.files.root / a["original"], ws.files.root / a["thumbnail"]
+    assert original.read_bytes() == (folder / "red.png").read_bytes()
+    assert original.stem == thumbnail.stem == hashlib.sha256(original.read_bytes()).hexdigest()
+    assert Image.open(thumbnail).size == (40, 30)
+
+
+def test_reimport_adds_nothing(ws, files):
+    folder, _ = files
+    import_vectors(ws, folder / "v.npy", folder / "meta.csv", collection="imp")
+    version = ws.store.open("imp", "custom").version
+    again = import_vectors(ws, folder / "v.npy", folder / "meta.csv", collection="imp")
+    assert (again.added, again.skipped) == (0, 4)
+    assert ws.store.open("imp", "custom").count() == 4 and ws.store.open("imp", "custom").version == version
+
+
+def test_without_meta_ids_are_row_numbers_and_the_space_is_named(ws, files):
+    folder, _ = files
+    seen = []
+    import_vectors(ws, folder / "v.npy", collection="imp", space="mine", on_progress=lambda *a: seen.append(a))
+    items = ws.store.open("imp", "mine").all(with_vectors=False)
+    assert items.ids == ["row-0", "row-1", "row-2", "row-3"]
+    assert {m["modality"] for m in items.metadatas} == {"vector"} and seen[-1] == (4, 4)
+
+
+def test_another_dimension_or_source_is_refused(ws, files, tmp_path):
+    folder, _ = files
+    import_vectors(ws, folder / "v.npy", collection="imp")
+    other = tmp_path / "other"
+    other.mkdir()
+    np.save(other / "v.npy", np.ones((2, 6)))
+    with pytest.raises(SpaceMismatch, match=r"8-d vectors from v\.npy.*6-d"):
+        import_vectors(ws, other / "v.npy", collection="imp")
+    np.save(other / "w.npy", np.ones((2, 8)))
+    with pytest.raises(SpaceMismatch, match="w.npy"):
+        import_vectors(ws, other / "w.npy", collection="imp")
+    assert ws.store.open("imp", "custom").count() == 4
+
+
+def test_row_count_mismatch_names_both_files_and_writes_nothing(ws, files):
+    folder, _ = files
+    (folder / "short.csv").write_text("id,label,image\na,1,red.png\nb,2,red.png\n")
+    with pytest.raises(MMError, match=r"v\.npy holds 4 vectors but short\.csv has 2 rows"):
+        import_vectors(ws, folder / "v.npy", folder / "short.csv", collection="imp")
+    assert nothing_written(ws)
+
+
+@pytest.mark.parametrize("row, values, reason", [(2, [1.0, np.nan, 1.0], "NaN or infinite"), (1, [0.0, 0.0, 0.0], "all zeros")])
+def test_bad_rows_are_refused_naming_the_row(ws, tmp_path, row, values, reason):
+    vectors = np.ones((4, 3))
+    vectors[row] = values
+    np.save(tmp_path / "bad.npy", vectors)
+    with pytest.raises(MMError, match=rf"bad\.npy: row {row} .*{reason}"):
+        import_vectors(ws, tmp_path / "bad.npy", collection="imp")
+    assert nothing_written(ws)
+
+
+@pytest.mark.parametrize("meta, message", [
+    ("id\na\na\nb\nc\n", "id 'a' appears on line 2 and again on line 3"),
+    ("id\na\n\"\"\nb\nc\n", "line 3 has an empty id"),
+    ("x,x\n1,2\n1,2\n1,2\n1,2\n", "column 'x' appears more than once"),
+    ("id\na\nb,extra\nc\nd\n", "line 3 has 2 cells"),
+])
+def test_malformed_metadata_is_refused(ws, files, meta, message):
+    folder, _ = files
+    (folder / "bad.csv").write_text(meta)
+    with pytest.raises(MMError, match=rf"bad\.csv: {message}"):
+        import_vectors(ws, folder / "v.npy", folder / "bad.csv", collection="imp")
+    assert nothing_written(ws)
+
+
+def test_parquet_in_both_layouts_matches_npy(ws, files, tmp_path):
+    folder, vectors = files
+    pq.write_table(pa.table({"id": list("abcd"), "embedding": [list(map(float, v)) for v in vectors]}), tmp_path / "l.parquet")
+    pq.write_table(pa.table({f"d{j}": vectors[:, j] for j in range(8)}), tmp_path / "c.parquet")
+    for name in ("l", "c"):
+        import_vectors(ws, tmp_path / f"{name}.parquet", collection=name)
+        got = ws.store.open(name, "custom").get([f"row-{i}" for i in range(4)], with_vectors=True)
+        np.testing.assert_allclose(np.stack([g["vector"] for g in got]),
+                                   vectors / np.linalg.norm(vectors, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_parquet_without_vectors_is_refused(ws, tmp_path):
+    pq.write_table(pa.table({"a": [1.0, 2.0], "name": ["x", "y"]}), tmp_path / "s.parquet")
+    with pytest.raises(MMError, match=r"s\.parquet: expected a list column named 'vector' or 'embedding'.*'name'"):
+        import_vectors(ws, tmp_path / "s.parquet", collection="imp")
+    pq.write_table(pa.table({"vector": [[1.0, 2.0], [1.0, 2.0, 3.0]]}), tmp_path / "r.parquet")
+    with pytest.raises(MMError, match=r"r\.parquet: row 1 .*has 3 values but row 0 has 2"):
+        import_vectors(ws, tmp_path / "r.parquet", collection="imp")
+
+
+def test_search_by_item_works_and_text_or_image_is_refused(ws, files):
+    folder, vectors = files
+    import_vectors(ws, folder / "v.npy", folder / "meta.csv", collection="imp")
+    hits = search_like(ws, "a", "imp", k=3, space="custom")
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = sorted("bcd", key=lambda i: -float(unit[0] @ unit["abcd".index(i)]))
+    assert [h.id for h in hits] == expected
+    assert hits[0].score == pytest.approx(float(unit[0] @ unit["abcd".index(expected[0])]), abs=1e-5)
+    with pytest.raises(MMError, match=r"Collection 'imp' holds vectors of space 'custom'.*by item.*not by text or image"):
+        search_text(ws, "a red thing", "imp")
+    with pytest.raises(MMError, match="not by text or image"):
+        search_image(ws, "red.png", (folder / "red.png").read_bytes(), "imp")
+
+
+def test_command_line_import(files, tmp_path):
+    folder, _ = files
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
+    env.update(MMCORE_DATA_DIR=str(tmp_path / "cli-data"), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "mmcore", "import-vectors", str(folder / "v.npy"), "--meta", str(folder / "meta.csv"),
+         "--collection", "cli", "--space", "emb"], env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 1, run.stderr  # 1: imported, but an image was missing
+    assert "4 rows, 4 added, 0 already there, 1 images stored" in run.stdout
+    assert "problem: row 3: missing.png: could not be read" in run.stdout
+    items = Workspace(Settings(data_dir=tmp_path / "cli-data")).store.open("cli", "emb").all(with_vectors=False)
+    assert items.ids == ["a", "b", "c", "d"] and items.metadatas[0]["tags"] == ["big", "red"]
