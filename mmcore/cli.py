@@ -1,4 +1,5 @@
-"""`python -m mmcore ingest | search | info`: the same functions the pages call."""
+"""`python -m mmcore ingest | search | info | analyze | export | demo | import-vectors`: the same functions the
+pages call."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="filter: modality=, source=, tag=, added_from=/added_to=YYYY-MM-DD, or any metadata key")
+    p.add_argument("--space", help="for --like: which space of the collection (default: its only one, else clip)")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
 
     p = commands.add_parser("info", help="list collections with their model, dimension and size")
@@ -43,13 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     _analysis_arguments(p)
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
     p.add_argument("--out", type=Path, help="output file (default: COLLECTION.FORMAT here)")
+    p.add_argument("--no-analysis", action="store_true", help="items and metadata only: no map or cluster columns")
 
     p = commands.add_parser("demo", help="load the offline demo collection (scikit-learn's handwritten digits)")
     p.add_argument("--collection", default="digits-demo")
 
+    p = commands.add_parser("import-vectors", help="add vectors made elsewhere (.npy or .parquet) as a space of their own")
+    p.add_argument("vectors", type=Path, metavar="VECTORS", help=".npy array [n, d], or .parquet (a 'vector'/'embedding' list column, or numeric columns)")
+    p.add_argument("--meta", type=Path, metavar="META.csv", help="one row per vector: id, tags, text/caption, image/path, any metadata")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--space", default="custom", help="name of the space these vectors live in (default: custom)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
     args = parser.parse_args(argv)
     try:
-        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "export": _export, "demo": _demo}
+        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "export": _export, "demo": _demo,
+                        "import-vectors": _import_vectors}
         return commands_run[args.command](args)
     except MMError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -101,7 +112,7 @@ def _search(args) -> int:
             raise MMError(f"{args.image}: could not be read ({e.strerror})") from None
         hits = search_image(ws, args.image.name, data, **common)
     else:
-        hits = search_like(ws, args.like, **common)
+        hits = search_like(ws, args.like, space=_space_of(ws, args.collection, args.space), **common)
     if args.json:
         print(json.dumps([h.to_json() for h in hits], indent=2))
     else:
@@ -149,8 +160,7 @@ def _analysis_frame(args):
 
     ws = _workspace()
     name = args.collection or ws.settings.collection
-    spaces = [c.space.space for c in ws.store.list() if c.name == name]
-    space = args.space or (spaces[0] if len(spaces) == 1 else "clip")
+    space = _space_of(ws, name, args.space)
     umap = Umap(args.neighbors or DEFAULT_NEIGHBORS, DEFAULT_MIN_DIST if args.min_dist is None else args.min_dist)
     analysis = analyze(ws, name, space, umap, Hdbscan(args.min_cluster_size), refit=args.refit,
                        on_progress=lambda stage: print(f"{stage}…", file=sys.stderr))
@@ -169,17 +179,76 @@ def _analyze(args) -> int:
 
 
 def _export(args) -> int:
-    from .export import export_file
+    from .export import export_items
 
-    name, frame = _analysis_frame(args)
-    path = export_file(frame, args.format, args.out or Path(f"{name}.{args.format}"))
-    print(f"wrote {len(frame):,} items to {path}")
+    ws = _workspace()
+    name = args.collection or ws.settings.collection
+    space = _space_of(ws, name, args.space)
+    analysis = None if args.no_analysis else _analysis_for_export(ws, name, space, args)
+    path = export_items(ws, name, space, args.format, args.out or Path(f"{name}.{args.format}"), analysis)
+    print(f"wrote {ws.store.open(name, space).count():,} items to {path}"
+          + ("" if analysis is not None else " (without map and cluster columns)"))
     return 0
+
+
+def _analysis_for_export(ws, name: str, space: str, args):
+    """HOOK for the analysis engineer: what `export` joins to the items (ids, xy, labels, probabilities,
+    outlier_scores, names), or None to export items only. Today: the cached analysis with the taxonomy's
+    labels and names, as the Clusters page shows them; a collection that can't be analysed exports without."""
+    from types import SimpleNamespace
+
+    from .analysis.clusters import Hdbscan
+    from .analysis.maps import analyze
+    from .analysis.naming import cluster_names
+    from .analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, Umap
+    from .analysis.taxonomy import load_taxonomy
+
+    umap = Umap(args.neighbors or DEFAULT_NEIGHBORS, DEFAULT_MIN_DIST if args.min_dist is None else args.min_dist)
+    try:
+        analysis = analyze(ws, name, space, umap, Hdbscan(args.min_cluster_size), refit=args.refit,
+                           on_progress=lambda stage: print(f"{stage}…", file=sys.stderr))
+    except MMError as e:
+        print(f"note: exporting without map and cluster columns: {e}", file=sys.stderr)
+        return None
+    labels, names = load_taxonomy(ws.settings.data_dir, name, space).apply(analysis, cluster_names(ws, analysis))
+    return SimpleNamespace(ids=analysis.ids, xy=analysis.xy, labels=labels, probabilities=analysis.probabilities,
+                           outlier_scores=analysis.outlier_scores, names=names)
 
 
 def _demo(args) -> int:
     from .demo import load_digits_demo
 
-    added = load_digits_demo(_workspace(), args.collection)
-    print(f"demo collection {args.collection!r}: {added:,} items added" + (" (already loaded)" if not added else ""))
+    report = load_digits_demo(_workspace(), args.collection)
+    print(f"demo collection {args.collection!r}: {report.added:,} items added"
+          + (f", {report.skipped:,} already there" if report.skipped else ""))
     return 0
+
+
+def _import_vectors(args) -> int:
+    from dataclasses import asdict
+
+    from .vectors import import_vectors
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rwritten {done:,} of {total:,}", end="\n" if done == total else "", file=sys.stderr)
+
+    report = import_vectors(_workspace(), args.vectors, args.meta, args.collection, args.space, on_progress=progress)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        print(f"imported {report.source} into {report.collection!r} (space {report.space.space!r}, {report.space.dim}-d): "
+              f"{report.rows:,} rows, {report.added:,} added, {report.skipped:,} already there, "
+              f"{report.images:,} images stored ({report.seconds:.1f}s)")
+        for problem in report.problems:
+            print(f"  problem: {problem}")
+    return 1 if report.problems else 0
+
+
+def _space_of(ws, name: str | None, given: str | None) -> str:
+    """The space asked for, else the collection's only one, else clip."""
+    if given:
+        return given
+    name = name or ws.settings.collection
+    spaces = [c.space.space for c in ws.store.list() if c.name == name]
+    return spaces[0] if len(spaces) == 1 else "clip"
