@@ -99,3 +99,14 @@ def read_back(path, fmt: str) -> list[dict]:
     if fmt == "json":
         return json.loads(path.read_text())
     return pq.read_table(path).to_pylist()
+
+
+def test_command_line_export_without_analysis(ws, tmp_path, monkeypatch, capsys):
+    from mmcore.cli import main
+
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(ws.settings.data_dir))
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--collection", "ex", "--format", "csv", "--no-analysis"]) == 0
+    assert "wrote 4 items to ex.csv" in capsys.readouterr().out
+    rows = read_back(tmp_path / "ex.csv", "csv")
+    assert [r["id"] for r in rows] == ["a", "b", "c", "d"] and "cluster" not in rows[0]

@@ -192,3 +192,18 @@ def test_command_line_import(files, tmp_path):
     assert "problem: row 3: missing.png: could not be read" in run.stdout
     items = Workspace(Settings(data_dir=tmp_path / "cli-data")).store.open("cli", "emb").all(with_vectors=False)
     assert items.ids == ["a", "b", "c", "d"] and items.metadatas[0]["tags"] == ["big", "red"]
+
+
+def test_command_line_in_process_searches_by_item_and_exits_2_on_our_errors(ws, files, monkeypatch, capsys):
+    from mmcore.cli import main
+
+    folder, _ = files
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(ws.settings.data_dir))
+    assert main(["import-vectors", str(folder / "v.npy"), "--collection", "imp", "--json"]) == 0
+    assert '"added": 4' in capsys.readouterr().out
+    assert main(["search", "--like", "row-0", "--collection", "imp", "-k", "2"]) == 0  # the space is found by itself
+    assert "[row-" in capsys.readouterr().out
+    assert main(["search", "--text", "red", "--collection", "imp"]) == 2
+    assert "search it by item" in capsys.readouterr().err
+    assert main(["import-vectors", str(folder / "meta.csv"), "--collection", "imp"]) == 2
+    assert "meta.csv: unsupported vectors file type (.csv)" in capsys.readouterr().err
