@@ -18,7 +18,7 @@ IMAGE_PIXELS = 64  # each 8x8 digit is stored upscaled 8 times, so it reads as a
 
 
 def load_digits_demo(ws: Workspace, collection: str = DEMO_COLLECTION) -> ImportReport:
-    """Load the digits as a collection of the `pixels` space: vectors = the 64 grey levels (L2-normalised),
+    """Load the digits as a collection of the `pixels` space: vectors = the 64 grey levels (centred, L2-normalised),
     metadata `label` (the digit) and `source` "digits/<index>.png", an original PNG and a thumbnail for each.
     Idempotent: digits already in the collection are skipped.
 
@@ -49,7 +49,10 @@ def load_digits_demo(ws: Workspace, collection: str = DEMO_COLLECTION) -> Import
         }, None
 
     ids = [f"{h[:32]}:image" for h in hashes]  # as ingest would name these files: no two digits are alike
-    write_new(ws, collection, DEMO_SPACE, ids, normalized(digits.data, "digits"), build, report)
+    # Centred before normalising: raw grey levels are all positive, so any two digits would score a cosine
+    # near 1 and the near-duplicate thresholds would chain hundreds of them into one set.
+    centred = digits.data - digits.data.mean(axis=0)
+    write_new(ws, collection, DEMO_SPACE, ids, normalized(centred, "digits"), build, report)
     report.seconds = time.perf_counter() - started
     return report
 
