@@ -37,6 +37,7 @@ def test_demo_map_clusters_outliers_duplicates(tmp_path, browser_page):
         expect(page.locator(".js-plotly-plot .legendtext").first).to_be_visible()
         expect(page.get_by_text("1,797 items")).to_be_visible()
         page.screenshot(path=ARTIFACTS / "map.png")
+        lasso_and_tag(page, tmp_path / "data")
 
         page.get_by_role("link", name="Clusters").click()
         first = page.locator("[class*='st-key-cluster-']").first
@@ -66,3 +67,31 @@ def test_demo_map_clusters_outliers_duplicates(tmp_path, browser_page):
         page.get_by_role("link", name="Duplicates").click()
         expect(page.get_by_text("to review").or_(page.get_by_text("No near-duplicates left"))).to_be_visible()
         page.screenshot(path=ARTIFACTS / "duplicates-demo.png")
+
+
+def lasso_and_tag(page, data_dir) -> None:
+    """Draw a lasso round the middle of the map, tag what it caught, and check the store has the tags."""
+    import re
+
+    from mmcore.config import Settings
+    from mmcore.workspace import Workspace
+
+    box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    corners = [(0.2, 0.2), (0.8, 0.2), (0.8, 0.8), (0.2, 0.8), (0.2, 0.21)]
+    page.mouse.move(x0 + w * corners[0][0], y0 + h * corners[0][1])
+    page.mouse.down()
+    for cx, cy in corners[1:]:
+        page.mouse.move(x0 + w * cx, y0 + h * cy, steps=8)
+    page.mouse.up()
+    heading = page.get_by_role("heading", name=re.compile(r"[\d,]+ selected"))
+    expect(heading).to_be_visible()
+    selected = int(re.match(r"([\d,]+)", heading.inner_text()).group(1).replace(",", ""))
+    assert 0 < selected < 1797
+    page.get_by_placeholder("e.g. needs-review").fill("lassoed")
+    page.get_by_role("button", name=f"Tag {selected:,}").click()
+    expect(page.get_by_text("Tagged")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "map-selection.png")
+    items = Workspace(Settings(data_dir=data_dir)).store.open("digits-demo", "pixels").all(with_vectors=False)
+    tagged = sum("lassoed" in (m.get("tags") or []) for m in items.metadatas)
+    assert tagged == selected
