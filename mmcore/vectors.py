@@ -71,6 +71,7 @@ def import_vectors(
     collection: str | None = None,
     space: str = DEFAULT_SPACE,
     on_progress: Progress | None = None,
+    confine_images: bool = False,
 ) -> ImportReport:
     """Import vectors (L2-normalised on the way in) as items of the collection's space `space`.
 
@@ -83,6 +84,8 @@ def import_vectors(
             metadata, typed (whole numbers, numbers, true/false) when all its cells are.
         collection: its name (default: the configured one); space: the space's name (default "custom").
         on_progress: called with (items written, items to write) after each batch.
+        confine_images: refuse image paths that lead outside the CSV's folder (for uploads through the app,
+            where a CSV must not make the server read its own files).
     Items whose id is already in the collection are skipped, so importing the same file again adds nothing.
     Nothing is written when any check fails.
 
@@ -116,7 +119,7 @@ def import_vectors(
         image = None
         if row.image:
             try:
-                image = _store_image(ws, images_root, row.image, options)
+                image = _store_image(ws, images_root, row.image, options, confine_images)
             except MediaError as e:
                 problems[i] = f"row {i}: {e}; the item is kept without an image"
         # A `source` column names the source best, then the image file, then the vectors file.
@@ -284,8 +287,11 @@ def _present(target, ids: Sequence[str]) -> set[str]:
     return found
 
 
-def _store_image(ws: Workspace, root: Path, given: str, options: ReadOptions) -> dict:
-    """Original + thumbnail of a row's image, and its metadata. Raises MediaError: unreadable."""
+def _store_image(ws: Workspace, root: Path, given: str, options: ReadOptions, confine: bool = False) -> dict:
+    """Original + thumbnail of a row's image, and its metadata. Raises MediaError: unreadable or, when
+    confined, outside `root`."""
+    if confine and not (root / given).resolve().is_relative_to(root.resolve()):
+        raise MediaError(given, "refused: image paths must stay inside the folder of the metadata CSV")
     data = SourceFile(given, path=root / given).read(options.max_file_bytes)
     decoded = read_image(given, data, options)
     source_hash = hashlib.sha256(data).hexdigest()

@@ -47,3 +47,45 @@ else:
             frame = ui.analysis_table(analysis)
             st.download_button(f"Download {ui.collection()}.{fmt}", export_bytes(frame, fmt),
                                file_name=f"{ui.collection()}.{fmt}", icon=":material/download:")
+
+st.subheader("Import your own vectors", divider="gray")
+st.caption("Embeddings made elsewhere (.npy, or .parquet with a `vector` column), with an optional CSV of "
+           "metadata, one row per vector (`id`, `tags`, `text`, any other columns). They become a space of their "
+           "own: every analysis works on them, and they are searched by item.")
+with st.form("import-vectors", border=False):
+    a, b = st.columns(2)
+    vectors_file = a.file_uploader("Vectors", type=["npy", "parquet"])
+    meta_file = b.file_uploader("Metadata CSV (optional)", type=["csv"])
+    c, d = st.columns(2)
+    target_name = c.text_input("Collection", value=ui.collection())
+    space_name = d.text_input("Space name", value="custom")
+    submitted = st.form_submit_button("Import", icon=":material/upload_file:")
+if submitted and vectors_file is not None:
+    import tempfile
+    from pathlib import Path
+
+    from mmcore.vectors import import_vectors
+
+    with tempfile.TemporaryDirectory() as tmp:
+        import re
+
+        safe = re.sub(r"[^\w.-]", "_", Path(vectors_file.name).name)[-120:]  # the name identifies the space's source
+        vectors_path = Path(tmp) / safe
+        vectors_path.write_bytes(vectors_file.getvalue())
+        meta_path = None
+        if meta_file is not None:
+            meta_path = Path(tmp) / "meta.csv"
+            meta_path.write_bytes(meta_file.getvalue())
+        try:
+            with st.spinner("Importing…"):
+                report = import_vectors(ws, vectors_path, meta_path, target_name.strip(), space_name.strip(),
+                                        confine_images=True)
+        except MMError as e:
+            st.error(str(e), icon=":material/error:")
+        else:
+            st.success(f"{report.added:,} vectors added to {report.collection} ({report.space.space}, "
+                       f"{report.space.dim}-d); {report.skipped:,} were already there.", icon=":material/check_circle:")
+            for problem in report.problems:
+                st.warning(problem)
+            st.session_state["collection"] = report.collection
+            st.session_state["space"] = report.space.space

@@ -207,3 +207,19 @@ def test_command_line_in_process_searches_by_item_and_exits_2_on_our_errors(ws, 
     assert "search it by item" in capsys.readouterr().err
     assert main(["import-vectors", str(folder / "meta.csv"), "--collection", "imp"]) == 2
     assert "meta.csv: unsupported vectors file type (.csv)" in capsys.readouterr().err
+
+
+def test_confined_imports_refuse_images_outside_the_csv_folder(ws, tmp_path):
+    outside = tmp_path / "private.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(outside)
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    np.save(upload / "v.npy", np.eye(2, 4, dtype=np.float32))
+    (upload / "meta.csv").write_text("id,image\na,../private.png\nb,\n")
+    report = import_vectors(ws, upload / "v.npy", upload / "meta.csv", "confined", confine_images=True)
+    assert report.added == 2 and report.images == 0
+    assert any("inside the folder" in p for p in report.problems)
+    items = ws.store.open("confined", "custom").get(["a"])
+    assert "thumbnail" not in items[0]["metadata"]
+    free = import_vectors(ws, upload / "v.npy", upload / "meta.csv", "free")  # the CLI may point anywhere
+    assert free.images == 1
