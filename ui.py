@@ -164,6 +164,28 @@ STYLE = """
 """
 
 
+EMPTY = "This collection is empty: add files on the Upload page, or load the demo on the Collections page."
+
+
+def space_or_stop() -> str:
+    """The space to explore, or an explanation and the end of the page when the collection is empty."""
+    current = space()
+    if current is None:
+        st.info(EMPTY, icon=":material/info:")
+        st.stop()
+    return current
+
+
+def analysis_or_stop(space: str, umap=None, hdbscan=None, refit: bool = False):
+    """The analysis (with the Map page's last parameters unless given); errors are shown and end the page."""
+    if umap is None or hdbscan is None:
+        umap, hdbscan = analysis_params()
+    result = analysis(space, umap, hdbscan, refit)
+    if result is None:
+        st.stop()
+    return result
+
+
 def analysis_params():
     """The (Umap, Hdbscan) parameters last chosen on the Map page, else the defaults."""
     from mmcore.analysis.clusters import Hdbscan

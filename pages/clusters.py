@@ -10,13 +10,8 @@ from mmcore.errors import MMError
 SAMPLES = 6
 
 ui.page("Clusters")
-space = ui.space()
-if space is None:
-    st.info("This collection is empty: add files on the Upload page, or load the demo on the Collections page.")
-    st.stop()
-analysis = ui.analysis(space, *ui.analysis_params())
-if analysis is None:
-    st.stop()
+space = ui.space_or_stop()
+analysis = ui.analysis_or_stop(space)
 ws = ui.workspace()
 frame = ui.analysis_table(analysis)
 taxonomy = load_taxonomy(ws.settings.data_dir, ui.collection(), space)

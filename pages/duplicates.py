@@ -15,10 +15,7 @@ MEMBERS_SHOWN = 10  # a long chain of near-duplicates is a hint to raise the thr
 DONE = "duplicates-done"  # what the last review did, shown after the rerun it triggers
 
 ui.page("Duplicates")
-space = ui.space()
-if space is None:
-    st.info("This collection is empty: add files on the Upload page, or load the demo on the Collections page.")
-    st.stop()
+space = ui.space_or_stop()
 
 with st.expander("Thresholds (cosine similarity)", icon=":material/tune:"):
     a, b, c = st.columns(3)

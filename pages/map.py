@@ -9,10 +9,7 @@ from mmcore.analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, MAX_
 from mmcore.search import Query, search
 
 ui.page("Map")
-space = ui.space()
-if space is None:
-    st.info("This collection is empty: add files on the Upload page, or load the demo on the Collections page.")
-    st.stop()
+space = ui.space_or_stop()
 
 with st.expander("Map and cluster settings", icon=":material/tune:"):
     a, b, c = st.columns(3)
@@ -23,9 +20,7 @@ with st.expander("Map and cluster settings", icon=":material/tune:"):
                           help=f"At least {MIN_CLUSTER_SIZE}; automatic grows with the collection.")
     refit = st.button("Refit the map", icon=":material/refresh:")
 
-analysis = ui.analysis(space, Umap(neighbors, min_dist), Hdbscan(size or None), refit=refit)
-if analysis is None:
-    st.stop()
+analysis = ui.analysis_or_stop(space, Umap(neighbors, min_dist), Hdbscan(size or None), refit=refit)
 frame = ui.analysis_table(analysis)
 
 if analysis.stale:

@@ -3,14 +3,9 @@ import streamlit as st
 import ui
 
 ui.page("Outliers")
-space = ui.space()
-if space is None:
-    st.info("This collection is empty: add files on the Upload page, or load the demo on the Collections page.")
-    st.stop()
+space = ui.space_or_stop()
 
-analysis = ui.analysis(space, *ui.analysis_params())
-if analysis is None:
-    st.stop()
+analysis = ui.analysis_or_stop(space)
 frame = ui.analysis_table(analysis).sort_values("outlier_score", ascending=False)
 
 st.caption("GLOSH outlier scores: 0 sits in a dense neighbourhood, 1 is as isolated as it gets. "

@@ -58,3 +58,19 @@ def chromium_path() -> str:
     if not path:
         raise RuntimeError("Chromium is not installed: `make test` installs Debian's chromium package (apt-get install chromium).")
     return path
+
+
+@contextmanager
+def chromium_page(timeout_ms: int, width: int = 1400, height: int = 1000):
+    """A page in headless Debian Chromium, with actions and `expect` both waiting up to `timeout_ms`."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(timeout_ms)
+        expect.set_options(timeout=timeout_ms)
+        try:
+            yield page
+        finally:
+            browser.close()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from browser import CHROMIUM_ARGS, ROOT, chromium_path, streamlit_server
+from browser import ROOT, chromium_page, streamlit_server
 
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 90_000  # the first search loads torch and the model inside the server
@@ -26,13 +26,8 @@ def app_url(tmp_path_factory, clip_dir):
 
 @pytest.fixture(scope="module")
 def page():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(TIMEOUT_MS)
-        expect.set_options(timeout=TIMEOUT_MS)
-        yield pg
-        browser.close()
+    with chromium_page(TIMEOUT_MS, height=1000) as page:
+        yield page
 
 
 def make_upload_files(folder: Path) -> tuple[Path, Path, Path]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image, ImageDraw
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from browser import CHROMIUM_ARGS, ROOT, chromium_path, streamlit_server
+from browser import ROOT, chromium_page, streamlit_server
 from mmcore.config import Settings
 from mmcore.ingest import SourceFile, ingest
 from mmcore.workspace import Workspace
@@ -48,13 +48,8 @@ def data_dir(tmp_path_factory, clip_dir):
 
 @pytest.fixture(scope="module")
 def page():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 900})
-        pg.set_default_timeout(TIMEOUT_MS)
-        expect.set_options(timeout=TIMEOUT_MS)
-        yield pg
-        browser.close()
+    with chromium_page(TIMEOUT_MS, height=900) as page:
+        yield page
 
 
 def test_review_a_duplicate_set_and_tag_the_copy(data_dir, clip_dir, page):

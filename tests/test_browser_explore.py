@@ -4,9 +4,9 @@ outliers and duplicates — in a real browser against a real Streamlit server.""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from browser import CHROMIUM_ARGS, ROOT, chromium_path, streamlit_server
+from browser import ROOT, chromium_page, streamlit_server
 
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 180_000  # the first map pays numba's compile when its disk cache is cold
@@ -14,13 +14,8 @@ TIMEOUT_MS = 180_000  # the first map pays numba's compile when its disk cache i
 
 @pytest.fixture(scope="module")
 def browser_page():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        expect.set_options(timeout=TIMEOUT_MS)
+    with chromium_page(TIMEOUT_MS, height=1000) as page:
         yield page
-        browser.close()
 
 
 def test_demo_map_clusters_outliers_duplicates(tmp_path, browser_page):

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import media_factory as mf
 from mmcore.errors import MediaError
