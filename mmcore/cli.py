@@ -151,21 +151,30 @@ def _analysis_arguments(p) -> None:
     p.add_argument("--refit", action="store_true", help="fit from scratch instead of placing new items")
 
 
-def _analysis_frame(args):
+def _taxonomy_analysis(ws, name: str, space: str, args):
+    """The cached analysis with the taxonomy's labels and names, as the Clusters page shows them:
+    (analysis, labels, names)."""
     from .analysis.clusters import Hdbscan
-    from .analysis.frame import analysis_frame
     from .analysis.maps import analyze
     from .analysis.naming import cluster_names
     from .analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, Umap
+    from .analysis.taxonomy import load_taxonomy
+
+    umap = Umap(args.neighbors or DEFAULT_NEIGHBORS, DEFAULT_MIN_DIST if args.min_dist is None else args.min_dist)
+    analysis = analyze(ws, name, space, umap, Hdbscan(args.min_cluster_size), refit=args.refit,
+                       on_progress=lambda stage: print(f"{stage}…", file=sys.stderr))
+    labels, names = load_taxonomy(ws.settings.data_dir, name, space).apply(analysis, cluster_names(ws, analysis))
+    return analysis, labels, names
+
+
+def _analysis_frame(args):
+    from .analysis.frame import analysis_frame
 
     ws = _workspace()
     name = args.collection or ws.settings.collection
     space = _space_of(ws, name, args.space)
-    umap = Umap(args.neighbors or DEFAULT_NEIGHBORS, DEFAULT_MIN_DIST if args.min_dist is None else args.min_dist)
-    analysis = analyze(ws, name, space, umap, Hdbscan(args.min_cluster_size), refit=args.refit,
-                       on_progress=lambda stage: print(f"{stage}…", file=sys.stderr))
-    names = cluster_names(ws, analysis)
-    return name, analysis_frame(ws.store.open(name, space), analysis, names, media_root=ws.files.root)
+    analysis, labels, names = _taxonomy_analysis(ws, name, space, args)
+    return name, analysis_frame(ws.store.open(name, space), analysis, names, media_root=ws.files.root, labels=labels)
 
 
 def _analyze(args) -> int:
@@ -192,25 +201,15 @@ def _export(args) -> int:
 
 
 def _analysis_for_export(ws, name: str, space: str, args):
-    """HOOK for the analysis engineer: what `export` joins to the items (ids, xy, labels, probabilities,
-    outlier_scores, names), or None to export items only. Today: the cached analysis with the taxonomy's
-    labels and names, as the Clusters page shows them; a collection that can't be analysed exports without."""
+    """What `export` joins to the items (ids, xy, labels, probabilities, outlier_scores, names), or None
+    (with a note) when the collection can't be analysed."""
     from types import SimpleNamespace
 
-    from .analysis.clusters import Hdbscan
-    from .analysis.maps import analyze
-    from .analysis.naming import cluster_names
-    from .analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, Umap
-    from .analysis.taxonomy import load_taxonomy
-
-    umap = Umap(args.neighbors or DEFAULT_NEIGHBORS, DEFAULT_MIN_DIST if args.min_dist is None else args.min_dist)
     try:
-        analysis = analyze(ws, name, space, umap, Hdbscan(args.min_cluster_size), refit=args.refit,
-                           on_progress=lambda stage: print(f"{stage}…", file=sys.stderr))
+        analysis, labels, names = _taxonomy_analysis(ws, name, space, args)
     except MMError as e:
         print(f"note: exporting without map and cluster columns: {e}", file=sys.stderr)
         return None
-    labels, names = load_taxonomy(ws.settings.data_dir, name, space).apply(analysis, cluster_names(ws, analysis))
     return SimpleNamespace(ids=analysis.ids, xy=analysis.xy, labels=labels, probabilities=analysis.probabilities,
                            outlier_scores=analysis.outlier_scores, names=names)
 
