@@ -218,9 +218,10 @@ def analysis_table(analysis):
     from mmcore.analysis.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy(workspace().settings.data_dir, analysis.collection, analysis.space)
-    edited = taxonomy.path.stat().st_mtime_ns if taxonomy.path.exists() else 0
+    vocabulary = workspace().settings.data_dir / "vocabulary.txt"
+    edited = [f.stat().st_mtime_ns if f.exists() else 0 for f in (taxonomy.path, vocabulary)]
     key = (analysis.collection, analysis.space, analysis.version, analysis.umap, analysis.hdbscan,
-           analysis.placed, st.session_state["tags_epoch"], edited)
+           analysis.placed, st.session_state["tags_epoch"], *edited)
     cached = st.session_state["table_cache"]
     if cached is None or cached[0] != key:
         ws = workspace()

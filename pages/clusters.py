@@ -84,3 +84,15 @@ if taxonomy.edited and st.button("Undo all edits", icon=":material/undo:"):
     taxonomy.reset()
     taxonomy.save()
     st.rerun()
+
+if space == "clip":
+    with st.expander("Vocabulary for naming image clusters", icon=":material/dictionary:"):
+        user_file = ws.settings.data_dir / "vocabulary.txt"
+        st.caption("Image clusters are named with the labels their CLIP text vectors fit best, from a built-in list "
+                   "of common subjects plus yours below (one per line).")
+        extra = st.text_area("Your labels", user_file.read_text() if user_file.exists() else "", height=140,
+                             placeholder="forklift\nsolar panel\nhandwritten form")
+        if st.button("Save labels and rename clusters", icon=":material/save:"):
+            user_file.parent.mkdir(parents=True, exist_ok=True)
+            user_file.write_text(extra.strip() + "\n")
+            st.rerun()
