@@ -22,15 +22,19 @@ ANALYSIS_COLUMNS = ("x", "y", "cluster", "cluster_name", "probability", "outlier
 FIRST = ("id", "source", "modality", "mime", "added_at", *LOCATOR_KEYS, "tags", "document", "original", "thumbnail")
 
 
-def export_items(ws: Workspace, collection: str | None, space: str, fmt: str, path: str | Path, analysis=None) -> Path:
+def export_items(
+    ws: Workspace, collection: str | None, space: str, fmt: str, path: str | Path, analysis=None,
+    names: dict[int, str] | None = None,
+) -> Path:
     """Write one row per item of a collection's space to `path`.
 
     Columns: id, source, modality, mime, added_at (ISO 8601, UTC), locator fields, tags ("|"-joined in CSV,
     a list in JSON and Parquet), document, original and thumbnail (absolute paths), then every other metadata
     key. With `analysis` (any object with `ids`, `xy`, `labels`, `probabilities`, `outlier_scores` and
-    optionally `names`, {label: name}), also x, y, cluster, cluster_name, probability and outlier_score, joined
-    by id (empty for items the analysis doesn't cover). A metadata key named like one of those is kept as
-    `meta_<key>`.
+    optionally `names`), also x, y, cluster, cluster_name, probability and outlier_score, joined by id (empty
+    for items the analysis doesn't cover). `names` ({label: name}, e.g. from `mmcore.analysis.naming.
+    cluster_names`) wins over the analysis's own; unnamed clusters are "cluster N", noise is "noise". A
+    metadata key named like one of those columns is kept as `meta_<key>`.
 
     Raises:
         MMError: unknown format, or the file can't be written. NotFound: no such collection in that space.
@@ -38,10 +42,12 @@ def export_items(ws: Workspace, collection: str | None, space: str, fmt: str, pa
     if fmt not in FORMATS:
         raise MMError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     name = collection or ws.settings.collection
-    return export_file(items_frame(ws, name, space, analysis), fmt, Path(path))
+    return export_file(items_frame(ws, name, space, analysis, names), fmt, Path(path))
 
 
-def items_frame(ws: Workspace, collection: str, space: str, analysis=None) -> pd.DataFrame:
+def items_frame(
+    ws: Workspace, collection: str, space: str, analysis=None, names: dict[int, str] | None = None
+) -> pd.DataFrame:
     """The table `export_items` writes, before formatting. Raises NotFound: no such collection in that space."""
     items = ws.store.open(collection, space).all(with_vectors=False)
     root = ws.files.root
@@ -59,7 +65,7 @@ def items_frame(ws: Workspace, collection: str, space: str, analysis=None) -> pd
     # object dtype keeps each value's own type (an int stays an int beside a missing one) for `_uniform`
     frame = pd.DataFrame(rows, columns=list(FIRST) if not rows else None, dtype=object)
     if analysis is not None:
-        frame = _join(frame, analysis)
+        frame = _join(frame, analysis, names)
     first = [c for c in (*FIRST, *ANALYSIS_COLUMNS) if c in frame.columns]
     return frame[first + sorted(c for c in frame.columns if c not in first)]
 
@@ -110,8 +116,8 @@ def export_file(frame: pd.DataFrame, fmt: str, path: Path) -> Path:
     return path
 
 
-def _join(frame: pd.DataFrame, analysis) -> pd.DataFrame:
-    names = getattr(analysis, "names", None) or {}
+def _join(frame: pd.DataFrame, analysis, names: dict[int, str] | None) -> pd.DataFrame:
+    names = names if names is not None else getattr(analysis, "names", None) or {}
     labels = [int(label) for label in analysis.labels]
     columns = pd.DataFrame({
         "id": list(analysis.ids),

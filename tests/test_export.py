@@ -110,3 +110,31 @@ def test_command_line_export_without_analysis(ws, tmp_path, monkeypatch, capsys)
     assert "wrote 4 items to ex.csv" in capsys.readouterr().out
     rows = read_back(tmp_path / "ex.csv", "csv")
     assert [r["id"] for r in rows] == ["a", "b", "c", "d"] and "cluster" not in rows[0]
+
+
+def test_real_analysis_columns_match_the_blobs(tmp_path):
+    from mmcore.analysis.clusters import Hdbscan
+    from mmcore.analysis.maps import analyze
+    from mmcore.analysis.naming import cluster_names
+
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(3, 16)) * 4
+    vectors = np.concatenate([c + rng.normal(scale=0.3, size=(25, 16)) for c in centres])
+    np.save(tmp_path / "blobs.npy", vectors)
+    (tmp_path / "blobs.csv").write_text("label\n" + "".join(f"{i // 25}\n" for i in range(75)))
+    ws = Workspace(Settings(data_dir=tmp_path / "data"))
+    import_vectors(ws, tmp_path / "blobs.npy", tmp_path / "blobs.csv", collection="blobs")
+    analysis = analyze(ws, "blobs", "custom", hdbscan=Hdbscan(min_cluster_size=10))
+    names = cluster_names(ws, analysis)
+    path = export_items(ws, "blobs", "custom", "parquet", tmp_path / "blobs.parquet", analysis, names)
+    rows = {r["id"]: r for r in read_back(path, "parquet")}
+    assert len(rows) == 75
+    for i, id_ in enumerate(analysis.ids):
+        row = rows[id_]
+        assert (row["x"], row["y"]) == pytest.approx(tuple(analysis.xy[i].tolist()))
+        assert row["cluster"] == analysis.labels[i] and row["cluster_name"] == names.get(row["cluster"], "noise")
+        assert row["outlier_score"] == pytest.approx(float(analysis.outlier_scores[i]))
+    by_blob = {blob: {r["cluster"] for r in rows.values() if r["label"] == blob and r["cluster"] >= 0} for blob in range(3)}
+    assert all(len(clusters) == 1 for clusters in by_blob.values())  # each blob is one cluster...
+    assert len(set().union(*by_blob.values())) == 3  # ...of its own
+    assert {rows[f"row-{25 * b}"]["cluster_name"] for b in range(3)} == {f"label {b} (100%)" for b in range(3)}
