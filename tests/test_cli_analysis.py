@@ -1,32 +1,36 @@
-"""`python -m mmcore demo | analyze | export` through the real CLI entry point (in-process: the
-subprocess contract is covered in test_cli.py)."""
+"""`python -m mmcore demo | analyze | export` as real subprocesses: three calls, the analysis paid once
+(the export reads it from the cache)."""
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from mmcore import cli
 from mmcore.analysis.maps import analyze
 from mmcore.analysis.taxonomy import load_taxonomy
 from mmcore.config import Settings
 from mmcore.workspace import Workspace
 
 
+def mmcore(data_dir, *args: str) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}, "MMCORE_DATA_DIR": str(data_dir)}
+    done = subprocess.run([sys.executable, "-m", "mmcore", *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     data = tmp_path_factory.mktemp("cli-analysis")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MMCORE_DATA_DIR", str(data))
-        assert cli.main(["demo"]) == 0
+    assert "1,797 items added" in mmcore(data, "demo").stdout
     return data
 
 
-def test_analyze_prints_every_item_with_its_cluster_and_scores(demo_dir, monkeypatch, capsys):
-    monkeypatch.setenv("MMCORE_DATA_DIR", str(demo_dir))
-    capsys.readouterr()
-    assert cli.main(["analyze", "--collection", "digits-demo", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+def test_analyze_prints_every_item_with_its_cluster_and_scores(demo_dir):
+    rows = json.loads(mmcore(demo_dir, "analyze", "--collection", "digits-demo", "--json").stdout)
     assert len(rows) == 1797
     assert set(rows[0]) == {"id", "x", "y", "cluster", "cluster_name", "outlier_score", "probability"}
     clustered = [r for r in rows if r["cluster"] >= 0]
@@ -35,8 +39,7 @@ def test_analyze_prints_every_item_with_its_cluster_and_scores(demo_dir, monkeyp
     assert all(0 <= r["outlier_score"] <= 1 for r in rows)
 
 
-def test_export_carries_the_taxonomy_names(demo_dir, monkeypatch, capsys, tmp_path):
-    monkeypatch.setenv("MMCORE_DATA_DIR", str(demo_dir))
+def test_export_carries_the_taxonomy_names(demo_dir, tmp_path):
     ws = Workspace(Settings(data_dir=demo_dir))
     analysis = analyze(ws, "digits-demo", "pixels")
     taxonomy = load_taxonomy(demo_dir, "digits-demo", "pixels")
@@ -44,7 +47,7 @@ def test_export_carries_the_taxonomy_names(demo_dir, monkeypatch, capsys, tmp_pa
     taxonomy.rename(analysis, label, "loops")
     taxonomy.save()
     out = tmp_path / "digits.csv"
-    assert cli.main(["export", "--collection", "digits-demo", "--format", "csv", "--out", str(out)]) == 0
+    assert "wrote 1,797 items" in mmcore(demo_dir, "export", "--collection", "digits-demo", "--out", str(out)).stdout
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1797
     assert {"x", "y", "cluster", "cluster_name", "outlier_score", "label", "thumbnail"} <= set(rows[0])
