@@ -20,7 +20,7 @@ else:
 st.subheader("Demo", divider="gray")
 st.caption("1,797 handwritten digits from scikit-learn (installed with mmscope, nothing to download), "
            "as 64-pixel vectors with their labels: try the Map, Clusters, Outliers and Duplicates pages on them.")
-if st.button("Load the demo", icon=":material/auto_awesome:", type="primary"):
+if st.button("Load the demo (handwritten digits, no download)", icon=":material/auto_awesome:", type="primary"):
     try:
         with st.spinner("Loading the digits…"):
             load_digits_demo(ws)

@@ -9,6 +9,9 @@ from mmcore.media import SUPPORTED_EXTENSIONS
 
 ui.page("Upload")
 st.caption(f"Add images and text to **{ui.collection()}**. Supported: {' '.join(SUPPORTED_EXTENSIONS)}")
+if not ui.collection_sizes().get(ui.collection()):
+    st.info("Nothing here yet: drop your files below, or load the demo on the Collections page "
+            "(handwritten digits, no model download).", icon=":material/info:")
 
 uploads = st.file_uploader(
     "Drop files here", accept_multiple_files=True, key=f"uploader-{st.session_state['upload_key']}"
