@@ -34,7 +34,8 @@ def export_items(
     optionally `names`), also x, y, cluster, cluster_name, probability and outlier_score, joined by id (empty
     for items the analysis doesn't cover). `names` ({label: name}, e.g. from `mmcore.analysis.naming.
     cluster_names`) wins over the analysis's own; unnamed clusters are "cluster N", noise is "noise". A
-    metadata key named like one of those columns is kept as `meta_<key>`.
+    metadata key named like one of those columns is kept as `meta_<key>`. `analysis` may also be a table
+    with those columns and `id` (`mmcore.analysis.frame.analysis_frame`: a taxonomy's clusters and names).
 
     Raises:
         MMError: unknown format, or the file can't be written. NotFound: no such collection in that space.
@@ -117,6 +118,9 @@ def export_file(frame: pd.DataFrame, fmt: str, path: Path) -> Path:
 
 
 def _join(frame: pd.DataFrame, analysis, names: dict[int, str] | None) -> pd.DataFrame:
+    if isinstance(analysis, pd.DataFrame):
+        columns = analysis[["id", *ANALYSIS_COLUMNS]].astype({"cluster": "Int64"})
+        return frame.merge(columns, on="id", how="left")
     names = names if names is not None else getattr(analysis, "names", None) or {}
     labels = [int(label) for label in analysis.labels]
     columns = pd.DataFrame({

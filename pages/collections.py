@@ -40,13 +40,20 @@ else:
                "outlier scores (from the Map page's last parameters).")
     fmt = st.segmented_control("Format", ["csv", "json", "parquet"], default="csv")
     if fmt and st.button("Prepare the export", icon=":material/download:"):
-        analysis = ui.analysis(space, *ui.analysis_params())
-        if analysis is not None:
-            from mmcore.export import export_bytes
+        from mmcore.export import export_bytes, items_frame
 
-            frame = ui.analysis_table(analysis)
-            st.download_button(f"Download {ui.collection()}.{fmt}", export_bytes(frame, fmt),
-                               file_name=f"{ui.collection()}.{fmt}", icon=":material/download:")
+        analysis = ui.analysis(space, *ui.analysis_params())  # shows why when the collection can't be mapped
+        # the Map's table carries the taxonomy's clusters and names, so the file matches the Clusters page
+        table = ui.analysis_table(analysis) if analysis is not None else None
+        try:
+            data = export_bytes(items_frame(ws, ui.collection(), space, table), fmt)
+        except MMError as e:
+            st.error(str(e), icon=":material/error:")
+        else:
+            if table is None:
+                st.caption("The file holds the items without map and cluster columns.")
+            st.download_button(f"Download {ui.collection()}.{fmt}", data, file_name=f"{ui.collection()}.{fmt}",
+                               icon=":material/download:", on_click="ignore")
 
 st.subheader("Import your own vectors", divider="gray")
 st.caption("Embeddings made elsewhere (.npy, or .parquet with a `vector` column), with an optional CSV of "

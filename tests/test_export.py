@@ -114,6 +114,7 @@ def test_command_line_export_without_analysis(ws, tmp_path, monkeypatch, capsys)
 
 def test_real_analysis_columns_match_the_blobs(tmp_path):
     from mmcore.analysis.clusters import Hdbscan
+    from mmcore.analysis.frame import analysis_frame
     from mmcore.analysis.maps import analyze
     from mmcore.analysis.naming import cluster_names
 
@@ -134,6 +135,9 @@ def test_real_analysis_columns_match_the_blobs(tmp_path):
         assert (row["x"], row["y"]) == pytest.approx(tuple(analysis.xy[i].tolist()))
         assert row["cluster"] == analysis.labels[i] and row["cluster_name"] == names.get(row["cluster"], "noise")
         assert row["outlier_score"] == pytest.approx(float(analysis.outlier_scores[i]))
+    table = analysis_frame(ws.store.open("blobs", "custom"), analysis, names, media_root=ws.files.root)
+    from_table = read_back(export_items(ws, "blobs", "custom", "parquet", tmp_path / "t.parquet", table), "parquet")
+    assert from_table == list(rows.values())  # the page exports the Map's table: same file as the CLI
     by_blob = {blob: {r["cluster"] for r in rows.values() if r["label"] == blob and r["cluster"] >= 0} for blob in range(3)}
     assert all(len(clusters) == 1 for clusters in by_blob.values())  # each blob is one cluster...
     assert len(set().union(*by_blob.values())) == 3  # ...of its own
