@@ -215,18 +215,20 @@ def analysis_table(analysis):
     any tag changes."""
     from mmcore.analysis.frame import analysis_frame
     from mmcore.analysis.naming import cluster_names
-    from mmcore.analysis.taxonomy import load_taxonomy
+    from mmcore.analysis.taxonomy import load_taxonomy, taxonomy_path
 
-    taxonomy = load_taxonomy(workspace().settings.data_dir, analysis.collection, analysis.space)
-    vocabulary = workspace().settings.data_dir / "vocabulary.txt"
-    edited = [f.stat().st_mtime_ns if f.exists() else 0 for f in (taxonomy.path, vocabulary)]
-    key = (analysis.collection, analysis.space, analysis.version, analysis.umap, analysis.hdbscan,
-           analysis.placed, st.session_state["tags_epoch"], *edited)
+    ws = workspace()
+    files = (taxonomy_path(ws.settings.data_dir, analysis.collection, analysis.space), ws.settings.data_dir / "vocabulary.txt")
+    key = (analysis.collection, analysis.space, analysis.version, analysis.fit_key, analysis.umap, analysis.hdbscan,
+           analysis.placed, st.session_state["tags_epoch"], *(f.stat().st_mtime_ns if f.exists() else 0 for f in files))
     cached = st.session_state["table_cache"]
     if cached is None or cached[0] != key:
-        ws = workspace()
+        labels, names = None, cluster_names(ws, analysis)
+        try:
+            labels, names = load_taxonomy(ws, analysis.collection, analysis.space).apply(analysis, names)
+        except MMError as e:
+            st.warning(f"{e} Until then clusters keep their automatic names.", icon=":material/warning:")
         target = ws.store.open(analysis.collection, analysis.space)
-        labels, names = taxonomy.apply(analysis, cluster_names(ws, analysis))
         cached = (key, analysis_frame(target, analysis, names, media_root=ws.files.root, labels=labels))
         st.session_state["table_cache"] = cached
     return cached[1]

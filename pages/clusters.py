@@ -3,87 +3,135 @@ import json
 import streamlit as st
 
 import ui
+from mmcore.analysis.clusters import NOISE
 from mmcore.analysis.naming import cluster_names
 from mmcore.analysis.taxonomy import export_taxonomy, load_taxonomy, save_as_tags
 from mmcore.errors import MMError
 
 SAMPLES = 6
+PER_PAGE = 20
 
 ui.page("Clusters")
 space = ui.space_or_stop()
 analysis = ui.analysis_or_stop(space)
 ws = ui.workspace()
+try:
+    taxonomy = load_taxonomy(ws, ui.collection(), space)
+    auto = cluster_names(ws, analysis)
+    labels, names = taxonomy.apply(analysis, auto)
+    target = ws.store.open(ui.collection(), space)
+except MMError as e:
+    st.error(str(e), icon=":material/error:")
+    st.stop()
 frame = ui.analysis_table(analysis)
-taxonomy = load_taxonomy(ws.settings.data_dir, ui.collection(), space)
-auto = cluster_names(ws, analysis)
-target = ws.store.open(ui.collection(), space)
-
-if not taxonomy.applies_to(analysis):
-    st.warning("The taxonomy was edited on an earlier map that has since been refitted, so its edits no longer "
-               "match these clusters. Tags already written to items (taxon:…) are kept.", icon=":material/history:")
-
-sizes = frame[frame["cluster"] >= 0].groupby("cluster").size().sort_values(ascending=False)
-names = dict(zip(frame["cluster"], frame["cluster_name"]))
-a, b, c = st.columns([2, 2, 3])
-a.metric("Clusters", len(sizes))
-b.metric("Noise items", int((frame["cluster"] < 0).sum()))
-with c:
-    if st.button("Write names to items as tags", icon=":material/sell:", help="Each item gets taxon:<its cluster's name>."):
-        labels, effective_names = taxonomy.apply(analysis, auto)
-        count = save_as_tags(target, analysis, labels, effective_names)
-        ui.tags_changed()
-        st.toast(f"Tagged {count:,} items with their cluster's name", icon=":material/sell:")
-    labels, effective_names = taxonomy.apply(analysis, auto)
-    st.download_button("Download taxonomy (JSON)", json.dumps(export_taxonomy(analysis, labels, effective_names), indent=1),
-                       file_name=f"{ui.collection()}-taxonomy.json", icon=":material/download:")
 
 
-def edit(action) -> None:
+def edit(action, done: str) -> None:
+    """Run one taxonomy edit, save it and redraw the page (the Map page picks it up too)."""
     try:
         action()
         taxonomy.save()
-        st.rerun()
     except MMError as e:
-        st.error(str(e))
+        st.error(str(e), icon=":material/error:")
+        return
+    st.session_state["clusters_notice"] = done
+    st.rerun()
 
 
-for label, size in sizes.items():
-    members = frame[frame["cluster"] == label].sort_values("probability", ascending=False)
+if notice := st.session_state.pop("clusters_notice", None):
+    st.success(notice, icon=":material/check_circle:")
+if not taxonomy.applies_to(analysis):
+    carried = taxonomy.carried_names(analysis)
+    st.warning(f"This map was refitted after the taxonomy was edited, so its merges and splits no longer apply. "
+               f"{len(carried)} of {len(taxonomy.names)} names were carried over to the clusters holding most of the "
+               "same items; your next edit starts the taxonomy afresh on this map, keeping them.",
+               icon=":material/history:")
+
+sizes = frame[frame["cluster"] != NOISE].groupby("cluster").size().sort_values(ascending=False, kind="stable")
+noise = int((frame["cluster"] == NOISE).sum())
+a, b, c, d = st.columns([1, 1, 1, 2], vertical_alignment="center")
+a.metric("Clusters", len(sizes))
+b.metric("Clustered items", f"{int(sizes.sum()):,}")
+c.metric("Noise items", f"{noise:,}")
+with d:
+    if st.button("Write names to items as tags", icon=":material/sell:",
+                 help="Each clustered item gets the tag taxon:<its cluster's name>, replacing its earlier taxon: tags."):
+        try:
+            count = save_as_tags(target, analysis, labels, names)
+            ui.tags_changed()
+            st.success(f"Tagged {count:,} items with their cluster's name (taxon:…).", icon=":material/sell:")
+        except MMError as e:
+            st.error(str(e), icon=":material/error:")
+    st.download_button("Download taxonomy (JSON)", json.dumps(export_taxonomy(analysis, labels, names), indent=1),
+                       file_name=f"{ui.collection()}-{space}-taxonomy.json", mime="application/json",
+                       icon=":material/download:")
+st.caption("Rename a cluster in its box and press Enter, then Save. Review a cluster to see its items, merge others "
+           "into it, split it in two or tag its items. Edits are saved with the collection and shown on the Map.")
+
+
+def samples(members) -> None:
+    """The most central members (highest membership probability) as a strip of thumbnails or snippets."""
+    for col, row in zip(st.columns(SAMPLES), members.head(SAMPLES).itertuples()):
+        with col:
+            if row.thumbnail:
+                st.image(row.thumbnail, width="stretch")
+            else:
+                ui.snippet(row.snippet[:120])
+
+
+def review(label: int, members) -> None:
+    others = [int(x) for x in sizes.index if x != label]
+    left, middle, right = st.columns([4, 1, 1], vertical_alignment="bottom")
+    merge = left.multiselect("Merge other clusters into this one", others, key=f"merge-{label}",
+                             format_func=lambda x: f"{names.get(x, x)} ({sizes[x]:,})")
+    if middle.button("Merge", key=f"do-merge-{label}", disabled=not merge, icon=":material/call_merge:"):
+        edit(lambda: taxonomy.merge(analysis, merge, label), f"Merged {len(merge)} cluster(s) into {names[label]!r}.")
+    if right.button("Split in two", key=f"split-{label}", icon=":material/call_split:",
+                    help="Parts the cluster by k-means on its items' vectors."):
+        edit(lambda: taxonomy.split(analysis, label, target, auto), f"Split {names[label]!r} in two.")
+    ui.tag_form(list(members["id"]), space, key=f"tag-cluster-{label}")
+    ui.gallery(members)
+
+
+def cluster_row(label: int) -> None:
+    members = frame[frame["cluster"] == label].sort_values("probability", ascending=False, kind="stable")
     with st.container(border=True, key=f"cluster-{label}"):
         left, right = st.columns([2, 5])
         with left:
-            name = st.text_input("Name", names[label], key=f"name-{label}", label_visibility="collapsed")
-            st.caption(f"{size:,} items · cluster {label}")
-            save, review = st.columns(2)
-            if save.button("Save name", key=f"save-{label}", disabled=name == names[label]):
-                edit(lambda label=label, name=name: taxonomy.rename(analysis, label, name))
-            open_it = review.toggle("Review", key=f"review-{label}")
+            if label == NOISE:
+                st.markdown("**Noise**")
+                st.caption(f"{len(members):,} items in no cluster")
+                opened = st.toggle("Review", key=f"review-{label}")
+            else:
+                current = names.get(label, f"cluster {label}")
+                # the name is part of the key so a merge, split or undo elsewhere shows the new name
+                name = st.text_input("Name", current, key=f"name-{label}-{current}", label_visibility="collapsed")
+                st.caption(f"{len(members):,} items · cluster {label}")
+                save, toggle = st.columns(2, vertical_alignment="center")
+                if save.button("Save name", key=f"save-{label}", disabled=name.strip() in ("", current)):
+                    edit(lambda: taxonomy.rename(analysis, label, name), f"Renamed {current!r} to {name.strip()!r}.")
+                opened = toggle.toggle("Review", key=f"review-{label}")
         with right:
-            for col, row in zip(st.columns(SAMPLES), members.head(SAMPLES).itertuples()):
-                with col:
-                    if row.thumbnail:
-                        st.image(row.thumbnail, width="stretch")
-                    else:
-                        ui.snippet(row.snippet)
-        if open_it:
-            others = [int(x) for x in sizes.index if x != label]
-            m1, m2, m3 = st.columns([3, 1, 1])
-            merge = m1.multiselect("Merge into this cluster", others, format_func=lambda x: f"{x}: {names[x]}",
-                                   key=f"merge-{label}")
-            if m2.button("Merge", key=f"do-merge-{label}", disabled=not merge):
-                edit(lambda label=label, merge=merge: taxonomy.merge(analysis, merge, label))
-            if m3.button("Split in two", key=f"split-{label}"):
-                def split(label=label):
-                    items = target.all(with_vectors=True)
-                    taxonomy.split(analysis, label, dict(zip(items.ids, items.vectors)), auto)
-                edit(split)
-            ui.tag_form(list(members["id"]), space, key=f"tag-cluster-{label}")
-            ui.gallery(members)
+            samples(members)
+        if opened:
+            if label == NOISE:
+                ui.tag_form(list(members["id"]), space, key="tag-cluster-noise")
+                ui.gallery(members)
+            else:
+                review(label, members)
 
-if taxonomy.edited and st.button("Undo all edits", icon=":material/undo:"):
-    taxonomy.reset()
-    taxonomy.save()
-    st.rerun()
+
+order = [int(x) for x in sizes.index] + ([NOISE] if noise else [])
+if len(order) > PER_PAGE:
+    starts = range(0, len(order), PER_PAGE)
+    start = st.selectbox("Clusters", starts, format_func=lambda s: f"{s + 1}–{min(s + PER_PAGE, len(order))} of {len(order)}")
+    order = order[start : start + PER_PAGE]
+for label in order:
+    cluster_row(label)
+
+if taxonomy.edited and st.button("Undo all edits", icon=":material/undo:",
+                                 help="Back to the automatic clusters and names; tags already written stay."):
+    edit(taxonomy.reset, "All edits undone.")
 
 if space == "clip":
     with st.expander("Vocabulary for naming image clusters", icon=":material/dictionary:"):

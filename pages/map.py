@@ -43,8 +43,8 @@ if three_d:
     with st.spinner("Fitting the 3D map (once per collection version)…"):
         frame = with_3d(frame, analysis.ids, map_3d(ui.workspace(), analysis))
 
-clusters = len(analysis.cluster_ids)
-noise = int((analysis.labels < 0).sum())
+clusters = frame.loc[frame["cluster"] >= 0, "cluster"].nunique()  # after the taxonomy's merges and splits
+noise = int((frame["cluster"] < 0).sum())
 st.caption(f"{len(frame):,} items · {clusters} clusters · {noise:,} noise · "
            f"UMAP neighbours {analysis.umap.n_neighbors}, min_dist {analysis.umap.min_dist} · "
            f"min cluster size {analysis.hdbscan.min_cluster_size}" + (" · from cache" if analysis.from_cache else ""))

@@ -198,6 +198,11 @@ class Taxonomy:
         return label
 
 
+def taxonomy_path(data_dir: Path, collection: str, space: str) -> Path:
+    """Where a collection's space keeps its taxonomy (its modification time tells caches it changed)."""
+    return Path(data_dir) / "taxonomy" / f"{collection}.{space}.json"
+
+
 def load_taxonomy(ws, collection: str, space: str) -> Taxonomy:
     """The saved taxonomy of a collection's space (empty when none was saved).
 
@@ -206,8 +211,7 @@ def load_taxonomy(ws, collection: str, space: str) -> Taxonomy:
     Raises:
         MMError: the file exists but can't be read.
     """
-    data_dir = ws.settings.data_dir if hasattr(ws, "settings") else Path(ws)
-    path = Path(data_dir) / "taxonomy" / f"{collection}.{space}.json"
+    path = taxonomy_path(ws.settings.data_dir if hasattr(ws, "settings") else ws, collection, space)
     if not path.exists():
         return Taxonomy(path)
     try:
