@@ -1,4 +1,4 @@
-"""mmscope: explore a pile of images and text in one embedding space. Run with `streamlit run app.py`."""
+"""mmscope: explore a pile of images, text, documents, video and audio in shared embedding spaces. Run with `streamlit run app.py`."""
 
 import streamlit as st
 

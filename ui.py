@@ -56,7 +56,8 @@ def init_state() -> None:
     st.session_state.setdefault("collection", ws.settings.collection)
     st.session_state.setdefault("upload_key", 0)
     st.session_state.setdefault("last_report", None)
-    st.session_state.setdefault("like", None)
+    st.session_state.setdefault("like", None)  # (item id, its space) for "more like this"
+    st.session_state.setdefault("playing", None)  # the search hit whose player is open
 
 
 def collection() -> str:
@@ -117,20 +118,32 @@ def sidebar() -> None:
         st.caption(f"**Store** {store}")
 
 
+MODELS = {"clip": "clip_model", "clap": "clap_model"}
+
+
 def show_model_status() -> None:
     settings = workspace().settings
-    state = "loaded" if is_loaded("clip", settings) else "loads on first use"
-    st.session_state["model_slot"].caption(f"**Model** `{settings.clip_model}` · {state}")
+    lines = []
+    for space, field in MODELS.items():
+        state = "loaded" if is_loaded(space, settings) else "loads on first use"
+        lines.append(f"**{space.upper()}** `{getattr(settings, field)}` · {state}")
+    lines.append(f"**Speech** `{settings.asr_model}`" if settings.asr_model else "**Speech** off (set MMCORE_ASR_MODEL)")
+    st.session_state["model_slot"].caption("  \n".join(lines))
 
 
-def guarded(action, needs_model: bool = True):
-    """Run `action`, showing a spinner while the model loads and our errors as a message, not a trace."""
+def guarded(action, needs_model: bool | tuple[str, ...] = True):
+    """Run `action`, showing a spinner while models load and our errors as a message, not a trace.
+
+    `needs_model`: the spaces whose models `action` uses (True: clip), loaded first under a spinner.
+    """
     ws = workspace()
+    spaces = ("clip",) if needs_model is True else needs_model or ()
     try:
-        if needs_model and not is_loaded("clip", ws.settings):
-            with st.spinner(f"Loading model {ws.settings.clip_model} (first use only)…"):
-                ws.space()
-            show_model_status()
+        for space in spaces:
+            if not is_loaded(space, ws.settings):
+                with st.spinner(f"Loading model {getattr(ws.settings, MODELS[space])} (first use only)…"):
+                    ws.space(space)
+                show_model_status()
         return action()
     except MMError as e:
         st.error(str(e), icon=":material/error:")
@@ -143,17 +156,31 @@ def snippet(text: str) -> None:
 
 
 def hit_card(hit, rank: int) -> None:
-    """One search result: thumbnail or text snippet, score, source, where in the source, and actions."""
+    """One search result: thumbnail or text snippet, score and space, source, where in the source, and actions.
+
+    Video segments and audio windows play from their start, one player at a time (players load the file)."""
     with st.container(border=True, key=f"hit-{hit.modality}-{rank}"):
-        if hit.thumbnail:
+        playing = st.session_state.get("playing") == hit.id
+        if playing and hit.original and hit.modality in ("video", "audio"):
+            player = st.video if hit.modality == "video" else st.audio
+            start, end = hit.locator.get("start_s", 0), hit.locator.get("end_s")
+            player(hit.original, start_time=int(start), end_time=int(end + 0.999) if end else None, autoplay=True)
+        elif hit.thumbnail:
             st.image(hit.thumbnail, width="stretch")
         elif hit.document:
             snippet(hit.document[:400])
-        st.markdown(f"**{hit.score:.3f}**")
+        score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
+        st.markdown(f"{score} · `{hit.space}`")
         st.caption(html.escape(hit.source) + (f" · {hit.where}" if hit.where else ""))
-        if st.button("More like this", key=f"like-{rank}-{hit.id}", icon=":material/travel_explore:"):
-            st.session_state["like"] = hit.id
-            st.rerun()
+        with st.container(horizontal=True, gap="small"):
+            if hit.modality in ("video", "audio") and hit.original:
+                if st.button("Stop" if playing else "Play", key=f"play-{rank}-{hit.id}",
+                             icon=":material/stop:" if playing else ":material/play_arrow:"):
+                    st.session_state["playing"] = None if playing else hit.id
+                    st.rerun()
+            if st.button("More like this", key=f"like-{rank}-{hit.id}", icon=":material/travel_explore:"):
+                st.session_state["like"] = (hit.id, hit.space)
+                st.rerun()
 
 
 STYLE = """
@@ -274,4 +301,10 @@ def selection_panel(frame, ids: list[str], space: str) -> None:
     chosen = frame[frame["id"].isin(set(ids))]
     st.subheader(f"{len(chosen):,} selected", divider="gray")
     tag_form(list(chosen["id"]), space, key="tag-selection")
+    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    sources = dict(zip(chosen["id"], chosen["source"]))
+    pick = left.selectbox("Find more like", list(sources), format_func=lambda i: f"{sources[i]} ({i})", key="like-pick")
+    if right.button("Search", icon=":material/travel_explore:", key="like-search"):
+        st.session_state["like"] = (pick, space)
+        st.switch_page("pages/search.py")
     gallery(chosen)

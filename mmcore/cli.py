@@ -22,16 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv-rows", action="store_true", help="read each CSV row as its own item")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    p = commands.add_parser("search", help="find items by text, image or another item")
+    p = commands.add_parser("search", help="find items by text, image, sound or another item")
     query = p.add_mutually_exclusive_group(required=True)
-    query.add_argument("--text", help="a text query")
-    query.add_argument("--image", type=Path, help="an image file as the query")
+    query.add_argument("--text", help="a text query (searches the clip space; with --all, every space)")
+    query.add_argument("--image", type=Path, help="an image file as the query (images, pages, video segments)")
+    query.add_argument("--audio", type=Path, help="a sound file as the query (audio windows, clap space)")
     query.add_argument("--like", metavar="ID", help="the id of an item: find more like it")
     p.add_argument("--collection")
     p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="filter: modality=, source=, tag=, added_from=/added_to=YYYY-MM-DD, or any metadata key")
     p.add_argument("--space", help="for --like: which space of the collection (default: its only one, else clip)")
+    p.add_argument("--all", action="store_true",
+                   help="every modality and space the query reaches, merged by reciprocal rank fusion")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
 
     p = commands.add_parser("info", help="list collections with their model, dimension and size")
@@ -98,31 +101,42 @@ def _ingest(args) -> int:
 
 
 def _search(args) -> int:
-    from .search import Filters, search_image, search_like, search_text
+    from .search import Filters, Query, query_spaces, search, search_fused
 
     ws = _workspace()
     filters = Filters.parse(args.where)
-    common = dict(collection=args.collection, k=args.k, filters=filters)
-    if args.text is not None:
-        hits = search_text(ws, args.text, **common)
-    elif args.image is not None:
-        try:
-            data = args.image.read_bytes()
-        except OSError as e:
-            raise MMError(f"{args.image}: could not be read ({e.strerror})") from None
-        hits = search_image(ws, args.image.name, data, **common)
+    if args.like is not None:
+        query = Query(like=args.like)
+        space = _space_of(ws, args.collection, args.space)
     else:
-        hits = search_like(ws, args.like, space=_space_of(ws, args.collection, args.space), **common)
+        if args.text is not None:
+            query = Query(text=args.text)
+        elif args.image is not None:
+            query = Query(image=_read(args.image), image_name=args.image.name)
+        else:
+            query = Query(audio=_read(args.audio), audio_name=args.audio.name)
+        space = query_spaces(ws, query, args.collection or ws.settings.collection)[0]  # clip first, where present
+    if args.all:
+        hits = search_fused(ws, query, args.collection, args.k, filters, space if args.like else None)
+    else:
+        hits = search(ws, query, args.collection, args.k, filters, space)
     if args.json:
         print(json.dumps([h.to_json() for h in hits], indent=2))
     else:
         for rank, h in enumerate(hits, 1):
             where = " ".join(f"{k}={v}" for k, v in h.locator.items())
             snippet = f"  {h.document[:80]!r}" if h.document else ""
-            print(f"{rank:3}. {h.score:.4f}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
+            print(f"{rank:3}. {h.score:.4f}  {h.space:4}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
         if not hits:
             print("no hits")
     return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise MMError(f"{path}: could not be read ({e.strerror})") from None
 
 
 def _info(args) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from .errors import MMError
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
 DEFAULT_COLLECTION = "default"
 
 
@@ -19,6 +20,9 @@ class Settings:
     Environment variables (all optional):
       MMCORE_DATA_DIR       where the embedded Chroma store, originals and thumbnails live (./mmdata)
       MMCORE_CLIP_MODEL     hub id or local directory of a CLIP/SigLIP checkpoint
+      MMCORE_CLAP_MODEL     hub id or local directory of a CLAP checkpoint (the audio space)
+      MMCORE_ASR_MODEL      hub id or local directory of a speech-recognition model (Whisper); transcripts
+                            of audio and video are made only when this is set
       MMCORE_CHROMA_HOST    use a Chroma server at this host instead of the embedded store
       MMCORE_CHROMA_PORT    that server's port (8000)
       MMCORE_COLLECTION     collection used when none is named (default)
@@ -26,10 +30,16 @@ class Settings:
       MMCORE_BATCH_SIZE     items per model forward pass (32)
       MMCORE_MAX_FILE_MB    largest file accepted, in MB (512)
       MMCORE_MAX_IMAGE_PIXELS  largest image accepted, in pixels (100,000,000)
+      MMCORE_VIDEO_SEGMENT_S   seconds of video per item (10)
+      MMCORE_AUDIO_SEGMENT_S   seconds of audio per item (10)
+      MMCORE_MAX_MEDIA_MINUTES longest video or audio accepted, in minutes (240)
+      MMCORE_MAX_PDF_PAGES     most pages a PDF may have (500)
     """
 
     data_dir: Path = Path("mmdata")
     clip_model: str = DEFAULT_CLIP_MODEL
+    clap_model: str = DEFAULT_CLAP_MODEL
+    asr_model: str | None = None
     chroma_host: str | None = None
     chroma_port: int = 8000
     collection: str = DEFAULT_COLLECTION
@@ -37,6 +47,10 @@ class Settings:
     batch_size: int = 32
     max_file_bytes: int = 512 * 1024 * 1024
     max_image_pixels: int = 100_000_000
+    video_segment_s: int = 10
+    audio_segment_s: int = 10
+    max_media_seconds: int = 240 * 60
+    max_pdf_pages: int = 500
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -58,6 +72,8 @@ class Settings:
         return cls(
             data_dir=Path(env.get("MMCORE_DATA_DIR") or "mmdata").expanduser(),
             clip_model=env.get("MMCORE_CLIP_MODEL") or DEFAULT_CLIP_MODEL,
+            clap_model=env.get("MMCORE_CLAP_MODEL") or DEFAULT_CLAP_MODEL,
+            asr_model=env.get("MMCORE_ASR_MODEL") or None,
             chroma_host=env.get("MMCORE_CHROMA_HOST") or None,
             chroma_port=number("MMCORE_CHROMA_PORT", 8000),
             collection=env.get("MMCORE_COLLECTION") or DEFAULT_COLLECTION,
@@ -65,4 +81,8 @@ class Settings:
             batch_size=number("MMCORE_BATCH_SIZE", 32),
             max_file_bytes=number("MMCORE_MAX_FILE_MB", 512) * 1024 * 1024,
             max_image_pixels=number("MMCORE_MAX_IMAGE_PIXELS", 100_000_000),
+            video_segment_s=number("MMCORE_VIDEO_SEGMENT_S", 10),
+            audio_segment_s=number("MMCORE_AUDIO_SEGMENT_S", 10),
+            max_media_seconds=number("MMCORE_MAX_MEDIA_MINUTES", 240) * 60,
+            max_pdf_pages=number("MMCORE_MAX_PDF_PAGES", 500),
         )

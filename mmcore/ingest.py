@@ -1,21 +1,23 @@
 """hash -> skip known -> read + chunk -> embed in batches -> store originals -> upsert, with a report.
 
 Chunks of several files are embedded together, so small files still fill the model's batches; each file's
-items are written in one upsert after its original and thumbnail are on disk.
+items are written once all of them are embedded, in one upsert per space, after its original and thumbnails
+are on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from .errors import MediaError
-from .media import Chunk, Decoded, ReadOptions, is_supported, read_media
+from .media import Chunk, Decoded, ReadOptions, is_supported, read_media, space_of
+from .spaces import normalize
 from .workspace import Workspace
 
 LOCATOR_KEYS = ("page", "row", "char_start", "char_end", "start_s", "end_s")
@@ -104,30 +106,40 @@ def ingest(
     csv_rows: bool = False,
     on_progress: Progress | None = None,
 ) -> IngestReport:
-    """Add files to a collection of the `clip` space and report what happened to each.
+    """Add files to a collection and report what happened to each.
 
-    A file whose bytes are already in the collection is skipped; a file that can't be read fails with its
-    reason and nothing of it is stored. Never raises for a bad file.
+    Images, text, document pages and video segments go to the collection's `clip` space, audio windows to its
+    `clap` space. A file whose bytes are already in the collection is skipped; a file that can't be read fails
+    with its reason and nothing of it is stored. Long media is read lazily, chunk by chunk, so its decoded
+    frames never all sit in memory. Never raises for a bad file.
 
     Raises:
-        ModelUnavailable: the model can't be loaded (nothing is stored).
+        ModelUnavailable: a model the files need can't be loaded (nothing is stored).
         SpaceMismatch: the collection was made by another model.
         StoreError: the store can't be reached.
     """
-    space = ws.space("clip")
-    target = ws.collection(collection, "clip")
     settings = ws.settings
+    needed = {space_of(s.name) for s in sources} or {"clip"}
+    spaces = {name: ws.space(name) for name in sorted(needed | {"clip"})}  # clip also embeds text found in any file
+    targets = {name: ws.collection(collection, name) for name in spaces}
+    clip = spaces["clip"]
     options = ReadOptions(
-        token_spans=space.token_spans,
-        max_tokens=space.max_text_tokens,
-        overlap_tokens=max(1, space.max_text_tokens // 8),
+        token_spans=clip.token_spans,
+        max_tokens=clip.max_text_tokens,
+        overlap_tokens=max(1, clip.max_text_tokens // 8),
         max_file_bytes=settings.max_file_bytes,
         max_image_pixels=settings.max_image_pixels,
         csv_rows=csv_rows,
+        video_segment_s=float(settings.video_segment_s),
+        audio_segment_s=float(settings.audio_segment_s),
+        audio_rate=int(getattr(spaces.get("clap"), "sampling_rate", ReadOptions.audio_rate)),
+        max_media_seconds=float(settings.max_media_seconds),
+        max_pdf_pages=settings.max_pdf_pages,
     )
     tag_list = sorted({t.strip() for t in tags if t.strip()})
     report = IngestReport()
-    pending: list[tuple[FileResult, Decoded, bytes]] = []
+    batch: list[tuple[_Pending, int]] = []  # chunks waiting for the model, across files
+    waiting: list[_Pending] = []  # files read whole whose chunks are not all embedded and written yet
     seen: set[str] = set()
     in_order: list[FileResult] = []
 
@@ -136,78 +148,135 @@ def ingest(
         if on_progress:
             on_progress(len(report.results), len(sources), result)
 
-    def flush() -> None:
-        if not pending:
+    def embed_batch() -> None:
+        if not batch:
             return
         started = time.perf_counter()
         try:
-            vectors = _embed(space, [c for _, decoded, _ in pending for c in decoded.chunks])
+            for name, space in spaces.items():
+                part = [(f, i) for f, i in batch if f.chunks[i].space == name]
+                if part:
+                    vectors = _embed(space, [f.chunks[i] for f, i in part])
+                    for (f, i), vector in zip(part, vectors):
+                        f.vectors[i] = vector
+                        f.chunks[i] = _without_pixels(f.chunks[i])
         except Exception as e:  # a model failing on one batch must not lose the report of the rest
-            for result, _, _ in pending:
-                result.status, result.reason = "failed", f"the model failed on this file ({e})"
-                finish(result)
-            pending.clear()
-            return
+            for f in {id(f): f for f, _ in batch}.values():
+                f.failed = f"the model failed on this file ({e})"
+        batch.clear()
         report.seconds["embed"] += time.perf_counter() - started
+        write_done()
+
+    def write_done() -> None:
+        done = [f for f in waiting if f.failed or all(v is not None for v in f.vectors)]
+        if not done:
+            return
         started = time.perf_counter()
-        ids, metadatas, documents = [], [], []
-        for result, decoded, data in pending:
-            file_ids, file_metadatas, file_documents = _rows(ws, result, decoded, data, tag_list)
-            ids += file_ids
-            metadatas += file_metadatas
-            documents += file_documents
-            result.status, result.items = "added", len(file_ids)
-        target.add(ids, vectors, metadatas, documents)  # one upsert: these files appear together or not at all
+        rows: dict[str, tuple[list, list, list, list]] = {}
+        for f in done:
+            waiting.remove(f)
+            if f.failed:
+                f.result.status, f.result.reason = "failed", f.failed
+                continue
+            for name, (ids, metadatas, documents, vectors) in _rows(ws, f, tag_list).items():
+                into = rows.setdefault(name, ([], [], [], []))
+                into[0].extend(ids), into[1].extend(metadatas), into[2].extend(documents), into[3].extend(vectors)
+            f.result.status, f.result.items = "added", len(f.chunks)
+        for name, (ids, metadatas, documents, vectors) in rows.items():
+            targets[name].add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space for these files
         report.seconds["write"] += time.perf_counter() - started
-        for result, _, _ in pending:
-            finish(result)
-        pending.clear()
+        for f in done:
+            finish(f.result)
 
     for source in sources:
         result = FileResult(source.name, "failed")
         in_order.append(result)
         started = time.perf_counter()
+        pending = None
         try:
             data = source.read(settings.max_file_bytes)
             result.source_hash = hashlib.sha256(data).hexdigest()
-            if result.source_hash in seen or target.has_source(result.source_hash):
+            if result.source_hash in seen or targets[space_of(source.name)].has_source(result.source_hash):
                 result.status, result.reason = "skipped", "already in the collection"
             else:
                 decoded = read_media(source.name, data, options)
+                pending = _Pending(result, decoded, data)
+                for chunk in decoded.chunks:  # lazily decoded: long media streams through the model in batches
+                    report.seconds["read"] += time.perf_counter() - started
+                    pending.chunks.append(chunk)
+                    pending.vectors.append(None)
+                    batch.append((pending, len(pending.chunks) - 1))
+                    if len(batch) >= settings.batch_size:
+                        embed_batch()
+                    started = time.perf_counter()
+                if not pending.chunks:
+                    raise MediaError(source.name, "nothing in it could be embedded")
         except MediaError as e:
             result.reason = e.reason
+            if pending is not None:  # drop what was read of it; vectors already made are discarded
+                batch[:] = [(f, i) for f, i in batch if f is not pending]
         report.seconds["read"] += time.perf_counter() - started
         if result.reason:
             finish(result)
             continue
         seen.add(result.source_hash)
-        pending.append((result, decoded, data))
-        if sum(len(d.chunks) for _, d, _ in pending) >= settings.batch_size:
-            flush()
-    flush()
+        waiting.append(pending)
+        write_done()
+    embed_batch()
+    write_done()
     report.results = in_order  # files finish out of order (batching); report them as given
     return report
 
 
+@dataclass
+class _Pending:
+    """A file on its way in: its chunks as read so far and their vectors once embedded."""
+
+    result: FileResult
+    decoded: Decoded
+    data: bytes
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: list[np.ndarray | None] = field(default_factory=list)
+    failed: str | None = None
+
+
 def _embed(space, chunks: list[Chunk]) -> np.ndarray:
-    """Vectors for chunks of mixed modality, in the chunks' order."""
+    """Vectors for chunks of mixed modality (all of one space), in the chunks' order.
+
+    A video segment's vector is the mean of its frames' vectors, re-normalised.
+    """
     vectors = np.zeros((len(chunks), space.info.dim), dtype=np.float32)
-    for modality, embed in (("image", space.embed_images), ("text", space.embed_texts)):
+    for modality, method in (("image", "embed_images"), ("page", "embed_images"), ("text", "embed_texts"), ("audio", "embed_audio")):
         idx = [i for i, c in enumerate(chunks) if c.modality == modality]
         if idx:
-            vectors[idx] = embed([chunks[i].payload for i in idx])
+            vectors[idx] = getattr(space, method)([chunks[i].payload for i in idx])
+    segments = [i for i, c in enumerate(chunks) if c.modality == "video"]
+    if segments:
+        frames = [frame for i in segments for frame in chunks[i].payload]
+        frame_vectors = space.embed_images(frames)
+        ends = np.cumsum([len(chunks[i].payload) for i in segments])
+        for i, part in zip(segments, np.split(frame_vectors, ends[:-1])):
+            vectors[i] = part.mean(axis=0)
+        vectors[segments] = normalize(vectors[segments])
     return vectors
 
 
-def _rows(ws: Workspace, result: FileResult, decoded: Decoded, data: bytes, tags: list[str]):
-    """Save the file's original and thumbnail; return its items' ids, metadata and documents."""
+def _without_pixels(chunk: Chunk) -> Chunk:
+    """The chunk without its decoded pixels or samples, which are not needed once it is embedded."""
+    return chunk if chunk.modality == "text" else replace(chunk, payload=None)
+
+
+def _rows(ws: Workspace, pending: _Pending, tags: list[str]) -> dict[str, tuple[list, list, list, list]]:
+    """Save the file's original and thumbnails; return its items' ids, metadata, documents and vectors per space."""
+    result, decoded, data = pending.result, pending.decoded, pending.data
     source_hash = result.source_hash
     original = ws.files.save_original(source_hash, decoded.stored_ext, data)
     thumbnail = ws.files.save_thumbnail(source_hash, decoded.thumbnail) if decoded.thumbnail is not None else None
     added_at = int(time.time())
-    ids, metadatas, documents = [], [], []
-    for chunk in decoded.chunks:
-        ids.append(f"{source_hash[:32]}:{chunk.locator_key}")
+    rows: dict[str, tuple[list, list, list, list]] = {}
+    saved: dict[int, Path] = {}  # chunks may share one picture (a page's text windows show the page)
+    for chunk, vector in zip(pending.chunks, pending.vectors):
+        item_id = f"{source_hash[:32]}:{chunk.locator_key}"
         meta = {
             "source": result.name,
             "source_hash": source_hash,
@@ -219,10 +288,17 @@ def _rows(ws: Workspace, result: FileResult, decoded: Decoded, data: bytes, tags
             **chunk.locator,
             **chunk.meta,
         }
-        if thumbnail is not None:
-            meta["thumbnail"] = thumbnail.relative_to(ws.files.root).as_posix()
+        own = None
+        if chunk.thumbnail is not None:
+            own = saved.get(id(chunk.thumbnail)) or ws.files.save_thumbnail(f"{source_hash}.{chunk.locator_key}", chunk.thumbnail)
+            saved[id(chunk.thumbnail)] = own
+        if own or thumbnail:
+            meta["thumbnail"] = (own or thumbnail).relative_to(ws.files.root).as_posix()
         if tags:
             meta["tags"] = tags
+        ids, metadatas, documents, vectors = rows.setdefault(chunk.space, ([], [], [], []))
+        ids.append(item_id)
         metadatas.append(meta)
         documents.append(chunk.payload if chunk.modality == "text" else None)
-    return ids, metadatas, documents
+        vectors.append(vector)
+    return rows

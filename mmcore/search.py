@@ -1,4 +1,9 @@
-"""Queries (text, image, an existing item) against a collection, with metadata filters."""
+"""Queries (text, image, audio, an existing item) against a collection, with metadata filters.
+
+A collection may span spaces (`clip` for images, text, pages and video; `clap` for audio). A query is embedded
+once in each space it can be embedded in; scores of different spaces are never compared: lists from different
+spaces are merged by rank (reciprocal rank fusion), never by score.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,19 @@ from datetime import date, datetime, time, timezone
 from typing import Any, Sequence
 
 
+import numpy as np
+
 from .errors import MMError
 from .ingest import LOCATOR_KEYS
-from .media import ReadOptions
+from .media import ReadOptions, read_media
+from .media.base import SPACE_OF_MODALITY
 from .media.image import read_image
+from .spaces import normalize
 from .workspace import Workspace
 
-MODALITIES = ("image", "text")
+MODALITIES = ("image", "text", "page", "video", "audio")
+MODEL_SPACES = ("clip", "clap")  # spaces with a model to embed queries; others hold imported vectors
+RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009): dampens the weight of top ranks
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,8 @@ class Hit:
     document: str | None
     thumbnail: str | None
     original: str | None
+    space: str = "clip"
+    fused: float | None = None  # the reciprocal rank fusion score, in a list merged across spaces
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -111,41 +124,86 @@ class Hit:
 
 @dataclass(frozen=True)
 class Query:
-    """What to search for: a text, an image (bytes), or an item already in the collection."""
+    """What to search for: a text, an image or a sound (bytes), or an item already in the collection."""
 
     text: str | None = None
     image: bytes | None = None
     image_name: str = "query image"
     like: str | None = None
+    audio: bytes | None = None
+    audio_name: str = "query audio"
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        """The spaces this query can be embedded in (an item's own space is known only from the store)."""
+        if self.image is not None:
+            return ("clip",)
+        if self.audio is not None:
+            return ("clap",)
+        return MODEL_SPACES
 
 
 def search(
     ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str = "clip"
 ) -> list[Hit]:
-    """The `k` items nearest to the query, best first, among those that pass the filters.
+    """The `k` items of one space nearest to the query, best first, among those that pass the filters.
 
     Raises:
-        MMError: the query is empty. MediaError: the query image can't be read. NotFound: no such
-        collection or item. ModelUnavailable, SpaceMismatch: as for Workspace.collection.
+        MMError: the query is empty or can't be embedded in that space. MediaError: the query image or sound
+        can't be read. NotFound: no such collection or item. ModelUnavailable, SpaceMismatch: as for
+        Workspace.collection.
     """
     target, vector, exclude = _prepare(ws, query, collection, space)
-    return _hits(ws, target.query(vector, k, _where(filters), exclude=exclude))
+    return _hits(ws, target.query(vector, k, _where(filters), exclude=exclude), space)
 
 
 def search_each_modality(
-    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str = "clip"
+    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str | None = None
 ) -> dict[str, list[Hit]]:
-    """Top `k` per modality, embedding the query once.
+    """Top `k` per modality, each from the space that holds that modality, embedding the query once per space.
 
     Similarities of different modality pairs live on different scales (a text query scores far higher
-    against texts than against images), so one merged list would bury the images; show them side by side.
+    against texts than against images), so one merged list by score would bury the images: show them side by
+    side, or merge them by rank with `search_fused`. `space` limits the search to one space (an item's own
+    space for "more like this"; by default every space of the collection the query can be embedded in).
+    Modalities with no hits are left out.
     """
     filters = filters or Filters()
-    target, vector, exclude = _prepare(ws, query, collection, space)
-    return {
-        modality: _hits(ws, target.query(vector, k, replace(filters, modalities=(modality,)).to_where(), exclude=exclude))
-        for modality in (filters.modalities or MODALITIES)
-    }
+    name = collection or ws.settings.collection
+    spaces = [space] if space else query_spaces(ws, query, name)
+    results: dict[str, list[Hit]] = {}
+    for one in spaces:
+        target, vector, exclude = _prepare(ws, query, name, one)
+        modalities = [m for m in (filters.modalities or MODALITIES) if SPACE_OF_MODALITY.get(m, one) == one or one not in MODEL_SPACES]
+        for modality in modalities:
+            where = replace(filters, modalities=(modality,)).to_where()
+            hits = _hits(ws, target.query(vector, k, where, exclude=exclude), one)
+            if hits:
+                results[modality] = hits
+    return {m: results[m] for m in MODALITIES if m in results} | {m: h for m, h in results.items() if m not in MODALITIES}
+
+
+def search_fused(
+    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str | None = None
+) -> list[Hit]:
+    """One list over every modality and space the query reaches, merged by reciprocal rank fusion.
+
+    Each per-modality list (see `search_each_modality`) votes 1 / (RRF_K + rank) for its hits; the merged
+    list is ordered by the sum. Raises as `search`.
+    """
+    return fuse(list(search_each_modality(ws, query, collection, k, filters, space).values()), k)
+
+
+def fuse(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
+    """Reciprocal rank fusion of ranked lists: the top `k` by the sum of 1 / (RRF_K + rank) over the lists."""
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for hits in lists:
+        for rank, hit in enumerate(hits, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
+            first.setdefault(hit.id, hit)
+    order = sorted(scores, key=lambda i: (-scores[i], -first[i].score, i))
+    return [replace(first[i], fused=round(scores[i], 6)) for i in order[:k]]
 
 
 def search_text(ws: Workspace, text: str, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
@@ -158,11 +216,41 @@ def search_image(ws: Workspace, name: str, data: bytes, collection: str | None =
     return search(ws, Query(image=data, image_name=name), collection, k, filters)
 
 
+def search_audio(ws: Workspace, name: str, data: bytes, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
+    """Audio windows nearest to a sound given as bytes (its windows' mean vector). Raises as `search`."""
+    return search(ws, Query(audio=data, audio_name=name), collection, k, filters, space="clap")
+
+
 def search_like(
     ws: Workspace, item_id: str, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str = "clip"
 ) -> list[Hit]:
     """Items nearest to an item already in the collection, the item itself left out. Needs no model."""
     return search(ws, Query(like=item_id), collection, k, filters, space)
+
+
+def collection_spaces(ws: Workspace, name: str) -> list[str]:
+    """The spaces a collection has items in."""
+    return [c.space.space for c in ws.store.list() if c.name == name]
+
+
+def query_spaces(ws: Workspace, query: Query, name: str) -> list[str]:
+    """The collection's spaces this query can be embedded in; a clear error when there are none."""
+    present = collection_spaces(ws, name)
+    if query.like is not None:
+        return present[:1] if len(present) == 1 else ["clip"]  # an item of a model space is found in its own
+    usable = [s for s in query.spaces if s in present]
+    if usable:
+        return usable
+    if present and not set(present) & set(MODEL_SPACES):
+        raise MMError(
+            f"Collection {name!r} holds vectors of space {present[0]!r}, made without a text or image model: "
+            "search it by item (\"more like this\"), not by text or image."
+        )
+    if query.audio is not None:
+        raise MMError(f"Collection {name!r} has no audio to search by sound: add audio files to it first.")
+    if query.image is not None and present:
+        raise MMError(f"Collection {name!r} has no images, pages or video to search by image.")
+    return ["clip"]  # lets the store say the collection does not exist
 
 
 def _prepare(ws: Workspace, query: Query, collection: str | None, space: str = "clip"):
@@ -171,31 +259,45 @@ def _prepare(ws: Workspace, query: Query, collection: str | None, space: str = "
     if query.like is not None:
         target = ws.store.open(name, space)  # the item's own vector: no model needed
         return target, target.get([query.like], with_vectors=True)[0]["vector"], [query.like]
-    if space != "clip":
+    if space not in MODEL_SPACES or space not in query.spaces:
+        what = "a sound" if query.audio is not None else "an image" if query.image is not None else "a text"
         raise MMError(
-            f"Collection {name!r} is searched in space {space!r}, which has no text or image model; "
-            "search it by item (\"more like this\") instead."
+            f"Collection {name!r} is searched in space {space!r}, which can't embed {what}"
+            + ("; search it by item (\"more like this\") instead." if space not in MODEL_SPACES else ".")
         )
-    _refuse_model_free(ws, name)
+    if space == "clip":
+        _refuse_model_free(ws, name)
+    model = ws.space(space)
     if query.image is not None:
-        target = ws.collection(name, create=False)
-        space = ws.space()
-        options = ReadOptions(
-            token_spans=space.token_spans, max_tokens=space.max_text_tokens,
-            max_file_bytes=ws.settings.max_file_bytes, max_image_pixels=ws.settings.max_image_pixels,
-        )
-        image = read_image(query.image_name, query.image, options).chunks[0].payload
-        return target, space.embed_images([image])[0], []
+        target = ws.collection(name, space, create=False)
+        image = read_image(query.image_name, query.image, _options(ws, model)).chunks[0].payload
+        return target, model.embed_images([image])[0], []
+    if query.audio is not None:
+        target = ws.collection(name, space, create=False)
+        chunks = [c for c in read_media(query.audio_name, query.audio, _options(ws, model)).chunks if c.modality == "audio"]
+        if not chunks:
+            raise MMError(f"{query.audio_name}: no sound in it to search with.")
+        return target, normalize(model.embed_audio([c.payload for c in chunks]).mean(axis=0, keepdims=True))[0], []
     if not (query.text or "").strip():
         raise MMError("Type something to search for.")
-    target = ws.collection(name, create=False)
-    return target, ws.space().embed_texts([query.text])[0], []
+    target = ws.collection(name, space, create=False)
+    return target, model.embed_texts([query.text])[0], []
+
+
+def _options(ws: Workspace, model) -> ReadOptions:
+    settings = ws.settings
+    return ReadOptions(
+        token_spans=model.token_spans, max_tokens=model.max_text_tokens,
+        max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels,
+        audio_segment_s=float(settings.audio_segment_s), audio_rate=int(getattr(model, "sampling_rate", ReadOptions.audio_rate)),
+        max_media_seconds=float(settings.max_media_seconds),
+    )
 
 
 def _refuse_model_free(ws: Workspace, name: str) -> None:
     """A clear word when the collection only holds imported vectors (no model to embed a query with)."""
-    spaces = [c.space.space for c in ws.store.list() if c.name == name]
-    if spaces and "clip" not in spaces:
+    spaces = collection_spaces(ws, name)
+    if spaces and not set(spaces) & set(MODEL_SPACES):
         raise MMError(
             f"Collection {name!r} holds vectors of space {spaces[0]!r}, made without a text or image model: "
             "search it by item (\"more like this\"), not by text or image."
@@ -206,7 +308,7 @@ def _where(filters: Filters | None) -> dict | None:
     return filters.to_where() if filters else None
 
 
-def _hits(ws: Workspace, matches) -> list[Hit]:
+def _hits(ws: Workspace, matches, space: str) -> list[Hit]:
     root = ws.files.root
     hits = []
     for m in matches:
@@ -222,6 +324,7 @@ def _hits(ws: Workspace, matches) -> list[Hit]:
                 document=m.document,
                 thumbnail=str(root / meta["thumbnail"]) if meta.get("thumbnail") else None,
                 original=str(root / meta["original"]) if meta.get("original") else None,
+                space=space,
             )
         )
     return hits

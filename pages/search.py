@@ -1,17 +1,21 @@
 import streamlit as st
 
 import ui
-from mmcore.search import MODALITIES, Filters, Query, search_each_modality
+from mmcore.media import AUDIO_EXTENSIONS
+from mmcore.search import MODALITIES, MODEL_SPACES, Filters, Query, collection_spaces, search_each_modality, search_fused
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+AUDIO_TYPES = [e.lstrip(".") for e in AUDIO_EXTENSIONS]
 COLUMNS = 5
+PLURAL = {"image": "Images", "text": "Texts", "page": "Document pages", "video": "Video segments", "audio": "Audio"}
 
 ui.page("Search")
+spaces = collection_spaces(ui.workspace(), ui.collection()) or ["clip"]
 space = ui.space() or "clip"
 
 with st.expander("Filters", icon=":material/filter_list:"):
     a, b, c = st.columns(3)
-    modalities = a.multiselect("Show", MODALITIES, default=list(MODALITIES), format_func=lambda m: m.title() + "s")
+    modalities = a.multiselect("Show", MODALITIES, default=list(MODALITIES), format_func=PLURAL.get)
     tags = b.text_input("Has all tags (comma-separated)")
     sources = c.text_input("Source file names (comma-separated, exact)")
     d, e = st.columns([2, 1])
@@ -31,39 +35,60 @@ filters = Filters(
     added_to=dates[1] if len(dates) > 1 else None,
 )
 
-query = None
+query, like_space = None, None
 like = st.session_state["like"]
 if like:
+    like_id, like_space = like
     left, right = st.columns([5, 1])
-    left.info(f"More like item `{like}`", icon=":material/travel_explore:")
+    left.info(f"More like item `{like_id}`", icon=":material/travel_explore:")
     if right.button("Clear", icon=":material/close:"):
         st.session_state["like"] = None
         st.rerun()
-    query = Query(like=like)
-elif space != "clip":
+    query = Query(like=like_id)
+elif not set(spaces) & set(MODEL_SPACES):
     st.info(f"This collection holds vectors of space **{space}**, made without a text or image model, so it is "
             "searched by item: select items on the Map page and use *More like this*.", icon=":material/info:")
 else:
-    mode = st.segmented_control("Query by", ["Text", "Image"], default="Text", label_visibility="collapsed")
+    kinds = ["Text", "Image"] + (["Sound"] if "clap" in spaces else [])
+    left, right = st.columns([3, 2], vertical_alignment="center")
+    mode = left.segmented_control("Query by", kinds, default="Text", label_visibility="collapsed")
+    fused = right.toggle("All media in one list", help="Merge the lists of every kind and space by rank "
+                         "(reciprocal rank fusion); scores of different spaces are never compared.")
     if mode == "Image":
         upload = st.file_uploader("Query image", type=IMAGE_TYPES)
         if upload is not None:
             st.image(upload.getvalue(), width=160)
             query = Query(image=upload.getvalue(), image_name=upload.name)
+    elif mode == "Sound":
+        upload = st.file_uploader("Query sound", type=AUDIO_TYPES)
+        if upload is not None:
+            st.audio(upload.getvalue())
+            query = Query(audio=upload.getvalue(), audio_name=upload.name)
     else:
         text = st.text_input("Describe what you are looking for", placeholder="a dog running on the beach")
         if text.strip():
             query = Query(text=text)
 
+
+def grid(hits) -> None:
+    for row in range(0, len(hits), COLUMNS):
+        for col, (rank, hit) in zip(st.columns(COLUMNS), enumerate(hits[row : row + COLUMNS], start=row)):
+            with col:
+                ui.hit_card(hit, rank)
+
+
 if query is not None and modalities:
-    results = ui.guarded(
-        lambda: search_each_modality(ui.workspace(), query, ui.collection(), k, filters, space), needs_model=not query.like
-    )
-    for modality, hits in (results or {}).items():
-        st.subheader(f"{modality.title()}s", divider="gray")
-        if not hits:
+    models = () if query.like else tuple(s for s in query.spaces if s in spaces)
+    args = (ui.workspace(), query, ui.collection(), k, filters, like_space)
+    if query.like is None and fused:
+        hits = ui.guarded(lambda: search_fused(*args), needs_model=models)
+        if hits is not None:
+            st.subheader("All media", divider="gray")
+            st.caption("Nothing matches.") if not hits else grid(hits)
+    else:
+        results = ui.guarded(lambda: search_each_modality(*args), needs_model=models)
+        if results is not None and not results:
             st.caption("Nothing matches.")
-        for row in range(0, len(hits), COLUMNS):
-            for col, (rank, hit) in zip(st.columns(COLUMNS), enumerate(hits[row : row + COLUMNS], start=row)):
-                with col:
-                    ui.hit_card(hit, rank)
+        for modality, hits in (results or {}).items():
+            st.subheader(PLURAL.get(modality, modality.title()), divider="gray")
+            grid(hits)

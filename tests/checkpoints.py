@@ -55,6 +55,43 @@ def tiny_siglip(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def tiny_clap(path: Path, projection_dim: int = 16, seed: int = 0) -> Path:
+    """A CLAP checkpoint (HTSAT audio, RoBERTa text) with a byte-level tokenizer and 16 mel bins at 16 kHz: 0.2 MB.
+
+    Its feature extractor keeps the 10 s window of laion/clap-htsat-unfused, with a hop that makes it 251 frames,
+    which fits the tiny model's 64 x 4 spectrogram input.
+    """
+    import torch
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    for ch in sorted(ByteLevel.alphabet()):
+        vocab.setdefault(ch, len(vocab))
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=[])
+    config = ClapConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=66,  # RoBERTa positions start after the padding index: 64 tokens
+        ),
+        audio_config=dict(
+            num_mel_bins=16, spec_size=64, window_size=4, patch_embeds_hidden_size=16, hidden_size=32,
+            depths=[1, 1], num_attention_heads=[2, 2], num_classes=8,
+        ),
+        projection_dim=projection_dim,
+    )
+    torch.manual_seed(seed)
+    model = ClapModel(config)
+    features = ClapFeatureExtractor(
+        feature_size=16, sampling_rate=16_000, hop_length=640, fft_window_size=1024, max_length_s=10,
+        frequency_min=50, frequency_max=8_000, truncation="rand_trunc", padding="repeatpad",
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    ClapProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
 if __name__ == "__main__":
     import sys
 

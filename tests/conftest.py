@@ -45,3 +45,11 @@ def ws(settings):
 def media(tmp_path_factory):
     """The standard test files by name ("img.jpg", ..., "long.txt", "table.csv"), all in one folder."""
     return write_media(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="session")
+def clap_dir(tmp_path_factory):
+    """A 16-d random-weight CLAP checkpoint that hears 16 kHz audio, built once per session."""
+    from checkpoints import tiny_clap
+
+    return tiny_clap(tmp_path_factory.mktemp("models") / "tiny-clap", projection_dim=16, seed=0)

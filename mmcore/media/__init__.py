@@ -10,23 +10,36 @@ from pathlib import PurePath
 
 from ..errors import MediaError
 from .base import Chunk, Decoded, ReadOptions
-from . import image, text
+from . import audio, image, text
+from . import video
+from . import pdf
 
 READERS = {
     **{ext: image.read_image for ext in image.EXTENSIONS},
+    **{ext: video.read_video for ext in video.EXTENSIONS},
     ".txt": text.read_text,
     ".md": text.read_text,
     ".markdown": text.read_text,
     ".csv": text.read_csv,
+    **{ext: audio.read_audio for ext in audio.EXTENSIONS},
+    ".pdf": pdf.read_pdf,
 }
 
 SUPPORTED_EXTENSIONS = tuple(sorted(READERS))
 
-__all__ = ["Chunk", "Decoded", "ReadOptions", "read_media", "is_supported", "SUPPORTED_EXTENSIONS"]
+__all__ = ["Chunk", "Decoded", "ReadOptions", "read_media", "is_supported", "space_of", "SUPPORTED_EXTENSIONS"]
 
 
 def extension(name: str) -> str:
     return PurePath(name).suffix.lower()
+
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a")
+
+
+def space_of(name: str) -> str:
+    """The space a file's own items go to: audio to `clap`, everything else to `clip`."""
+    return "clap" if extension(name) in AUDIO_EXTENSIONS else "clip"
 
 
 def is_supported(name: str) -> bool:

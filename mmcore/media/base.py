@@ -9,18 +9,33 @@ Scalar = Union[str, int, float, bool]
 TokenSpans = Callable[[str], "list[tuple[int, int]]"]
 
 
+# What each modality's payload is, and the space that embeds it.
+#   image: an RGB PIL image            text: a str
+#   page:  an RGB PIL image of a rendered document page
+#   video: a list of RGB PIL frames sampled inside one segment (its vector is their mean, re-normalised)
+#   audio: a mono float32 numpy array at ReadOptions.audio_rate
+SPACE_OF_MODALITY = {"image": "clip", "text": "clip", "page": "clip", "video": "clip", "audio": "clap"}
+
+
 @dataclass(frozen=True)
 class Chunk:
-    """What gets one vector: an image, or a window of text.
+    """What gets one vector: an image, a window of text, a document page, a video segment, an audio window.
 
-    `locator` says where in the source the chunk lives (e.g. char_start/char_end, row); it is empty for a
-    whole image. `meta` holds extra metadata stored with the item (image size, CSV columns).
+    `locator` says where in the source the chunk lives (page, row, char_start/char_end, start_s/end_s); it is
+    empty for a whole image. `meta` holds extra metadata stored with the item (image size, CSV columns).
+    `thumbnail` is the chunk's own picture (a video segment's keyframe, a rendered page) where it has one;
+    otherwise the item shows the file's thumbnail.
     """
 
     modality: str
     payload: Any
-    locator: dict[str, int] = field(default_factory=dict)
+    locator: dict[str, int | float] = field(default_factory=dict)
     meta: dict[str, Scalar] = field(default_factory=dict)
+    thumbnail: Any = None  # PIL.Image or None
+
+    @property
+    def space(self) -> str:
+        return SPACE_OF_MODALITY[self.modality]
 
     @property
     def locator_key(self) -> str:
@@ -57,3 +72,10 @@ class ReadOptions:
     max_file_bytes: int = 512 * 1024 * 1024
     max_image_pixels: int = 100_000_000
     csv_rows: bool = False
+    video_segment_s: float = 10.0
+    frames_per_second: float = 1.0
+    max_frames_per_segment: int = 10
+    audio_segment_s: float = 10.0
+    audio_rate: int = 48_000  # CLAP's sampling rate; ingest sets the loaded model's own
+    max_media_seconds: float = 4 * 3600.0  # longest video or audio accepted (decoding stops here: bounded work)
+    max_pdf_pages: int = 500

@@ -23,7 +23,12 @@ class SpaceInfo:
 
 
 class Space(Protocol):
-    """A loaded model that turns chunks into float32, L2-normalised vectors of one space."""
+    """A loaded model that turns chunks into float32, L2-normalised vectors of one space.
+
+    Every space embeds text (queries); `modalities` says what else it takes. A space with "image" has
+    `embed_images(images: Sequence[PIL.Image])`; one with "audio" has `embed_audio(waves: Sequence[np.ndarray])`,
+    mono float32 waves at its `sampling_rate`.
+    """
 
     info: SpaceInfo
     modalities: frozenset[str]
@@ -31,12 +36,10 @@ class Space(Protocol):
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def embed_images(self, images: Sequence) -> np.ndarray: ...
-
     def token_spans(self, text: str) -> list[tuple[int, int]]: ...
 
 
-KNOWN_SPACES = ("clip",)
+KNOWN_SPACES = ("clip", "clap")
 
 _loaded: dict[tuple, Space] = {}
 _lock = threading.Lock()
@@ -51,17 +54,28 @@ def get_space(name: str, settings: Settings) -> Space:
     """
     if name not in KNOWN_SPACES:
         raise MMError(f"unknown space {name!r}; known spaces: {', '.join(KNOWN_SPACES)}")
-    key = (name, settings.clip_model, settings.device, settings.batch_size)
+    key = _key(name, settings)
     with _lock:
         if key not in _loaded:
-            from .clip import ClipSpace
+            if name == "clap":
+                from .clap import ClapSpace as loader
+            else:
+                from .clip import ClipSpace as loader
 
-            _loaded[key] = ClipSpace.load(settings.clip_model, device=settings.device, batch_size=settings.batch_size)
+            _loaded[key] = loader.load(_model(name, settings), device=settings.device, batch_size=settings.batch_size)
         return _loaded[key]
 
 
 def is_loaded(name: str, settings: Settings) -> bool:
-    return (name, settings.clip_model, settings.device, settings.batch_size) in _loaded
+    return _key(name, settings) in _loaded
+
+
+def _model(name: str, settings: Settings) -> str:
+    return settings.clap_model if name == "clap" else settings.clip_model
+
+
+def _key(name: str, settings: Settings) -> tuple:
+    return (name, _model(name, settings), settings.device, settings.batch_size)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
