@@ -83,7 +83,7 @@ def collection_sizes() -> dict[str, int]:
 
 def space() -> str | None:
     """The space to explore in the current collection: the one picked in the sidebar, else its only one."""
-    spaces = [info.space.space for info in collections() if info.name == collection()]
+    spaces = sorted((info.space.space for info in collections() if info.name == collection()), key=lambda s: (s != "clip", s))
     picked = st.session_state.get("space")
     return picked if picked in spaces else (spaces[0] if spaces else None)
 
@@ -107,7 +107,7 @@ def sidebar() -> None:
             st.session_state["collection"] = choice
             st.session_state["like"] = None
             st.rerun()
-        spaces = sorted(info.space.space for info in collections() if info.name == collection())
+        spaces = sorted((info.space.space for info in collections() if info.name == collection()), key=lambda s: (s != "clip", s))
         if len(spaces) > 1:
             st.session_state["space"] = st.selectbox("Space", spaces, help="Maps and clusters never mix spaces.")
         st.divider()

@@ -84,7 +84,10 @@ if query is not None and modalities:
         hits = ui.guarded(lambda: search_fused(*args), needs_model=models)
         if hits is not None:
             st.subheader("All media", divider="gray")
-            st.caption("Nothing matches.") if not hits else grid(hits)
+            if hits:
+                grid(hits)
+            else:
+                st.caption("Nothing matches.")
     else:
         results = ui.guarded(lambda: search_each_modality(*args), needs_model=models)
         if results is not None and not results:

@@ -8,7 +8,12 @@ from mmcore.ingest import SourceFile, ingest
 from mmcore.media import SUPPORTED_EXTENSIONS
 
 ui.page("Upload")
-st.caption(f"Add images and text to **{ui.collection()}**. Supported: {' '.join(SUPPORTED_EXTENSIONS)}")
+settings = ui.workspace().settings
+st.caption(f"Add images, text, PDFs, video and sound to **{ui.collection()}**. Supported: {' '.join(SUPPORTED_EXTENSIONS)}. "
+           f"Video is cut into {settings.video_segment_s} s segments and sound into {settings.audio_segment_s} s windows; "
+           "each PDF page is an item, with its text. "
+           + (f"Speech in audio and video is transcribed with `{settings.asr_model}` and searchable as text."
+              if settings.asr_model else "Speech is not transcribed: set MMCORE_ASR_MODEL to a Whisper model to search what is said."))
 if not ui.collection_sizes().get(ui.collection()):
     st.info("Nothing here yet: drop your files below, or load the demo on the Collections page "
             "(handwritten digits, no model download).", icon=":material/info:")
