@@ -225,3 +225,10 @@ def test_an_unreadable_reviews_file_is_reported_not_ignored(planted):
     with pytest.raises(MMError, match="can't be read"):
         dismiss(ws, collection, find_duplicates(collection.all())[0])
     assert path.read_text() == "{not json"
+
+
+def test_pages_and_video_segments_are_judged_as_images():
+    t = Thresholds(image_image=0.9, text_text=0.8, image_text=0.3, default=0.97)
+    assert t.for_pair("page", "image") == t.for_pair("video", "video") == 0.9
+    assert t.for_pair("text", "page") == 0.3
+    assert t.for_pair("audio", "audio") == t.for_pair("audio", "text") == 0.97

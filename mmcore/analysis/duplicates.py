@@ -61,7 +61,11 @@ class Thresholds:
 
     def for_pair(self, a: str, b: str) -> float:
         """The threshold for an item of modality `a` and one of modality `b` (in either order)."""
+        a, b = VISUAL.get(a, a), VISUAL.get(b, b)
         return getattr(self, _PAIR_FIELDS.get(frozenset((a, b)), "default"))
+
+
+VISUAL = {"page": "image", "video": "image"}  # pictures too, CLIP scores them as images
 
 
 @dataclass(frozen=True)
