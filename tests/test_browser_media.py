@@ -66,4 +66,6 @@ def test_upload_video_sound_and_pdf_then_play_the_segment_a_frame_finds(tmp_path
         page.get_by_text("All media in one list").click()
         expect(page.get_by_role("heading", name="All media")).to_be_visible()
         expect(page.get_by_text("fused").first).to_be_visible()
+        cards = page.locator("[class*='st-key-hit-']")
+        expect(cards.filter(has_not=page.get_by_role("button", name="More like this"))).to_have_count(0)  # all drawn
         page.screenshot(path=ARTIFACTS / "search-all-media.png", full_page=True)
