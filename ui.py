@@ -13,6 +13,7 @@ import streamlit as st
 from mmcore.config import Settings
 from mmcore.errors import MMError
 from mmcore.spaces import is_loaded
+from mmcore.speech import is_loaded as speech_loaded
 from mmcore.workspace import Workspace
 
 NEW_COLLECTION = "+ New collection…"
@@ -127,7 +128,11 @@ def show_model_status() -> None:
     for space, field in MODELS.items():
         state = "loaded" if is_loaded(space, settings) else "loads on first use"
         lines.append(f"**{space.upper()}** `{getattr(settings, field)}` · {state}")
-    lines.append(f"**Speech** `{settings.asr_model}`" if settings.asr_model else "**Speech** off (set MMCORE_ASR_MODEL)")
+    if settings.asr_model:
+        state = "loaded" if speech_loaded(settings) else "loads on first use"
+        lines.append(f"**Speech** `{settings.asr_model}` · {state}")
+    else:
+        lines.append("**Speech** off (set MMCORE_ASR_MODEL)")
     st.session_state["model_slot"].caption("  \n".join(lines))
 
 
@@ -161,8 +166,10 @@ def hit_card(hit, rank: int) -> None:
     Video segments and audio windows play from their start, one player at a time (players load the file)."""
     with st.container(border=True, key=f"hit-{hit.modality}-{rank}"):
         playing = st.session_state.get("playing") == hit.id
-        if playing and hit.original and hit.modality in ("video", "audio"):
-            player = st.video if hit.modality == "video" else st.audio
+        mime = str(hit.metadata.get("mime", ""))
+        playable = bool(hit.original) and "start_s" in hit.locator and mime.startswith(("video/", "audio/"))  # transcripts too
+        if playing and playable:
+            player = st.video if mime.startswith("video/") else st.audio
             start, end = hit.locator.get("start_s", 0), hit.locator.get("end_s")
             player(hit.original, start_time=int(start), end_time=int(end + 0.999) if end else None, autoplay=True)
         elif hit.thumbnail:
@@ -173,7 +180,7 @@ def hit_card(hit, rank: int) -> None:
         st.markdown(f"{score} · `{hit.space}`")
         st.caption(html.escape(hit.source) + (f" · {hit.where}" if hit.where else ""))
         with st.container(horizontal=True, gap="small"):
-            if hit.modality in ("video", "audio") and hit.original:
+            if playable:
                 if st.button("Stop" if playing else "Play", key=f"play-{rank}-{hit.id}",
                              icon=":material/stop:" if playing else ":material/play_arrow:"):
                     st.session_state["playing"] = None if playing else hit.id

@@ -16,8 +16,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import MediaError
-from .media import Chunk, Decoded, ReadOptions, is_supported, read_media, space_of
+from .media import Chunk, Decoded, ReadOptions, is_supported, may_hold_speech, read_media, space_of
 from .spaces import normalize
+from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
 
 LOCATOR_KEYS = ("page", "row", "char_start", "char_end", "start_s", "end_s")
@@ -55,7 +56,7 @@ class FileResult:
 @dataclass
 class IngestReport:
     results: list[FileResult] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "embed": 0.0, "write": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "transcribe": 0.0, "embed": 0.0, "write": 0.0})
 
     def by_status(self, status: str) -> list[FileResult]:
         return [r for r in self.results if r.status == status]
@@ -109,18 +110,22 @@ def ingest(
     """Add files to a collection and report what happened to each.
 
     Images, text, document pages and video segments go to the collection's `clip` space, audio windows to its
-    `clap` space. A file whose bytes are already in the collection is skipped; a file that can't be read fails
-    with its reason and nothing of it is stored. Long media is read lazily, chunk by chunk, so its decoded
-    frames never all sit in memory. Never raises for a bad file.
+    `clap` space. With a speech model configured (MMCORE_ASR_MODEL), what is said in audio and video becomes text
+    items in `clip` too, one per audio window or video segment that has speech (meta transcript=True). A file
+    whose bytes are already in the collection is skipped; a file that can't be read or transcribed fails with its
+    reason and nothing of it is stored. Long media is read lazily, chunk by chunk, so its decoded frames never all
+    sit in memory. Never raises for a bad file.
 
     Raises:
-        ModelUnavailable: a model the files need can't be loaded (nothing is stored).
+        ModelUnavailable: a model the files need, the speech model included, can't be loaded (nothing is stored).
         SpaceMismatch: the collection was made by another model.
         StoreError: the store can't be reached.
     """
     settings = ws.settings
     needed = {space_of(s.name) for s in sources} or {"clip"}
     spaces = {name: ws.space(name) for name in sorted(needed | {"clip"})}  # clip also embeds text found in any file
+    speech = bool(settings.asr_model) and any(may_hold_speech(s.name) for s in sources)
+    transcriber = get_transcriber(settings) if speech else None
     targets = {name: ws.collection(collection, name) for name in spaces}
     clip = spaces["clip"]
     options = ReadOptions(
@@ -147,6 +152,13 @@ def ingest(
         report.results.append(result)
         if on_progress:
             on_progress(len(report.results), len(sources), result)
+
+    def queue(pending: _Pending, chunk: Chunk) -> None:
+        pending.chunks.append(chunk)
+        pending.vectors.append(None)
+        batch.append((pending, len(pending.chunks) - 1))
+        if len(batch) >= settings.batch_size:
+            embed_batch()
 
     def embed_batch() -> None:
         if not batch:
@@ -203,14 +215,18 @@ def ingest(
                 pending = _Pending(result, decoded, data)
                 for chunk in decoded.chunks:  # lazily decoded: long media streams through the model in batches
                     report.seconds["read"] += time.perf_counter() - started
-                    pending.chunks.append(chunk)
-                    pending.vectors.append(None)
-                    batch.append((pending, len(pending.chunks) - 1))
-                    if len(batch) >= settings.batch_size:
-                        embed_batch()
+                    queue(pending, chunk)
                     started = time.perf_counter()
                 if not pending.chunks:
                     raise MediaError(source.name, "nothing in it could be embedded")
+                if transcriber is not None and pending.chunks[0].modality in ("audio", "video"):
+                    report.seconds["read"] += time.perf_counter() - started
+                    started = time.perf_counter()
+                    spoken = transcript_chunks(transcriber, source.name, data, pending.chunks, options)
+                    report.seconds["transcribe"] += time.perf_counter() - started
+                    for chunk in spoken:
+                        queue(pending, chunk)
+                    started = time.perf_counter()
         except MediaError as e:
             result.reason = e.reason
             if pending is not None:  # drop what was read of it; vectors already made are discarded

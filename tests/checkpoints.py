@@ -92,6 +92,47 @@ def tiny_clap(path: Path, projection_dim: int = 16, seed: int = 0) -> Path:
     return path
 
 
+def tiny_whisper(path: Path, seed: int = 0) -> Path:
+    """A Whisper checkpoint (multilingual layout: <|en|>, <|transcribe|>, timestamps <|0.00|>..<|30.00|>) with 16 mel
+    bins, one layer each side and a vocabulary of lowercase letters and space, so whatever random weights say is
+    plain text: 0.5 MB. It keeps Whisper's 30 s window, and stops after 20 new tokens per window.
+    """
+    import torch
+    from transformers import (AddedToken, GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
+
+    vocab = {ch: i for i, ch in enumerate(string.ascii_lowercase + "\u0120")}  # U+0120 is byte-level BPE's space
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=[])
+    # Whisper's special tokens in its order; <|notimestamps|> must be the last special one: timestamps follow it.
+    specials = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
+                "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    tokenizer.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", normalized=False, special=False) for i in range(1501)])
+    ids = tokenizer.convert_tokens_to_ids
+    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=16, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_source_positions=1500, max_target_positions=64,  # 1500 encoder positions: 30 s of 10 ms frames, halved
+        pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+        no_timestamps_token_id=ids("<|notimestamps|>"), max_initial_timestamp_index=50, is_multilingual=True,
+        lang_to_id={"<|en|>": ids("<|en|>")},
+        task_to_id={"translate": ids("<|translate|>"), "transcribe": ids("<|transcribe|>")},
+        suppress_tokens=[], begin_suppress_tokens=[ids("\u0120"), eot], max_new_tokens=20,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    features = WhisperFeatureExtractor(feature_size=16)  # 16 mel bins; Whisper's 30 s window and 10 ms hop
+    WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
 if __name__ == "__main__":
     import sys
 

@@ -53,3 +53,11 @@ def clap_dir(tmp_path_factory):
     from checkpoints import tiny_clap
 
     return tiny_clap(tmp_path_factory.mktemp("models") / "tiny-clap", projection_dim=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(tmp_path_factory):
+    """A random-weight Whisper checkpoint (16 mel bins, 30 s windows, letters-only vocabulary), built once per session."""
+    from checkpoints import tiny_whisper
+
+    return tiny_whisper(tmp_path_factory.mktemp("models") / "tiny-whisper", seed=0)

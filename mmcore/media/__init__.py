@@ -42,6 +42,11 @@ def space_of(name: str) -> str:
     return "clap" if extension(name) in AUDIO_EXTENSIONS else "clip"
 
 
+def may_hold_speech(name: str) -> bool:
+    """Whether the file is audio or video, whose sound track may be transcribed."""
+    return extension(name) in AUDIO_EXTENSIONS + video.EXTENSIONS
+
+
 def is_supported(name: str) -> bool:
     return extension(name) in READERS
 

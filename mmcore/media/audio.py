@@ -44,11 +44,12 @@ def read_audio(name: str, data: bytes, options: ReadOptions) -> Decoded:
                 raise MediaError(name, "the file has no audio track (is it a video without sound?)")
             declared = _declared_seconds(container, stream)
             if declared > options.max_media_seconds:
-                raise MediaError(name, _too_long(options, declared))
+                raise MediaError(name, _too_long(options.max_media_seconds, declared))
             channels = stream.codec_context.layout.nb_channels
             source_rate = stream.codec_context.sample_rate
             size = max(1, round(options.audio_segment_s * rate))
-            windows = _split(_mono_blocks(container, stream, rate, name, options), size, round(MIN_LAST_WINDOW_S * rate))
+            blocks = _mono_blocks(container, stream, rate, name, options.max_media_seconds)
+            windows = _split(blocks, size, round(MIN_LAST_WINDOW_S * rate))
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, EOFError) as e:
@@ -65,6 +66,38 @@ def read_audio(name: str, data: bytes, options: ReadOptions) -> Decoded:
         start += len(window)
     mime, stored_ext = CONTAINERS[container_format]
     return Decoded(mime=mime, stored_ext=stored_ext, chunks=chunks, thumbnail=waveform(windows, scale))
+
+
+def decode_track(name: str, data: bytes, rate: int, max_seconds: float) -> np.ndarray | None:
+    """The first audio track of an audio file or an MP4/MOV/WebM/MKV video: mono float32 samples at `rate`.
+
+    Returns None when the file has no audio track. A video cut short keeps the sound decoded before the cut,
+    as its frames do.
+    Raises:
+        MediaError: the container is none of those, the track is unreadable, or it runs past `max_seconds`.
+    """
+    import av
+
+    container_format = _track_container(data)
+    if container_format is None:
+        raise MediaError(name, "its sound track can't be read (not an audio file or MP4, MOV, WebM or MKV video)")
+    blocks: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(data), format=container_format, metadata_errors="ignore") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                return None
+            declared = _declared_seconds(container, stream)
+            if declared > max_seconds:
+                raise MediaError(name, _too_long(max_seconds, declared))
+            for block in _mono_blocks(container, stream, rate, name, max_seconds):
+                blocks.append(block)
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, EOFError) as e:
+        if not blocks:
+            raise MediaError(name, f"its sound track is corrupt or truncated ({e})") from None
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
 def sniff_container(data: bytes) -> str | None:
@@ -103,6 +136,15 @@ def waveform(windows: Sequence[np.ndarray], scale: float = 1.0, size: tuple[int,
     return im
 
 
+def _track_container(data: bytes) -> str | None:
+    """The ffmpeg demuxer for an audio file or a video, from its leading bytes (never probed, as above)."""
+    if data[:4] == b"\x1a\x45\xdf\xa3":  # the EBML header of Matroska and WebM
+        return "matroska"
+    if data[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):  # QuickTime movies without an ftyp atom
+        return "mp4"
+    return sniff_container(data)
+
+
 def _declared_seconds(container, stream) -> float:
     """The longest duration the file's headers claim (0 when they claim none)."""
     claims = [container.duration / 1e6 if container.duration else 0.0]
@@ -111,14 +153,14 @@ def _declared_seconds(container, stream) -> float:
     return max(claims)
 
 
-def _mono_blocks(container, stream, rate: int, name: str, options: ReadOptions) -> Iterator[np.ndarray]:
+def _mono_blocks(container, stream, rate: int, name: str, max_seconds: float) -> Iterator[np.ndarray]:
     """The decoded audio as consecutive float32 mono blocks at `rate`; raises once it runs past the limit."""
     import av
 
     # Keep the source's channels and average them here: ffmpeg's own mono downmix weights each stereo
     # channel by 1/sqrt(2), which makes a centred sound 3 dB louder than either channel.
     resampler = av.AudioResampler(format="fltp", rate=rate)
-    limit = int(options.max_media_seconds * rate) + rate  # a second of slack for resampler rounding
+    limit = int(max_seconds * rate) + rate  # a second of slack for resampler rounding
     decoded = 0
 
     def mono(frames) -> Iterator[np.ndarray]:
@@ -129,7 +171,7 @@ def _mono_blocks(container, stream, rate: int, name: str, options: ReadOptions) 
         for block in mono(resampler.resample(frame)):
             decoded += len(block)
             if decoded > limit:
-                raise MediaError(name, _too_long(options))
+                raise MediaError(name, _too_long(max_seconds))
             yield block
     yield from mono(resampler.resample(None))
 
@@ -155,8 +197,8 @@ def _split(blocks: Iterator[np.ndarray], size: int, min_last: int) -> list[np.nd
     return windows
 
 
-def _too_long(options: ReadOptions, declared: float | None = None) -> str:
-    limit = _duration(options.max_media_seconds)
+def _too_long(max_seconds: float, declared: float | None = None) -> str:
+    limit = _duration(max_seconds)
     what = f"lasts {_duration(declared)} (says its header), over" if declared else "runs past"
     return f"the audio {what} the {limit} limit (raise MMCORE_MAX_MEDIA_MINUTES to accept it)"
 

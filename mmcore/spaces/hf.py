@@ -11,11 +11,14 @@ from ..errors import ModelUnavailable
 from . import normalize
 
 
-def load_pretrained(model: str, family: str, how_to: str, default: str, device: str | None = None) -> tuple[Any, Any, str, str]:
+def load_pretrained(
+    model: str, family: str, how_to: str, default: str, device: str | None = None, auto_class: str = "AutoModel"
+) -> tuple[Any, Any, str, str]:
     """Load `model` (a hub id, found in the cache first, then on the hub; or a local folder) with its processor.
 
     `family` names the kind of model in messages ("CLIP"); `how_to` says how to provide one offline, with a
-    `{model}` slot that gets the requested hub id, or `default` when a folder was asked for.
+    `{model}` slot that gets the requested hub id, or `default` when a folder was asked for. `auto_class` names the
+    transformers Auto class that builds the model (AutoModelForSpeechSeq2Seq for speech recognition).
     Returns:
         (model in eval mode on `device`, processor, source: the hub id or the folder's absolute path, device).
     Raises:
@@ -28,7 +31,8 @@ def load_pretrained(model: str, family: str, how_to: str, default: str, device: 
     if looks_like_path and not is_dir:
         raise ModelUnavailable(f"The {family} model folder {model!r} does not exist. " + how_to)
     import torch
-    from transformers import AutoModel, AutoProcessor
+    import transformers
+    from transformers import AutoProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -39,7 +43,7 @@ def load_pretrained(model: str, family: str, how_to: str, default: str, device: 
     attempts = (True,) if is_dir else (True, False) if hub_reachable() else (True,)
     for local_only in attempts:
         try:
-            net = AutoModel.from_pretrained(source, use_safetensors=True, local_files_only=local_only)
+            net = getattr(transformers, auto_class).from_pretrained(source, use_safetensors=True, local_files_only=local_only)
             processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
             break
         except (OSError, ValueError) as e:
