@@ -7,6 +7,7 @@ st.session_state, initialised here.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import streamlit as st
 
@@ -315,3 +316,21 @@ def selection_panel(frame, ids: list[str], space: str) -> None:
         st.session_state["like"] = (pick, space)
         st.switch_page("pages/search.py")
     gallery(chosen)
+
+
+COMPONENTS = Path(__file__).parent / "components"
+_map_hover = st.components.v2.component(
+    "mmscope.map_hover", js=(COMPONENTS / "map_hover.js").read_text(), css=(COMPONENTS / "map_hover.css").read_text(),
+    isolate_styles=False,
+)
+
+
+@st.fragment
+def map_hover(frame, chart_key: str) -> None:
+    """A card that follows the pointer over the chart with key `chart_key` and shows the hovered point's thumbnail
+    or text. Each hover reruns only this fragment; the chart's customdata must be rows of `frame`."""
+    from mmcore.analysis.figures import point_preview
+
+    key = f"{chart_key}-hover"
+    row = (st.session_state.get(key) or {}).get("row")
+    _map_hover(key=key, data={"chart": chart_key, "preview": point_preview(frame, row)}, on_row_change=lambda: None)

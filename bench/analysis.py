@@ -1,8 +1,11 @@
 """Analysis time (map + clusters + outliers) for N items, cold and cached, and the Map figure's size.
 
 Synthetic data shaped like a real collection: 512-d unit vectors in 40 clusters of varied spread plus 1%
-scattered points, written to a real embedded Chroma store in a temporary data dir. Prints figures; asserts
-nothing. Usage: python bench/analysis.py [N ...]   (default: 10000 50000)
+scattered points, written to a real embedded Chroma store in a temporary data dir; a third are text items
+with a caption-length document, the rest images with dataset-style source paths. Prints figures; asserts
+nothing. The figure size is what st.plotly_chart sends the browser (plotly.io.to_json).
+Usage: python bench/analysis.py [--figure-only] [N ...]   (default: 10000 50000; --figure-only skips the
+analysis and measures the figure of a frame with random coordinates, in seconds)
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import plotly.io
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,12 +44,46 @@ def collection_of(ws: Workspace, n: int):
     scattered = rng.random(n) < 0.01
     vectors[scattered] = normalize(rng.standard_normal((int(scattered.sum()), DIM)))
     target = ws.store.collection("bench", SpaceInfo("vecs", "synthetic", "", DIM))
-    ids = [f"item-{i:06d}" for i in range(n)]
-    metas = [{"modality": "image", "source": f"img/{i}.jpg", "added_at": 0} for i in range(n)]
+    ids, metas, docs = items(n)
     step = 5000
     for i in range(0, n, step):
-        target.add(ids[i : i + step], vectors[i : i + step], metas[i : i + step], [None] * len(ids[i : i + step]))
+        target.add(ids[i : i + step], vectors[i : i + step], metas[i : i + step], docs[i : i + step])
     return target
+
+
+def items(n: int) -> tuple[list[str], list[dict], list[str | None]]:
+    """Ids, metadata and documents like ingest writes them: a third text, the rest images."""
+    rng = np.random.default_rng(1)
+    ids, metas, docs = [], [], []
+    for i in range(n):
+        text = i % 3 == 0
+        stem = f"{rng.integers(10**9, 10**10)}_{rng.integers(16**9):09x}"
+        ids.append(f"{rng.integers(16**15):015x}{i:017x}:{'chunk-0' if text else 'image'}")
+        metas.append({"modality": "text" if text else "image", "added_at": 0,
+                      "source": f"flickr8k-300/{'captions' if text else 'images'}/{stem}.{'txt' if text else 'jpg'}"})
+        docs.append(f"A black dog runs through the long grass beside a wooden fence while a child in a red coat "
+                    f"watches from the path ({i})" if text else None)
+    return ids, metas, docs
+
+
+def figure_mb(frame: pd.DataFrame) -> float:
+    return len(plotly.io.to_json(map_figure(frame), validate=False)) / 1e6
+
+
+def figure_only(sizes: list[int]) -> None:
+    """The Map figure's size for frames with random coordinates and the benchmark's items, 30 clusters + noise."""
+    for n in sizes:
+        ids, metas, docs = items(n)
+        rng = np.random.default_rng(2)
+        clusters = rng.integers(-1, 30, n)
+        frame = pd.DataFrame({
+            "id": ids, "x": rng.normal(size=n), "y": rng.normal(size=n), "cluster": clusters,
+            "cluster_name": [f"cluster {c} · harbour · gulls" if c >= 0 else "noise" for c in clusters],
+            "probability": rng.random(n), "outlier_score": rng.random(n),
+            "modality": [m["modality"] for m in metas], "source": [m["source"] for m in metas],
+            "snippet": [d or "" for d in docs], "thumbnail": ["" if d else f"/data/media/thumbs/{i}.webp" for i, d in enumerate(docs)],
+        })
+        print(f"n={n:>7,}: map figure {figure_mb(frame):.2f} MB")
 
 
 def main(sizes: list[int]) -> None:
@@ -61,12 +100,15 @@ def main(sizes: list[int]) -> None:
             cached_s = time.perf_counter() - started
             assert cached.from_cache
             frame = analysis_frame(target, cold)
-            figure_mb = len(map_figure(frame).to_json()) / 1e6
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in cold.seconds.items())
             peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
             print(f"n={n:>7,}: cold {cold_s:6.1f}s ({stages}); cached {cached_s:.2f}s; "
-                  f"{len(cold.cluster_ids)} clusters; map figure {figure_mb:.1f} MB; peak RSS {peak_gb:.2f} GB")
+                  f"{len(cold.cluster_ids)} clusters; map figure {figure_mb(frame):.2f} MB; peak RSS {peak_gb:.2f} GB")
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [10_000, 50_000])
+    sizes = [int(a) for a in sys.argv[1:] if a != "--figure-only"] or [10_000, 50_000]
+    if "--figure-only" in sys.argv:
+        figure_only(sizes)
+    else:
+        main(sizes)

@@ -2,7 +2,7 @@ import streamlit as st
 
 import ui
 from mmcore.analysis.clusters import MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE, Hdbscan
-from mmcore.analysis.figures import color_options, map_figure
+from mmcore.analysis.figures import color_options, map_figure, selected_ids
 from mmcore.analysis.frame import with_3d
 from mmcore.analysis.maps import map_3d
 from mmcore.analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, MAX_NEIGHBORS, MIN_NEIGHBORS, Umap
@@ -50,8 +50,9 @@ st.caption(f"{len(frame):,} items · {clusters} clusters · {noise:,} noise · "
            f"min cluster size {analysis.hdbscan.min_cluster_size}" + (" · from cache" if analysis.from_cache else ""))
 event = st.plotly_chart(map_figure(frame, color_by, highlight, three_d), on_select="rerun",
                         selection_mode=("points", "box", "lasso"), key="map-chart", config={"displaylogo": False})
+ui.map_hover(frame, "map-chart")
 
-selected = [p["customdata"] for p in (event.selection.points if event else []) if p.get("customdata")]
+selected = selected_ids(frame, event.selection.points if event else [])
 if selected:
     ui.selection_panel(frame, selected, space)
 else:
