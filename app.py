@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 
 ui.init_state()
+st.set_page_config(page_icon=ui.FAVICON)  # before st.navigation, or the browser fetches its page's icon as favicon
 has_items = ui.collection_sizes().get(ui.collection(), 0) > 0  # returning users land on Search
 page = st.navigation(
     [

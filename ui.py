@@ -1,16 +1,18 @@
 """What every page shares: the cached workspace, per-session state, the sidebar, error display, result cards.
 
 Only getters of shared heavy objects are cached with st.cache_resource; everything per-user lives in
-st.session_state, initialised here.
+st.session_state, initialised here, or in st.user (who is logged in).
 """
 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import streamlit as st
 
+from mmcore.access import Access, verified_email
 from mmcore.config import Settings
 from mmcore.errors import MMError
 from mmcore.spaces import is_loaded
@@ -18,6 +20,8 @@ from mmcore.speech import is_loaded as speech_loaded
 from mmcore.workspace import Workspace
 
 NEW_COLLECTION = "+ New collection…"
+# The tab icon, served by the app itself: a Material icon as favicon would be fetched from fonts.gstatic.com.
+FAVICON = str(Path(__file__).parent / "assets" / "favicon.png")
 
 
 @st.cache_resource(show_spinner=False)
@@ -32,9 +36,10 @@ def page(title: str) -> None:
     ever run (Streamlit then runs pages/*.py directly) still gets a working page.
     """
     _leave_v1_navigation()
-    st.set_page_config(page_title=f"{title} · mmscope", page_icon=":material/scatter_plot:", layout="wide")
+    st.set_page_config(page_title=f"{title} · mmscope", page_icon=FAVICON, layout="wide")
     init_state()
     st.markdown(STYLE, unsafe_allow_html=True)
+    require_login()
     sidebar()
     st.title(title)
 
@@ -118,6 +123,67 @@ def sidebar() -> None:
         s = ws.settings
         store = f"Chroma server {s.chroma_host}:{s.chroma_port}" if s.chroma_host else f"embedded in `{s.data_dir}`"
         st.caption(f"**Store** {store}")
+        access_panel()
+
+
+def login_configured() -> bool:
+    """Login is on when the secrets have an [auth] section (Streamlit's OIDC settings)."""
+    try:
+        return "auth" in st.secrets
+    except FileNotFoundError:
+        # No secrets file means no login; an unreadable one must not silently open the app.
+        if any(Path(p).exists() for p in st.get_option("secrets.files")):
+            st.error("The secrets file can't be read, so login can't be checked; see the server log.", icon=":material/lock:")
+            st.stop()
+        return False
+
+
+def user_email() -> str | None:
+    """The logged-in user's verified email; None when login is off, nobody is logged in, or it is unverified."""
+    if not login_configured() or not st.user.is_logged_in:
+        return None
+    return verified_email(st.user.to_dict())
+
+
+def access() -> Access:
+    return Access.of(login_configured(), workspace().settings.editors)
+
+
+def write_denied() -> str | None:
+    """Why this session may not change anything (a tooltip for disabled controls), or None when it may."""
+    return access().why_not(user_email())
+
+
+def require_write() -> None:
+    """Check before every change, server-side: a disabled widget alone does not stop a crafted request."""
+    if reason := write_denied():
+        st.error(reason, icon=":material/lock:")
+        st.stop()
+
+
+def require_login() -> None:
+    """With login configured, a page shows nothing but a login button until someone logs in."""
+    if not login_configured() or st.user.is_logged_in:
+        return
+    st.title("mmscope")
+    st.info("Log in to explore the collections.", icon=":material/lock:")
+    st.button("Log in", type="primary", icon=":material/login:", on_click=st.login)
+    st.stop()
+
+
+def access_panel() -> None:
+    """Who is logged in and what they may do, or the open-access note."""
+    email = user_email()
+    if login_configured() and st.user.is_logged_in and email is None:
+        st.caption(_plain(f"Signed in as {st.user.get('name') or 'a user without a verified email'}."))
+    st.caption(_plain(access().describe(email)))
+    if login_configured() and st.user.is_logged_in:
+        st.button("Log out", icon=":material/logout:", on_click=st.logout, key="logout")
+
+
+def _plain(text: str) -> str:
+    """`text` shown as is in markdown: names and emails come from the identity provider."""
+    return re.sub(r"([\\`*_\[\]()<>#~|!$])", r"\\\1", text)
 
 
 MODELS = {"clip": "clip_model", "clap": "clap_model"}
@@ -158,7 +224,13 @@ def guarded(action, needs_model: bool | tuple[str, ...] = True):
 
 def snippet(text: str) -> None:
     """A text item's words in a small box, escaped: item text is data, never markup."""
-    st.markdown(f"<div class='mm-snippet'>{html.escape(text)}</div>", unsafe_allow_html=True)
+    # Newlines as entities: a blank line would end the HTML block, and Markdown after it (an image) would render.
+    st.markdown(f"<div class='mm-snippet'>{html.escape(text).replace(chr(10), '&#10;')}</div>", unsafe_allow_html=True)
+
+
+def literal(text: str) -> str:
+    """`text` (a file name, a reason) to show as itself in Markdown: not a link, an image from the internet, bold…"""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~:$&])", r"\\\1", text)
 
 
 def hit_card(hit, rank: int) -> None:
@@ -179,7 +251,7 @@ def hit_card(hit, rank: int) -> None:
             snippet(hit.document[:400])
         score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
         st.markdown(f"{score} · `{hit.space}`")
-        st.caption(html.escape(hit.source) + (f" · {hit.where}" if hit.where else ""))
+        st.caption(literal(hit.source) + (f" · {hit.where}" if hit.where else ""))
         with st.container(horizontal=True, gap="small"):
             if playable:
                 if st.button("Stop" if playing else "Play", key=f"play-{rank}-{hit.id}",
@@ -286,23 +358,27 @@ def gallery(frame, columns: int = 8) -> None:
                     st.image(row.thumbnail, width="stretch")
                 elif row.snippet:
                     snippet(row.snippet)
-                st.caption(html.escape(str(row.source)))
+                st.caption(literal(str(row.source)))
     if len(frame) > GALLERY_LIMIT:
         st.caption(f"… and {len(frame) - GALLERY_LIMIT:,} more")
 
 
 def tag_form(ids: list[str], space: str, key: str) -> None:
     """Tag (or untag) these items of the current collection."""
+    denied = write_denied()
     with st.form(key, clear_on_submit=True, border=False):
         left, middle, right = st.columns([3, 1, 1])
-        tag = left.text_input("Tag", placeholder="e.g. needs-review", label_visibility="collapsed")
-        add = middle.form_submit_button(f"Tag {len(ids):,}", icon=":material/sell:", type="primary")
-        remove = right.form_submit_button("Untag", icon=":material/label_off:")
+        tag = left.text_input("Tag", placeholder="e.g. needs-review", label_visibility="collapsed", disabled=bool(denied))
+        add = middle.form_submit_button(f"Tag {len(ids):,}", icon=":material/sell:", type="primary",
+                                        disabled=bool(denied), help=denied)
+        remove = right.form_submit_button("Untag", icon=":material/label_off:", disabled=bool(denied), help=denied)
     if (add or remove) and tag.strip():
+        require_write()
         target = workspace().store.open(collection(), space)
-        target.update_tags(ids, add=[tag] if add else [], remove=[tag.strip()] if remove else [])
-        tags_changed()
-        st.toast(f"{'Tagged' if add else 'Untagged'} {len(ids):,} item(s) '{tag.strip()}'", icon=":material/sell:")
+        if guarded(lambda: target.update_tags(ids, add=[tag] if add else [], remove=[tag.strip()] if remove else []) or True,
+                   needs_model=False):
+            tags_changed()
+            st.toast(f"{'Tagged' if add else 'Untagged'} {len(ids):,} item(s) '{tag.strip()}'", icon=":material/sell:")
 
 
 def selection_panel(frame, ids: list[str], space: str) -> None:

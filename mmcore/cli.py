@@ -1,5 +1,5 @@
-"""`python -m mmcore ingest | search | info | analyze | export | demo | import-vectors`: the same functions the
-pages call."""
+"""`python -m mmcore ingest | search | info | analyze | export | demo | import-vectors | check | backup | restore`:
+the same functions the pages call."""
 
 from __future__ import annotations
 
@@ -60,10 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", default="custom", help="name of the space these vectors live in (default: custom)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    p = commands.add_parser("check", help="verify the store (counts, metadata, vectors, media files); changes nothing")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = commands.add_parser("backup", help="write the whole data dir to a new .tar.gz (refused while another process writes the store)")
+    p.add_argument("out", type=Path, metavar="OUT.tar.gz")
+
+    p = commands.add_parser("restore", help="unpack a backup as the data dir (MMCORE_DATA_DIR), which must be new or empty")
+    p.add_argument("archive", type=Path, metavar="ARCHIVE")
+    p.add_argument("--force", action="store_true", help="replace a data dir that is not empty")
+
     args = parser.parse_args(argv)
     try:
         commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "export": _export, "demo": _demo,
-                        "import-vectors": _import_vectors}
+                        "import-vectors": _import_vectors, "check": _check, "backup": _backup, "restore": _restore}
         return commands_run[args.command](args)
     except MMError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -256,6 +266,53 @@ def _import_vectors(args) -> int:
         for problem in report.problems:
             print(f"  problem: {problem}")
     return 1 if report.problems else 0
+
+
+def _check(args) -> int:
+    from dataclasses import asdict
+
+    from .config import Settings
+    from .health import check_store
+
+    report = check_store(Settings.from_env(), on_progress=None if args.json else lambda c: print(f"checking {c}…", file=sys.stderr))
+    if args.json:
+        print(json.dumps({"ok": report.ok, "location": report.location, "collections": [asdict(c) for c in report.collections],
+                          "problems": [asdict(p) for p in report.problems]}, indent=2))
+        return 0 if report.ok else 1
+    print(f"{report.location}: {len(report.collections)} collection space(s)")
+    for c in report.collections:
+        print(f"  {c.name}  space={c.space}  dim={c.dim}  items={c.count}")
+    for p in report.problems:
+        print(f"problem: {p.where + ': ' if p.where else ''}[{p.kind}] {p.message}")
+    print("healthy" if report.ok else f"{len(report.problems)} problem(s); nothing was changed")
+    return 0 if report.ok else 1
+
+
+def _backup(args) -> int:
+    from .backup import backup
+    from .config import Settings
+
+    settings = Settings.from_env()
+    report = backup(settings, args.out)
+    print(f"backed up {settings.data_dir} to {report.path}: {report.files:,} files, {report.bytes / 1e6:,.1f} MB")
+    if not report.with_store:
+        print(f"note: the collections are on the Chroma server {settings.chroma_host}:{settings.chroma_port} and are not in "
+              "this backup (only originals, thumbnails, caches and names are): back the server up by its own means, "
+              "e.g. its --path directory while it is stopped.")
+    return 0
+
+
+def _restore(args) -> int:
+    from .backup import restore
+    from .config import Settings
+
+    settings = Settings.from_env()
+    report = restore(args.archive, settings.data_dir, force=args.force)
+    print(f"restored {report.files:,} files of {args.archive} ({report.manifest.get('written_by', '?')}, "
+          f"{report.manifest.get('created', '?')}) into {report.data_dir}")
+    if report.manifest.get("store") != "embedded":
+        print(f"note: this backup holds no collections: they were on a {report.manifest.get('store')}.")
+    return 0
 
 
 def _space_of(ws, name: str | None, given: str | None) -> str:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .access import parse_editors
 from .errors import MMError
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -29,11 +30,14 @@ class Settings:
       MMCORE_DEVICE         torch device for models (cuda when available, else cpu)
       MMCORE_BATCH_SIZE     items per model forward pass (32)
       MMCORE_MAX_FILE_MB    largest file accepted, in MB (512)
+      MMCORE_MAX_UPLOAD_MB  most bytes one upload in the app may bring in all, in MB (2048)
+      MMCORE_MAX_TEXT_MB    largest text file (.txt, .md, .csv) accepted, in MB; also the most text one PDF may hold (10)
       MMCORE_MAX_IMAGE_PIXELS  largest image accepted, in pixels (100,000,000)
       MMCORE_VIDEO_SEGMENT_S   seconds of video per item (10)
       MMCORE_AUDIO_SEGMENT_S   seconds of audio per item (10)
       MMCORE_MAX_MEDIA_MINUTES longest video or audio accepted, in minutes (240)
       MMCORE_MAX_PDF_PAGES     most pages a PDF may have (500)
+      MMCORE_EDITORS           with login on: comma-separated emails who may change things, or * (see mmcore.access)
     """
 
     data_dir: Path = Path("mmdata")
@@ -46,11 +50,14 @@ class Settings:
     device: str | None = None
     batch_size: int = 32
     max_file_bytes: int = 512 * 1024 * 1024
+    max_upload_bytes: int = 2048 * 1024 * 1024
+    max_text_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 100_000_000
     video_segment_s: int = 10
     audio_segment_s: int = 10
     max_media_seconds: int = 240 * 60
     max_pdf_pages: int = 500
+    editors: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -80,9 +87,12 @@ class Settings:
             device=env.get("MMCORE_DEVICE") or None,
             batch_size=number("MMCORE_BATCH_SIZE", 32),
             max_file_bytes=number("MMCORE_MAX_FILE_MB", 512) * 1024 * 1024,
+            max_upload_bytes=number("MMCORE_MAX_UPLOAD_MB", 2048) * 1024 * 1024,
+            max_text_bytes=number("MMCORE_MAX_TEXT_MB", 10) * 1024 * 1024,
             max_image_pixels=number("MMCORE_MAX_IMAGE_PIXELS", 100_000_000),
             video_segment_s=number("MMCORE_VIDEO_SEGMENT_S", 10),
             audio_segment_s=number("MMCORE_AUDIO_SEGMENT_S", 10),
             max_media_seconds=number("MMCORE_MAX_MEDIA_MINUTES", 240) * 60,
             max_pdf_pages=number("MMCORE_MAX_PDF_PAGES", 500),
+            editors=parse_editors(env.get("MMCORE_EDITORS", "")),
         )

@@ -28,3 +28,11 @@ class StoreError(MMError):
 
 class NotFound(MMError):
     """A collection or item that was asked for does not exist."""
+
+
+class StoreLocked(StoreError):
+    """Another process is writing the embedded store: it names that process and the ways out."""
+
+
+class NewerDataDir(StoreError):
+    """The data dir was written by a newer mmscope whose records this version can't read safely."""

@@ -1,10 +1,27 @@
-"""Originals and thumbnails on disk, named by content hash, never by the uploaded file name."""
+"""Originals and thumbnails on disk, named by content hash, never by the uploaded file name; that name is
+only kept, escaped (`display_name`), as the items' `source` metadata."""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
+
+MAX_NAME_CHARS = 255
+# Control characters (NUL, newlines, escape), bidirectional overrides (which can show "gnp.exe" as "exe.png")
+# and lone surrogates (an undecodable name on disk), none of which a name should carry into metadata.
+_HIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_TAIL_CHARS = 32  # kept from the end of a long name, so its extension survives
+
+
+def display_name(name: str) -> str:
+    """`name` as shown and recorded: as given, but with hidden characters written as escapes (NUL as \\x00,
+    U+202E as \\u202e) and no longer than MAX_NAME_CHARS, the middle of a longer one cut out."""
+    escaped = _HIDDEN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), name)
+    if len(escaped) > MAX_NAME_CHARS:
+        escaped = escaped[: MAX_NAME_CHARS - _TAIL_CHARS - 1] + "…" + escaped[-_TAIL_CHARS:]
+    return escaped
 
 
 class MediaFiles:

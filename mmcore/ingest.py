@@ -2,7 +2,9 @@
 
 Chunks of several files are embedded together, so small files still fill the model's batches; each file's
 items are written once all of them are embedded, in one upsert per space, after its original and thumbnails
-are on disk.
+are on disk. Every write is a journaled group (mmcore.journal): a file is reported as added only once its
+group is committed, and a group cut short by a crash is rolled back before the next ingest, which then adds
+the file again, whole.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import MediaError
+from .files import display_name
+from .journal import Journal, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, is_supported, may_hold_speech, read_media, space_of
 from .spaces import normalize
 from .speech import get_transcriber, transcript_chunks
@@ -31,6 +35,9 @@ class SourceFile:
     name: str
     data: bytes | None = None
     path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.name = display_name(self.name)  # the bytes are stored under their hash; the name is only shown
 
     def read(self, max_bytes: int) -> bytes:
         if self.data is not None:
@@ -106,6 +113,7 @@ def ingest(
     tags: Sequence[str] = (),
     csv_rows: bool = False,
     on_progress: Progress | None = None,
+    max_total_bytes: int | None = None,
 ) -> IngestReport:
     """Add files to a collection and report what happened to each.
 
@@ -114,7 +122,12 @@ def ingest(
     items in `clip` too, one per audio window or video segment that has speech (meta transcript=True). A file
     whose bytes are already in the collection is skipped; a file that can't be read or transcribed fails with its
     reason and nothing of it is stored. Long media is read lazily, chunk by chunk, so its decoded frames never all
-    sit in memory. Never raises for a bad file.
+    sit in memory. Never raises for a bad file. With `max_total_bytes` (an upload's limit, MMCORE_MAX_UPLOAD_MB),
+    a file that would bring the files taken so far past it fails unread, and nothing of it is stored.
+
+    Atomic and resumable: a file's items are written all together or not at all, and `on_progress` hears of a
+    file as added only once all of its items are durably in the store. Writes a crash cut short are rolled back
+    first (`mmcore.journal.recover`), so running the same ingest again completes it without duplicates.
 
     Raises:
         ModelUnavailable: a model the files need, the speech model included, can't be loaded (nothing is stored).
@@ -126,6 +139,8 @@ def ingest(
     spaces = {name: ws.space(name) for name in sorted(needed | {"clip"})}  # clip also embeds text found in any file
     speech = bool(settings.asr_model) and any(may_hold_speech(s.name) for s in sources)
     transcriber = get_transcriber(settings) if speech else None
+    journals = journal_dir(settings.data_dir)
+    recover(ws.store, journals)  # so a file a crash cut short is not taken for one already in the collection
     targets = {name: ws.collection(collection, name) for name in spaces}
     clip = spaces["clip"]
     options = ReadOptions(
@@ -140,6 +155,7 @@ def ingest(
         audio_rate=int(getattr(spaces.get("clap"), "sampling_rate", ReadOptions.audio_rate)),
         max_media_seconds=float(settings.max_media_seconds),
         max_pdf_pages=settings.max_pdf_pages,
+        max_text_bytes=settings.max_text_bytes,
     )
     tag_list = sorted({t.strip() for t in tags if t.strip()})
     report = IngestReport()
@@ -194,52 +210,62 @@ def ingest(
                 into = rows.setdefault(name, ([], [], [], []))
                 into[0].extend(ids), into[1].extend(metadatas), into[2].extend(documents), into[3].extend(vectors)
             f.result.status, f.result.items = "added", len(f.chunks)
-        for name, (ids, metadatas, documents, vectors) in rows.items():
-            targets[name].add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space for these files
+        if rows:
+            group = journal.begin(targets["clip"].name, {name: ids for name, (ids, *_) in rows.items()})
+            for name, (ids, metadatas, documents, vectors) in rows.items():
+                targets[name].add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space for these files
+            journal.commit(group)
         report.seconds["write"] += time.perf_counter() - started
         for f in done:
             finish(f.result)
 
-    for source in sources:
-        result = FileResult(source.name, "failed")
-        in_order.append(result)
-        started = time.perf_counter()
-        pending = None
-        try:
-            data = source.read(settings.max_file_bytes)
-            result.source_hash = hashlib.sha256(data).hexdigest()
-            if result.source_hash in seen or targets[space_of(source.name)].has_source(result.source_hash):
-                result.status, result.reason = "skipped", "already in the collection"
-            else:
-                decoded = read_media(source.name, data, options)
-                pending = _Pending(result, decoded, data)
-                for chunk in decoded.chunks:  # lazily decoded: long media streams through the model in batches
-                    report.seconds["read"] += time.perf_counter() - started
-                    queue(pending, chunk)
-                    started = time.perf_counter()
-                if not pending.chunks:
-                    raise MediaError(source.name, "nothing in it could be embedded")
-                if transcriber is not None and pending.chunks[0].modality in ("audio", "video"):
-                    report.seconds["read"] += time.perf_counter() - started
-                    started = time.perf_counter()
-                    spoken = transcript_chunks(transcriber, source.name, data, pending.chunks, options)
-                    report.seconds["transcribe"] += time.perf_counter() - started
-                    for chunk in spoken:
+    received = 0  # bytes of the files taken so far, against max_total_bytes
+    with Journal(journals, ws.store) as journal:
+        for source in sources:
+            result = FileResult(source.name, "failed")
+            in_order.append(result)
+            started = time.perf_counter()
+            pending = None
+            try:
+                data = source.read(settings.max_file_bytes)
+                if max_total_bytes is not None and received + len(data) > max_total_bytes:
+                    limit = f"{max_total_bytes / 2**20:.0f} MB"
+                    raise MediaError(source.name, f"with it, this upload is over its {limit} limit in all; add it in "
+                                     "another upload (or raise MMCORE_MAX_UPLOAD_MB)")
+                received += len(data)
+                result.source_hash = hashlib.sha256(data).hexdigest()
+                if result.source_hash in seen or targets[space_of(source.name)].has_source(result.source_hash):
+                    result.status, result.reason = "skipped", "already in the collection"
+                else:
+                    decoded = read_media(source.name, data, options)
+                    pending = _Pending(result, decoded, data)
+                    for chunk in decoded.chunks:  # lazily decoded: long media streams through the model in batches
+                        report.seconds["read"] += time.perf_counter() - started
                         queue(pending, chunk)
-                    started = time.perf_counter()
-        except MediaError as e:
-            result.reason = e.reason
-            if pending is not None:  # drop what was read of it; vectors already made are discarded
-                batch[:] = [(f, i) for f, i in batch if f is not pending]
-        report.seconds["read"] += time.perf_counter() - started
-        if result.reason:
-            finish(result)
-            continue
-        seen.add(result.source_hash)
-        waiting.append(pending)
+                        started = time.perf_counter()
+                    if not pending.chunks:
+                        raise MediaError(source.name, "nothing in it could be embedded")
+                    if transcriber is not None and pending.chunks[0].modality in ("audio", "video"):
+                        report.seconds["read"] += time.perf_counter() - started
+                        started = time.perf_counter()
+                        spoken = transcript_chunks(transcriber, source.name, data, pending.chunks, options)
+                        report.seconds["transcribe"] += time.perf_counter() - started
+                        for chunk in spoken:
+                            queue(pending, chunk)
+                        started = time.perf_counter()
+            except MediaError as e:
+                result.reason = e.reason
+                if pending is not None:  # drop what was read of it; vectors already made are discarded
+                    batch[:] = [(f, i) for f, i in batch if f is not pending]
+            report.seconds["read"] += time.perf_counter() - started
+            if result.reason:
+                finish(result)
+                continue
+            seen.add(result.source_hash)
+            waiting.append(pending)
+            write_done()
+        embed_batch()
         write_done()
-    embed_batch()
-    write_done()
     report.results = in_order  # files finish out of order (batching); report them as given
     return report
 

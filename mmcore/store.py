@@ -1,7 +1,8 @@
 """Chroma, embedded on disk or a server: one Chroma collection per (mmscope collection, space).
 
 The store never sees a model: callers hand it precomputed, L2-normalised vectors, and every collection
-records the space, model and dimension that made its vectors and refuses any other.
+records the space, model and dimension that made its vectors and refuses any other. Every write first calls
+the store's `before_write` (the workspace's claim: one writing process per embedded store, see mmcore.datadir).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -81,14 +82,22 @@ def validate_name(name: str) -> str:
     return name
 
 
-class Store:
-    """All collections of one Chroma client."""
+def _no_claim() -> None:
+    pass
 
-    def __init__(self, client):
+
+class Store:
+    """All collections of one Chroma client; `before_write` runs before every write (and may refuse it)."""
+
+    def __init__(self, client, before_write: Callable[[], None] = _no_claim):
         self.client = client
+        self.before_write = before_write
 
     def collection(self, name: str, space: SpaceInfo, create: bool = True) -> "ItemCollection":
         """The collection `name` in `space`; created when missing and `create` is true.
+
+        `create` is for writers: it claims the right to write (`before_write`) even when the collection exists, so
+        a writer that may not write is refused before it starts, not half-way.
 
         Raises:
             SpaceMismatch: it exists but was made by another model or dimension.
@@ -96,6 +105,7 @@ class Store:
         """
         chroma_name = f"{validate_name(name)}.{space.space}"
         if create:
+            self.before_write()
             metadata = {
                 "mm_collection": name,
                 "mm_space": space.space,
@@ -108,13 +118,16 @@ class Store:
             )
         else:
             raw = self._get(chroma_name, name)
-        collection = ItemCollection(raw, self.client.get_max_batch_size(), self.client)
+        collection = self._wrap(raw)
         collection.check_space(space)
         return collection
 
     def open(self, name: str, space: str = "clip") -> "ItemCollection":
         """An existing collection, whatever model made it (for reads that need no model)."""
-        return ItemCollection(self._get(f"{validate_name(name)}.{space}", name), self.client.get_max_batch_size(), self.client)
+        return self._wrap(self._get(f"{validate_name(name)}.{space}", name))
+
+    def _wrap(self, raw) -> "ItemCollection":
+        return ItemCollection(raw, self.client.get_max_batch_size(), self.client, self.before_write)
 
     def _get(self, chroma_name: str, name: str):
         try:
@@ -128,23 +141,26 @@ class Store:
         """Every mmscope collection in the store, with the model that made it and its item count."""
         infos = []
         for raw in self.client.list_collections():
-            collection = ItemCollection(raw, self.client.get_max_batch_size(), self.client)
+            collection = self._wrap(raw)
             if collection.space is not None:
                 infos.append(CollectionInfo(raw.metadata["mm_collection"], collection.space, raw.count()))
         return sorted(infos, key=lambda c: (c.name, c.space.space))
 
     def delete(self, name: str, space: str = "clip") -> None:
+        """Remove a collection's space with all its items."""
         self.open(name, space)
+        self.before_write()
         self.client.delete_collection(f"{name}.{space}")
 
 
 class ItemCollection:
     """One Chroma collection of items from one space."""
 
-    def __init__(self, raw, max_batch: int, client=None):
+    def __init__(self, raw, max_batch: int, client=None, before_write: Callable[[], None] = _no_claim):
         self.raw = raw
         self.client = client
         self.max_batch = max_batch
+        self.before_write = before_write
         meta = raw.metadata or {}
         self.name = meta.get("mm_collection", raw.name)
         self.space = (
@@ -178,15 +194,19 @@ class ItemCollection:
         if self.space and vectors.shape[1] != self.space.dim:
             raise SpaceMismatch(f"Collection {self.name!r} holds {self.space.dim}-d vectors, not {vectors.shape[1]}-d.")
         docs = [d if d is not None else "" for d in documents]
+        self.before_write()
+        version = uuid.uuid4().hex  # also each item's uri: the vector cache tells a re-written item by it
         for i in range(0, len(ids), self.max_batch):
             end = i + self.max_batch
             self.raw.upsert(
-                ids=list(ids[i:end]), embeddings=vectors[i:end], metadatas=list(metadatas[i:end]), documents=docs[i:end]
+                ids=list(ids[i:end]), embeddings=vectors[i:end], metadatas=list(metadatas[i:end]), documents=docs[i:end],
+                uris=[version] * len(ids[i:end]),
             )
-        self._touch()
+        self._touch(version)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove items (their originals stay on disk: other items or collections may share them)."""
+        self.before_write()
         for i in range(0, len(ids), self.max_batch):
             self.raw.delete(ids=list(ids[i : i + self.max_batch]))
         self._touch()
@@ -195,6 +215,7 @@ class ItemCollection:
         """Add and remove tags on items; the collection's version (and so its maps) stays as it is."""
         if not ids:
             return
+        self.before_write()
         add, remove = {t.strip() for t in add if t.strip()}, set(remove)
         for i in range(0, len(ids), self.max_batch):
             batch = self.raw.get(ids=list(ids[i : i + self.max_batch]), include=["metadatas"])
@@ -215,10 +236,10 @@ class ItemCollection:
         fresh = self.client.get_collection(self.raw.name, embedding_function=None) if self.client else self.raw
         return str((fresh.metadata or {}).get("mm_version", "0"))
 
-    def _touch(self) -> None:
+    def _touch(self, version: str | None = None) -> None:
         """A new random version token: concurrent writers can't both write the same one."""
         meta = {k: v for k, v in (self.raw.metadata or {}).items() if not k.startswith("hnsw:")}
-        meta["mm_version"] = uuid.uuid4().hex
+        meta["mm_version"] = version or uuid.uuid4().hex
         self.raw.modify(metadata=meta)
 
     def all(self, with_vectors: bool = True, where: dict | None = None, page: int = 5000) -> Items:

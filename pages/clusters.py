@@ -24,10 +24,12 @@ except MMError as e:
     st.error(str(e), icon=":material/error:")
     st.stop()
 frame = ui.analysis_table(analysis)
+denied = ui.write_denied()
 
 
 def edit(action, done: str) -> None:
     """Run one taxonomy edit, save it and redraw the page (the Map page picks it up too)."""
+    ui.require_write()
     try:
         action()
         taxonomy.save()
@@ -54,8 +56,9 @@ a.metric("Clusters", len(sizes))
 b.metric("Clustered items", f"{int(sizes.sum()):,}")
 c.metric("Noise items", f"{noise:,}")
 with d:
-    if st.button("Write names to items as tags", icon=":material/sell:",
-                 help="Each clustered item gets the tag taxon:<its cluster's name>, replacing its earlier taxon: tags."):
+    if st.button("Write names to items as tags", icon=":material/sell:", disabled=bool(denied),
+                 help=denied or "Each clustered item gets the tag taxon:<its cluster's name>, replacing its earlier taxon: tags."):
+        ui.require_write()
         try:
             count = save_as_tags(target, analysis, labels, names)
             ui.tags_changed()
@@ -84,10 +87,11 @@ def review(label: int, members) -> None:
     left, middle, right = st.columns([4, 1, 1], vertical_alignment="bottom")
     merge = left.multiselect("Merge other clusters into this one", others, key=f"merge-{label}",
                              format_func=lambda x: f"{names.get(x, x)} ({sizes[x]:,})")
-    if middle.button("Merge", key=f"do-merge-{label}", disabled=not merge, icon=":material/call_merge:"):
+    if middle.button("Merge", key=f"do-merge-{label}", disabled=not merge or bool(denied), help=denied,
+                     icon=":material/call_merge:"):
         edit(lambda: taxonomy.merge(analysis, merge, label), f"Merged {len(merge)} cluster(s) into {names[label]!r}.")
-    if right.button("Split in two", key=f"split-{label}", icon=":material/call_split:",
-                    help="Parts the cluster by k-means on its items' vectors."):
+    if right.button("Split in two", key=f"split-{label}", icon=":material/call_split:", disabled=bool(denied),
+                    help=denied or "Parts the cluster by k-means on its items' vectors."):
         edit(lambda: taxonomy.split(analysis, label, target, auto), f"Split {names[label]!r} in two.")
     ui.tag_form(list(members["id"]), space, key=f"tag-cluster-{label}")
     ui.gallery(members)
@@ -108,7 +112,8 @@ def cluster_row(label: int) -> None:
                 name = st.text_input("Name", current, key=f"name-{label}-{current}", label_visibility="collapsed")
                 st.caption(f"{len(members):,} items · cluster {label}")
                 save, toggle = st.columns(2, vertical_alignment="center")
-                if save.button("Save name", key=f"save-{label}", disabled=name.strip() in ("", current)):
+                if save.button("Save name", key=f"save-{label}", disabled=name.strip() in ("", current) or bool(denied),
+                               help=denied):
                     edit(lambda: taxonomy.rename(analysis, label, name), f"Renamed {current!r} to {name.strip()!r}.")
                 opened = toggle.toggle("Review", key=f"review-{label}")
         with right:
@@ -129,8 +134,8 @@ if len(order) > PER_PAGE:
 for label in order:
     cluster_row(label)
 
-if taxonomy.edited and st.button("Undo all edits", icon=":material/undo:",
-                                 help="Back to the automatic clusters and names; tags already written stay."):
+if taxonomy.edited and st.button("Undo all edits", icon=":material/undo:", disabled=bool(denied),
+                                 help=denied or "Back to the automatic clusters and names; tags already written stay."):
     edit(taxonomy.reset, "All edits undone.")
 
 if space == "clip":
@@ -140,7 +145,8 @@ if space == "clip":
                    "of common subjects plus yours below (one per line).")
         extra = st.text_area("Your labels", user_file.read_text() if user_file.exists() else "", height=140,
                              placeholder="forklift\nsolar panel\nhandwritten form")
-        if st.button("Save labels and rename clusters", icon=":material/save:"):
+        if st.button("Save labels and rename clusters", icon=":material/save:", disabled=bool(denied), help=denied):
+            ui.require_write()
             user_file.parent.mkdir(parents=True, exist_ok=True)
             user_file.write_text(extra.strip() + "\n")
             st.rerun()

@@ -7,6 +7,7 @@ from mmcore.errors import MMError
 
 ui.page("Collections")
 ws = ui.workspace()
+denied = ui.write_denied()
 
 infos = ui.collections()
 if infos:
@@ -20,7 +21,9 @@ else:
 st.subheader("Demo", divider="gray")
 st.caption("1,797 handwritten digits from scikit-learn (installed with mmscope, nothing to download), "
            "as 64-pixel vectors with their labels: try the Map, Clusters, Outliers and Duplicates pages on them.")
-if st.button("Load the demo (handwritten digits, no download)", icon=":material/auto_awesome:", type="primary"):
+if st.button("Load the demo (handwritten digits, no download)", icon=":material/auto_awesome:", type="primary",
+             disabled=bool(denied), help=denied):
+    ui.require_write()
     try:
         with st.spinner("Loading the digits…"):
             load_digits_demo(ws)
@@ -61,13 +64,14 @@ st.caption("Embeddings made elsewhere (.npy, or .parquet with a `vector` column)
            "own: every analysis works on them, and they are searched by item.")
 with st.form("import-vectors", border=False):
     a, b = st.columns(2)
-    vectors_file = a.file_uploader("Vectors", type=["npy", "parquet"])
-    meta_file = b.file_uploader("Metadata CSV (optional)", type=["csv"])
+    vectors_file = a.file_uploader("Vectors", type=["npy", "parquet"], disabled=bool(denied))
+    meta_file = b.file_uploader("Metadata CSV (optional)", type=["csv"], disabled=bool(denied))
     c, d = st.columns(2)
     target_name = c.text_input("Collection", value=ui.collection())
     space_name = d.text_input("Space name", value="custom")
-    submitted = st.form_submit_button("Import", icon=":material/upload_file:")
+    submitted = st.form_submit_button("Import", icon=":material/upload_file:", disabled=bool(denied), help=denied)
 if submitted and vectors_file is not None:
+    ui.require_write()
     import tempfile
     from pathlib import Path
 

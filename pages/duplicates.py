@@ -1,5 +1,3 @@
-import html
-
 import streamlit as st
 
 import ui
@@ -53,6 +51,7 @@ page_no = st.columns(4)[0].number_input(f"Page (of {pages})", 1, pages, 1) if pa
 
 
 def review(action, message: str, tags_changed: bool = False) -> None:
+    ui.require_write()
     try:
         action()
     except MMError as e:
@@ -72,7 +71,7 @@ def member(item: dict, score: float, suggested: bool) -> None:
     elif document:
         ui.snippet(document[:300])
     where = f"chars {meta['char_start']:,}–{meta['char_end']:,}" if "char_start" in meta else ""
-    st.caption(" · ".join(x for x in (f"**{score:.3f}**", html.escape(str(meta.get("source") or item["id"])), where) if x))
+    st.caption(" · ".join(x for x in (f"**{score:.3f}**", ui.literal(str(meta.get("source") or item["id"])), where) if x))
     if suggested:
         st.badge("suggested keeper", icon=":material/star:", color="green")
 
@@ -98,18 +97,20 @@ def show(number: int, dup) -> None:
         which = "first" if keep == dup.ids[0] else "selected"
         rest = len(dup.ids) - 1
         buttons = st.container(horizontal=True)
-        if buttons.button(f"Keep {which}, tag the rest", key=f"tag-{dup.key}", icon=":material/sell:", type="primary"):
+        if buttons.button(f"Keep {which}, tag the rest", key=f"tag-{dup.key}", icon=":material/sell:", type="primary",
+                          disabled=bool(denied), help=denied):
             review(lambda: keep_one(target, dup, keep, "tag"),
                    f"Kept {name(keep)}; tagged {rest} other item(s) `duplicate`.", tags_changed=True)
-        with buttons.popover(f"Keep {which}, delete the rest", icon=":material/delete:"):
+        with buttons.popover(f"Keep {which}, delete the rest", icon=":material/delete:", disabled=bool(denied), help=denied):
             st.write(f"Removes {rest} item(s) from the collection, keeping {name(keep)}. Their original files stay "
                      "on disk. This can't be undone.")
             if st.button("Delete for good", key=f"delete-{dup.key}", type="primary"):
                 review(lambda: keep_one(target, dup, keep, "delete"), f"Kept {name(keep)}; deleted {rest} other item(s).")
-        if buttons.button("Not duplicates", key=f"dismiss-{dup.key}", icon=":material/close:"):
+        if buttons.button("Not duplicates", key=f"dismiss-{dup.key}", icon=":material/close:", disabled=bool(denied), help=denied):
             review(lambda: dismiss(ws, target, dup), f"{len(dup.ids)} items won't be suggested as duplicates of one another again.")
 
 
+denied = ui.write_denied()
 first = (page_no - 1) * SETS_PER_PAGE
 for number, dup in enumerate(queue[first : first + SETS_PER_PAGE], start=first + 1):
     ui.guarded(lambda: show(number, dup), needs_model=False)

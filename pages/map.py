@@ -10,6 +10,7 @@ from mmcore.search import Query, search
 
 ui.page("Map")
 space = ui.space_or_stop()
+denied = ui.write_denied()  # a refit replaces the fit that everyone's map and taxonomy edits rest on
 
 with st.expander("Map and cluster settings", icon=":material/tune:"):
     a, b, c = st.columns(3)
@@ -18,7 +19,9 @@ with st.expander("Map and cluster settings", icon=":material/tune:"):
     min_dist = b.slider("UMAP min_dist", 0.0, 0.99, DEFAULT_MIN_DIST, step=0.05, help="How tightly points pack.")
     size = c.number_input("Min cluster size (0 = automatic)", 0, MAX_CLUSTER_SIZE, 0,
                           help=f"At least {MIN_CLUSTER_SIZE}; automatic grows with the collection.")
-    refit = st.button("Refit the map", icon=":material/refresh:")
+    refit = st.button("Refit the map", icon=":material/refresh:", disabled=bool(denied), help=denied)
+    if refit:
+        ui.require_write()
 
 analysis = ui.analysis_or_stop(space, Umap(neighbors, min_dist), Hdbscan(size or None), refit=refit)
 frame = ui.analysis_table(analysis)
@@ -27,7 +30,8 @@ if analysis.stale:
     left, right = st.columns([5, 1])
     left.warning(f"{analysis.placed:,} item(s) added since this map was fitted were placed on it without refitting; "
                  "a refit may draw it differently.", icon=":material/update:")
-    if right.button("Refit now", type="primary"):
+    if right.button("Refit now", type="primary", disabled=bool(denied), help=denied):
+        ui.require_write()
         ui.analysis(space, analysis.umap, Hdbscan(size or None), refit=True)
         st.rerun()
 
@@ -47,7 +51,7 @@ clusters = frame.loc[frame["cluster"] >= 0, "cluster"].nunique()  # after the ta
 noise = int((frame["cluster"] < 0).sum())
 st.caption(f"{len(frame):,} items · {clusters} clusters · {noise:,} noise · "
            f"UMAP neighbours {analysis.umap.n_neighbors}, min_dist {analysis.umap.min_dist} · "
-           f"min cluster size {analysis.hdbscan.min_cluster_size}" + (" · from cache" if analysis.from_cache else ""))
+           f"min cluster size {analysis.hdbscan.min_cluster_size} · {analysis.method}" + (" · from cache" if analysis.from_cache else ""))
 event = st.plotly_chart(map_figure(frame, color_by, highlight, three_d), on_select="rerun",
                         selection_mode=("points", "box", "lasso"), key="map-chart", config={"displaylogo": False})
 ui.map_hover(frame, "map-chart")

@@ -31,7 +31,7 @@ for start in range(0, len(window), 6):
             elif row.snippet:
                 ui.snippet(row.snippet)
             st.markdown(f"**{row.outlier_score:.2f}** · {row.cluster_name}")
-            st.caption(str(row.source))
+            st.caption(ui.literal(str(row.source)))
             if st.checkbox("Select", key=f"pick-{row.id}"):
                 chosen.append(row.id)
 
@@ -39,9 +39,11 @@ st.divider()
 ids = chosen or list(window["id"])
 st.caption(f"Actions apply to {'the ' + str(len(chosen)) + ' selected' if chosen else 'all ' + str(len(window)) + ' on this page'}.")
 ui.tag_form(ids, space, key="tag-outliers")
-with st.popover(f"Delete {len(ids)} item(s)…", icon=":material/delete:"):
+denied = ui.write_denied()
+with st.popover(f"Delete {len(ids)} item(s)…", icon=":material/delete:", disabled=bool(denied), help=denied):
     st.write("Removes these items from the collection (their original files stay on disk). This can't be undone.")
     if st.button("Delete for good", type="primary"):
-        ui.workspace().store.open(ui.collection(), space).delete(ids)
-        st.toast(f"Deleted {len(ids)} item(s)", icon=":material/delete:")
-        st.rerun()
+        ui.require_write()
+        if ui.guarded(lambda: ui.workspace().store.open(ui.collection(), space).delete(ids) or True, needs_model=False):
+            st.toast(f"Deleted {len(ids)} item(s)", icon=":material/delete:")
+            st.rerun()

@@ -1,5 +1,3 @@
-import html
-
 import pandas as pd
 import streamlit as st
 
@@ -18,26 +16,31 @@ if not ui.collection_sizes().get(ui.collection()):
     st.info("Nothing here yet: drop your files below, or load the demo on the Collections page "
             "(handwritten digits, no model download).", icon=":material/info:")
 
+denied = ui.write_denied()
 uploads = st.file_uploader(
-    "Drop files here", accept_multiple_files=True, key=f"uploader-{st.session_state['upload_key']}"
+    "Drop files here", accept_multiple_files=True, key=f"uploader-{st.session_state['upload_key']}",
+    disabled=bool(denied), help=denied,
 )
 left, right = st.columns([3, 2])
 tags = left.text_input("Tags for these files (comma-separated, optional)", placeholder="e.g. batch-1, beach")
 csv_rows = right.checkbox("CSV files: one item per row", help="Otherwise a CSV is read as one text, in windows.")
 
-if st.button(f"Add {len(uploads)} file(s)" if uploads else "Add files", type="primary", disabled=not uploads):
+if st.button(f"Add {len(uploads)} file(s)" if uploads else "Add files", type="primary",
+             disabled=not uploads or bool(denied), help=denied):
+    ui.require_write()
     sources = [SourceFile(f.name, data=f.getvalue()) for f in uploads]
 
     def run():
         bar = st.progress(0.0, text="Starting…")
 
         def progress(done, total, result):
-            bar.progress(done / total, text=f"{done}/{total} · {result.status} · {result.name}")
+            bar.progress(done / total, text=f"{done}/{total} · {result.status} · {ui.literal(result.name)}")
 
         with st.spinner("Reading and embedding…"):
             return ingest(
                 ui.workspace(), sources, collection=ui.collection(),
                 tags=[t for t in tags.split(",")], csv_rows=csv_rows, on_progress=progress,
+                max_total_bytes=settings.max_upload_bytes,
             )
 
     report = ui.guarded(run)
@@ -56,7 +59,7 @@ if report is not None:
     f.metric("Refused", len(failed))
     i.metric("Items embedded", report.items_added)
     if failed:
-        lines = "\n".join(f"- **{html.escape(r.name)}**: {html.escape(r.reason)}" for r in failed)
+        lines = "\n".join(f"- **{ui.literal(r.name)}**: {ui.literal(r.reason)}" for r in failed)
         st.error(f"Refused, and nothing of them stored:\n{lines}", icon=":material/block:")
     with st.expander(f"Every file ({len(report.results)})"):
         rows = [{"file": r.name, "result": r.status, "items": r.items, "reason": r.reason or ""} for r in report.results]

@@ -25,11 +25,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env: dict[str, str], log_path: Path):
-    """`streamlit run app.py` on a free port; yields its base URL and stops it afterwards."""
+def streamlit_server(env: dict[str, str], log_path: Path, secrets: Path | None = None):
+    """`streamlit run app.py` on a free port; yields its base URL and stops it afterwards.
+
+    Secrets come from `secrets` only (none by default), never from a developer's own .streamlit/secrets.toml,
+    whose [auth] section would put every page behind a login."""
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true"]
+               "--server.address", "127.0.0.1", "--server.headless", "true",
+               "--secrets.files", str(secrets or ROOT / "tests" / "no-such-secrets.toml")]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -61,16 +65,28 @@ def chromium_path() -> str:
 
 
 @contextmanager
-def chromium_page(timeout_ms: int, width: int = 1400, height: int = 1000):
-    """A page in headless Debian Chromium, with actions and `expect` both waiting up to `timeout_ms`."""
+def chromium_browser(timeout_ms: int):
+    """Headless Debian Chromium, with `expect` waiting up to `timeout_ms`; open pages with `new_page`."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": width, "height": height})
-        page.set_default_timeout(timeout_ms)
         expect.set_options(timeout=timeout_ms)
         try:
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser, timeout_ms: int, width: int = 1400, height: int = 1000):
+    """A page in a context of its own: its own cookies, so its own Streamlit session and login."""
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.set_default_timeout(timeout_ms)
+    return page
+
+
+@contextmanager
+def chromium_page(timeout_ms: int, width: int = 1400, height: int = 1000):
+    """A page in headless Debian Chromium, with actions and `expect` both waiting up to `timeout_ms`."""
+    with chromium_browser(timeout_ms) as browser:
+        yield new_page(browser, timeout_ms, width, height)

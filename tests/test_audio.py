@@ -174,16 +174,22 @@ def test_wav_without_samples_is_refused():
     assert "no samples" in reason_of("empty.wav", ma.make_wav(0, rate=RATE))
 
 
-def test_wav_header_claiming_4_gb_reads_only_the_real_samples():
+def test_wav_header_claiming_4_gb_is_refused():
     data = bytearray(ma.make_wav(2, rate=RATE))
     assert data[36:40] == b"data"
     data[4:8] = data[40:44] = struct.pack("<I", 0xFFFF_FFF0)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     started = time.perf_counter()
-    decoded = read("liar.wav", bytes(data))
+    reason = reason_of("liar.wav", bytes(data))
     assert time.perf_counter() - started < 1.0
-    assert spans(decoded) == [(0.0, 2.0)]
+    assert "header claims 4,096 MB" in reason and "512 MB file limit" in reason and "corrupt" in reason
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100 * 1024
+
+
+def test_wav_header_claiming_more_than_it_holds_but_under_the_file_limit_reads_only_the_real_samples():
+    data = bytearray(ma.make_wav(2, rate=RATE))
+    data[4:8] = data[40:44] = struct.pack("<I", 100 * 2**20)
+    assert spans(read("liar.wav", bytes(data), max_file_bytes=512 * 2**20)) == [(0.0, 2.0)]
 
 
 def test_audio_over_the_length_limit_is_refused_by_its_header():

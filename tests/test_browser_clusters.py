@@ -35,22 +35,24 @@ def thumbnail(ws: Workspace, key: str, colour: tuple[int, int, int], i: int) -> 
 
 
 def make_collection(data_dir) -> None:
-    """'review': three blobs (two of images with thumbnails, one of text notes) in a space of its own."""
-    ws = Workspace(Settings(data_dir=data_dir))
-    rng = np.random.default_rng(5)
-    centers = normalize(rng.standard_normal((len(BLOBS), DIM)))
-    collection = ws.store.collection("review", SpaceInfo("vecs", "synthetic", "", DIM))
-    for b, (label, modality, colour) in enumerate(BLOBS):
-        vectors = normalize(centers[b] + 0.07 * rng.standard_normal((PER_BLOB, DIM)))
-        ids = [f"{label}-{i:03d}" for i in range(PER_BLOB)]
-        metas, docs = [], []
-        for i, id_ in enumerate(ids):
-            meta = {"modality": modality, "label": label, "source": f"{id_}.{'png' if colour else 'txt'}"}
-            if colour:
-                meta["thumbnail"] = thumbnail(ws, id_, colour, i)
-            metas.append(meta)
-            docs.append(f"{NOTES[i % len(NOTES)]} ({i})" if modality == "text" else None)
-        collection.add(ids, vectors, metas, docs)
+    """'review': three blobs (two of images with thumbnails, one of text notes) in a space of its own.
+
+    The workspace is closed afterwards, so the app's server may write the store (one writing process at a time)."""
+    with Workspace(Settings(data_dir=data_dir)) as ws:
+        rng = np.random.default_rng(5)
+        centers = normalize(rng.standard_normal((len(BLOBS), DIM)))
+        collection = ws.store.collection("review", SpaceInfo("vecs", "synthetic", "", DIM))
+        for b, (label, modality, colour) in enumerate(BLOBS):
+            vectors = normalize(centers[b] + 0.07 * rng.standard_normal((PER_BLOB, DIM)))
+            ids = [f"{label}-{i:03d}" for i in range(PER_BLOB)]
+            metas, docs = [], []
+            for i, id_ in enumerate(ids):
+                meta = {"modality": modality, "label": label, "source": f"{id_}.{'png' if colour else 'txt'}"}
+                if colour:
+                    meta["thumbnail"] = thumbnail(ws, id_, colour, i)
+                metas.append(meta)
+                docs.append(f"{NOTES[i % len(NOTES)]} ({i})" if modality == "text" else None)
+            collection.add(ids, vectors, metas, docs)
 
 
 @pytest.fixture(scope="module")

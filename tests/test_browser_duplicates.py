@@ -34,14 +34,14 @@ def night() -> Image.Image:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, clip_dir):
     """A data dir holding the same picture as PNG and as a quality-95 JPEG (different bytes, nearly the same
-    vector), plus an unrelated picture: ingested before the server starts."""
+    vector), plus an unrelated picture: ingested before the server starts, which then may write the store."""
     files = tmp_path_factory.mktemp("duplicate-files")
     harbour().save(files / "harbour.png")
     harbour().save(files / "harbour-copy.jpg", quality=95)
     night().save(files / "night.png")
     data = tmp_path_factory.mktemp("duplicates-data")
-    ws = Workspace(Settings(data_dir=data, clip_model=str(clip_dir)))
-    report = ingest(ws, [SourceFile(p.name, path=p) for p in sorted(files.iterdir())])
+    with Workspace(Settings(data_dir=data, clip_model=str(clip_dir))) as ws:
+        report = ingest(ws, [SourceFile(p.name, path=p) for p in sorted(files.iterdir())])
     assert report.items_added == 3, report.results
     return data
 

@@ -36,12 +36,21 @@ def read_audio(name: str, data: bytes, options: ReadOptions) -> Decoded:
     container_format = sniff_container(data)
     if container_format is None:
         raise MediaError(name, "not a readable audio file (the content is not WAV, FLAC, MP3, Ogg or M4A)")
+    claimed = _wav_claimed_bytes(data) if container_format == "wav" else 0
+    if claimed > options.max_file_bytes:  # only the real samples would be read, but a header that lies is corrupt
+        raise MediaError(
+            name,
+            f"the WAV header claims {claimed / 2**20:,.0f} MB of audio, over the {options.max_file_bytes / 2**20:.0f} MB"
+            f" file limit, in a file of {len(data) / 2**20:.1f} MB: the header is corrupt",
+        )
     rate = int(options.audio_rate)
     try:
         with av.open(io.BytesIO(data), format=container_format) as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise MediaError(name, "the file has no audio track (is it a video without sound?)")
+            if stream.codec_context is None:
+                raise MediaError(name, "this build of FFmpeg has no decoder for its audio codec")
             declared = _declared_seconds(container, stream)
             if declared > options.max_media_seconds:
                 raise MediaError(name, _too_long(options.max_media_seconds, declared))
@@ -87,6 +96,8 @@ def decode_track(name: str, data: bytes, rate: int, max_seconds: float) -> np.nd
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 return None
+            if stream.codec_context is None:
+                raise MediaError(name, "its sound track can't be read: this build of FFmpeg has no decoder for its codec")
             declared = _declared_seconds(container, stream)
             if declared > max_seconds:
                 raise MediaError(name, _too_long(max_seconds, declared))
@@ -143,6 +154,23 @@ def _track_container(data: bytes) -> str | None:
     if data[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):  # QuickTime movies without an ftyp atom
         return "mp4"
     return sniff_container(data)
+
+
+def _wav_claimed_bytes(data: bytes) -> int:
+    """The size a RIFF WAV's headers claim: its RIFF size or its data chunk's, the larger (0 for RF64, whose
+    RIFF and data sizes are placeholders)."""
+    if data[:4] != b"RIFF":
+        return 0
+    claimed = int.from_bytes(data[4:8], "little") + 8
+    at = 12
+    for _ in range(64):  # the data chunk comes after a few others; a file of a million empty chunks is not read
+        if at + 8 > len(data):
+            break
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        if data[at : at + 4] == b"data":
+            return max(claimed, size)
+        at += 8 + size + (size & 1)
+    return claimed
 
 
 def _declared_seconds(container, stream) -> float:

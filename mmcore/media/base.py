@@ -79,3 +79,4 @@ class ReadOptions:
     audio_rate: int = 48_000  # CLAP's sampling rate; ingest sets the loaded model's own
     max_media_seconds: float = 4 * 3600.0  # longest video or audio accepted (decoding stops here: bounded work)
     max_pdf_pages: int = 500
+    max_text_bytes: int = 10 * 1024 * 1024  # largest text file, and most text in one PDF (in characters)

@@ -25,6 +25,11 @@ def read_pdf(name: str, data: bytes, options: ReadOptions) -> Decoded:
     """Decode a PDF into one `page` chunk (the rendered page) and its text windows per page, pages from 1."""
     rendered = _render_pages(name, data, options.max_pdf_pages)
     total = len(rendered)
+    text_chars = sum(len(text) for _, text in rendered)
+    if text_chars > options.max_text_bytes:
+        limit = options.max_text_bytes / 2**20
+        raise MediaError(name, f"the PDF holds {text_chars:,} characters of text, over the {limit:.0f} MB limit for text"
+                         " (raise MMCORE_MAX_TEXT_MB to accept it)")
     chunks = []
     for number, (image, text) in enumerate(rendered, start=1):
         thumb = image.copy()

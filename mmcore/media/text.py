@@ -1,5 +1,6 @@
 """Text: .txt / .md decoded as UTF-8 (bad bytes replaced) and split into overlapping token windows;
-.csv either the same way or, when asked, one item per row."""
+.csv either the same way or, when asked, one item per row. Text is data: it is stored and shown as plain
+text, never rendered, whatever markup (HTML, SVG) it holds."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from .base import Chunk, Decoded, ReadOptions, TokenSpans
 # Tokenize in blocks of about this many characters, so a huge file never becomes one huge token list.
 BLOCK_CHARS = 20_000
 MAX_CSV_COLUMNS_AS_METADATA = 20
+# More than this share of characters undecodable or control characters: binary data, not text.
+MAX_UNREADABLE_SHARE = 0.2
+_CONTROL_BYTES = bytes(b for b in range(32) if chr(b) not in "\t\n\r\f\v") + b"\x7f"
 
 
 def read_text(name: str, data: bytes, options: ReadOptions) -> Decoded:
-    text = decode(name, data)
+    text = decode(name, data, options.max_text_bytes)
     chunks = [
         Chunk("text", text[start:end], locator={"char_start": start, "char_end": end})
         for start, end in text_windows(text, options.token_spans, options.max_tokens, options.overlap_tokens)
@@ -30,7 +34,7 @@ def read_csv(name: str, data: bytes, options: ReadOptions) -> Decoded:
     if not options.csv_rows:
         decoded = read_text(name, data, options)
         return Decoded(mime="text/csv", stored_ext=".csv", chunks=decoded.chunks)
-    text = decode(name, data)
+    text = decode(name, data, options.max_text_bytes)
     try:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
     except csv.Error:
@@ -58,27 +62,45 @@ def read_csv(name: str, data: bytes, options: ReadOptions) -> Decoded:
     return Decoded(mime="text/csv", stored_ext=".csv", chunks=chunks)
 
 
-def decode(name: str, data: bytes) -> str:
-    """UTF-8 with replacement; refuses binary data that merely carries a text extension."""
+def decode(name: str, data: bytes, max_bytes: int) -> str:
+    """UTF-8 with replacement; refuses text over `max_bytes` and binary data that merely carries a text extension."""
+    if len(data) > max_bytes:
+        raise MediaError(
+            name,
+            f"the text is {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit for text"
+            " (raise MMCORE_MAX_TEXT_MB to accept it)",
+        )
     if b"\x00" in data[:8192]:
         raise MediaError(name, "looks like binary data, not text (it contains NUL bytes)")
-    return data.decode("utf-8-sig", errors="replace")
+    text = data.decode("utf-8-sig", errors="replace")
+    unreadable = text.count("\ufffd") + len(data) - len(data.translate(None, _CONTROL_BYTES))
+    if unreadable > MAX_UNREADABLE_SHARE * len(text):
+        share = min(1.0, unreadable / len(text))
+        raise MediaError(name, f"looks like binary data, not UTF-8 text ({share:.0%} of it is not readable text)")
+    return text
 
 
 def text_windows(text: str, token_spans: TokenSpans, max_tokens: int, overlap: int) -> list[tuple[int, int]]:
-    """Character ranges of windows of at most `max_tokens` tokens, consecutive windows sharing `overlap`."""
-    spans = []
-    for offset, block in _blocks(text):
-        spans.extend((offset + s, offset + e) for s, e in token_spans(block) if e > s)
-    if not spans:
-        return []
+    """Character ranges of windows of at most `max_tokens` tokens, consecutive windows sharing `overlap`.
+
+    Streams over the tokens, holding one window's worth at a time: a huge text never becomes a huge token list.
+    """
     stride = max(1, max_tokens - overlap)
-    windows = []
-    for first in range(0, len(spans), stride):
-        last = min(first + max_tokens, len(spans))
-        windows.append((spans[first][0], spans[last - 1][1]))
-        if last == len(spans):
-            break
+    windows: list[tuple[int, int]] = []
+    held: list[tuple[int, int]] = []  # the tokens of the next window, from its first
+    covered = True  # every token seen is inside a window already
+    for offset, block in _blocks(text):
+        for s, e in token_spans(block):
+            if e <= s:
+                continue
+            held.append((offset + s, offset + e))
+            covered = False
+            if len(held) == max_tokens:
+                windows.append((held[0][0], held[-1][1]))
+                del held[:stride]
+                covered = True
+    if not covered:
+        windows.append((held[0][0], held[-1][1]))
     return windows
 
 

@@ -21,6 +21,7 @@ HOW_TO_PROVIDE = (
 TRAINED_TEXT_TOKENS = 77  # LAION trained CLAP's text tower on 77-token captions, though RoBERTa has room for 512
 
 _numpy_seed_lock = threading.Lock()
+_tokenizer_lock = threading.Lock()  # fast tokenizers keep padding/truncation settings between calls: not thread-safe
 
 
 class ClapSpace:
@@ -60,14 +61,16 @@ class ClapSpace:
         return int(self.processor.feature_extractor.sampling_rate)
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        with _tokenizer_lock:
+            encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return [tuple(span) for span in encoded["offset_mapping"]]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         def prepare(batch):
-            encoded = self.processor.tokenizer(
-                list(batch), return_tensors="pt", padding=True, truncation=True, max_length=self.context_tokens
-            )
+            with _tokenizer_lock:
+                encoded = self.processor.tokenizer(
+                    list(batch), return_tensors="pt", padding=True, truncation=True, max_length=self.context_tokens
+                )
             return _batch({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
 
         return embed_in_batches(texts, self.batch_size, prepare, self.model.get_text_features, self.device, self.info.dim)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +35,9 @@ class ClipSpace:
         self.context_tokens = int(getattr(text_config, "max_position_embeddings", 77))
         self.pad_to_max = model.config.model_type.startswith("siglip")  # SigLIP was trained on max-length padding
         self.max_text_tokens = self.context_tokens - (1 if self.pad_to_max else 2)  # room for EOS (and BOS)
+        # A fast tokenizer keeps its padding/truncation settings between calls, so sessions (threads) sharing this
+        # space would reset each other's mid-call; the model's forward pass itself is safe to share.
+        self._processor_lock = threading.Lock()
 
     @classmethod
     def load(cls, model: str, device: str | None = None, batch_size: int = 32) -> "ClipSpace":
@@ -49,7 +53,8 @@ class ClipSpace:
         return cls(net, processor, SpaceInfo("clip", source, revision(net), dim), device, batch_size)
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        with self._processor_lock:
+            encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return [tuple(span) for span in encoded["offset_mapping"]]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -66,7 +71,11 @@ class ClipSpace:
         return self._embed(images, lambda batch: self.processor(images=list(batch), return_tensors="pt"), self.model.get_image_features)
 
     def _embed(self, items: Sequence, prepare, forward) -> np.ndarray:
-        return embed_in_batches(items, self.batch_size, prepare, forward, self.device, self.info.dim)
+        def locked(batch):
+            with self._processor_lock:
+                return prepare(batch)
+
+        return embed_in_batches(items, self.batch_size, locked, forward, self.device, self.info.dim)
 
 
 def _probe_dim(net, processor, device) -> int:

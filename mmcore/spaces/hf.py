@@ -43,8 +43,11 @@ def load_pretrained(
     attempts = (True,) if is_dir else (True, False) if hub_reachable() else (True,)
     for local_only in attempts:
         try:
-            net = getattr(transformers, auto_class).from_pretrained(source, use_safetensors=True, local_files_only=local_only)
-            processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+            # trust_remote_code=False, not left unset: unset, transformers asks on the terminal whether to run it.
+            net = getattr(transformers, auto_class).from_pretrained(
+                source, use_safetensors=True, trust_remote_code=False, local_files_only=local_only
+            )
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
             break
         except (OSError, ValueError) as e:
             last_error = e

@@ -1,0 +1,194 @@
+"""What a data dir says about itself: the schema version of the mmscope that wrote it (`mmscope.json`), and the
+lock that keeps its embedded Chroma store to one writing process at a time (`chroma/.mmscope.lock`).
+
+The lock is an OS file lock (flock): the kernel drops it when its process ends, however it ends, so it never
+goes stale. It is taken on a process's first write and only then; reading never locks. Within one process every
+claim on the same data dir shares one lock (flock locks of two open files would exclude each other).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from . import __version__
+from .errors import NewerDataDir, StoreError, StoreLocked
+
+SCHEMA = 1  # raise when the layout of the data dir or its items' metadata changes incompatibly
+SCHEMA_FILE = "mmscope.json"
+LOCK_FILE = Path("chroma") / ".mmscope.lock"
+SERVER_HINT = "run a Chroma server (`chroma run --path DIR`) and point every process at it with MMCORE_CHROMA_HOST and MMCORE_CHROMA_PORT"
+
+
+def read_schema(data_dir: Path) -> dict | None:
+    """The data dir's record ({"schema": int, "written_by": str}), or None when it has none (yet)."""
+    path = Path(data_dir) / SCHEMA_FILE
+    try:
+        record = json.loads(path.read_text())
+        int(record["schema"])
+        return record
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"{path} can't be read ({e}); restore it from a backup, or remove it if this data dir was "
+                         f"made by mmscope {__version__} or older.") from None
+
+
+def check_schema(data_dir: Path) -> None:
+    """Refuse a data dir written by a newer mmscope. One without a record is taken to be ours (schema 1).
+
+    Raises:
+        NewerDataDir: its schema is newer than this version's.
+    """
+    record = read_schema(data_dir)
+    if record and int(record["schema"]) > SCHEMA:
+        raise NewerDataDir(
+            f"{data_dir} was written by {record.get('written_by', 'a newer mmscope')} (data schema {record['schema']}); "
+            f"this is mmscope {__version__} (data schema {SCHEMA}), which can't use it safely. Upgrade mmscope, or "
+            "point MMCORE_DATA_DIR at another data dir."
+        )
+
+
+def stamp_schema(data_dir: Path) -> None:
+    """Record this version's schema in the data dir, unless it holds a record already (raises NewerDataDir for a newer one)."""
+    check_schema(data_dir)
+    path = Path(data_dir) / SCHEMA_FILE
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"schema": SCHEMA, "written_by": f"mmscope {__version__}"}) + "\n")
+    os.replace(tmp, path)
+
+
+class WriteClaim:
+    """A process's right to write a data dir, claimed by calling it before each write (cheap after the first).
+
+    The first call checks and stamps the schema and, for an embedded store, takes the store's lock, which it holds
+    until `release()` or until the claim is garbage-collected. A Chroma server takes many writers: no lock then.
+
+    Raises (on calling):
+        StoreLocked: another process holds the lock.
+        NewerDataDir: a newer mmscope wrote the data dir.
+    """
+
+    def __init__(self, data_dir: Path, embedded: bool = True):
+        self.data_dir = Path(data_dir)
+        self.embedded = embedded
+        self._held: weakref.finalize | None = None
+        self._stamped = False
+        self._mutex = threading.Lock()
+
+    def __call__(self) -> None:
+        if self._stamped and (self._held or not self.embedded):
+            return
+        with self._mutex:
+            if self.embedded and not self._held:
+                path = _take(self.data_dir)
+                self._held = weakref.finalize(self, _give_back, path)  # holds the path, not the claim
+            if not self._stamped:
+                stamp_schema(self.data_dir)
+                self._stamped = True
+
+    def release(self) -> None:
+        """Give the lock back (once every claim of this process on the data dir has); a later call claims it again."""
+        with self._mutex:
+            if self._held:
+                self._held()
+            self._held = None
+
+
+@contextmanager
+def write_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the embedded store's lock for a while (a backup, a restore), shared with this process's claims.
+
+    Raises:
+        StoreLocked: another process holds it.
+    """
+    path = _take(Path(data_dir))
+    try:
+        yield
+    finally:
+        _give_back(path)
+
+
+_locks: dict[Path, list[int]] = {}  # lock file -> [fd, claims holding it]
+_locks_mutex = threading.Lock()
+
+
+def lock_path(data_dir: Path) -> Path:
+    return Path(data_dir) / LOCK_FILE
+
+
+def _take(data_dir: Path) -> Path:
+    path = lock_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path = path.resolve()
+    with _locks_mutex:
+        if path in _locks:
+            _locks[path][1] += 1
+            return path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(_locked_message(data_dir, path)) from None
+        holder = {"pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        _locks[path] = [fd, 1]
+        return path
+
+
+def _give_back(path: Path) -> None:
+    with _locks_mutex:
+        held = _locks[path]
+        held[1] -= 1
+        if held[1] == 0:
+            del _locks[path]
+            os.ftruncate(held[0], 0)
+            os.close(held[0])  # closing the last descriptor drops the flock
+
+
+def lock_holder(data_dir: Path) -> dict | None:
+    """Who holds the embedded store's lock, as they recorded it ({pid, since, command}), or None when nobody does."""
+    path = lock_path(data_dir)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(os.read(fd, 4096) or b"{}")
+            except ValueError:  # caught between its lock and its record
+                return {}
+        return None
+    finally:
+        os.close(fd)  # also drops the probe's shared lock
+
+
+def _locked_message(data_dir: Path, path: Path) -> str:
+    holder = lock_holder(data_dir) or {}
+    who = f"process {holder['pid']} ({holder.get('command', '?')}, writing since {holder.get('since', '?')})" if "pid" in holder else "another process"
+    return (f"The store in {data_dir} is being written by {who}. An embedded store takes one writing process at a "
+            f"time: stop that one and try again, or {SERVER_HINT}. Reading it works meanwhile.")
+
+
+def _command() -> str:
+    try:
+        command = Path("/proc/self/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = " ".join([sys.executable, *sys.argv])
+    return command[:300]

@@ -1,0 +1,166 @@
+"""`python -m mmcore check`: verify a store without changing anything.
+
+Per collection and space: Chroma's count agrees with the items a full read returns, every item has the metadata
+mmscope relies on, its vector has the recorded dimension and unit length, and its original and thumbnail exist
+under the media root. Across the data dir: no ingest was cut short with writes still to roll back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import Settings
+from .datadir import check_schema
+from .errors import NotFound, StoreError
+from .journal import SUFFIX, journal_dir, open_groups
+from .store import ItemCollection, Store, open_client
+
+REQUIRED_KEYS = ("source", "source_hash", "modality")
+NORM_TOLERANCE = 1e-3
+MAX_PER_KIND = 5  # problems of one kind listed per collection; the rest are counted
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong: where (collection/space, or None for the data dir), what kind, and what exactly."""
+
+    where: str | None
+    kind: str
+    message: str
+
+
+@dataclass
+class CollectionHealth:
+    name: str
+    space: str
+    dim: int
+    count: int
+    read: int
+
+
+@dataclass
+class HealthReport:
+    location: str
+    collections: list[CollectionHealth] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _refuse_writes() -> None:
+    raise StoreError("check never writes to the store")
+
+
+def check_store(settings: Settings, page: int = 2000, on_progress: Callable[[str], None] | None = None) -> HealthReport:
+    """Check every collection of the store of `settings`; reads only (no lock, no recovery, no schema stamp).
+
+    Raises:
+        NotFound: there is no data dir (embedded store).
+        NewerDataDir: a newer mmscope wrote the data dir.
+        StoreError: the store can't be opened.
+    """
+    data_dir = settings.data_dir
+    if not settings.chroma_host and not (data_dir / "chroma").is_dir():
+        raise NotFound(f"There is no store in {data_dir}: set MMCORE_DATA_DIR to a data dir mmscope has written.")
+    check_schema(data_dir)
+    store = Store(open_client(settings))
+    where = f"Chroma server {settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else f"data dir {data_dir}"
+    report = HealthReport(where)
+    for raw in sorted(store.client.list_collections(), key=lambda r: r.name):
+        target = ItemCollection(raw, store.client.get_max_batch_size(), store.client, _refuse_writes)
+        if target.space is None:
+            continue  # not one of ours
+        if on_progress:
+            on_progress(f"{target.name}/{target.space.space}")
+        report.collections.append(_check_collection(target, data_dir / "media", page, report.problems))
+    report.problems += _unfinished_writes(journal_dir(data_dir))
+    return report
+
+
+def _check_collection(target: ItemCollection, media: Path, page: int, problems: list[Problem]) -> CollectionHealth:
+    space = target.space
+    where = f"{target.name}/{space.space}"
+    found: dict[str, list[str]] = {}
+
+    def problem(kind: str, message: str) -> None:
+        found.setdefault(kind, []).append(message)
+
+    counted = target.count()
+    read = 0
+    for ids, vectors, metadatas in _pages(target, page):
+        read += len(ids)
+        dims = {len(v) for v in vectors}
+        if dims != {space.dim}:
+            for id_, v in zip(ids, vectors):
+                if len(v) != space.dim:
+                    problem("dimension", f"item {id_!r} has a {len(v)}-d vector; the collection records {space.dim}-d")
+            continue
+        array = np.asarray(vectors, dtype=np.float64)
+        norms = np.linalg.norm(array, axis=1)
+        for i in np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1) > NORM_TOLERANCE)):
+            problem("norm", f"item {ids[i]!r} has a vector of length {norms[i]:.4g}, not 1")
+        for id_, meta in zip(ids, metadatas):
+            meta = meta or {}
+            missing = [k for k in REQUIRED_KEYS if meta.get(k) in (None, "")]
+            if missing:
+                problem("metadata", f"item {id_!r} lacks {', '.join(missing)}")
+            for key in ("original", "thumbnail"):
+                if meta.get(key) and not _is_media_file(media, str(meta[key])):
+                    problem(f"missing {key}", f"item {id_!r}: its {key} {meta[key]} is not under {media}")
+    if read != counted:
+        again = target.count()
+        if again != counted:
+            problem("changed", f"the collection changed during the check ({counted} then {again} items): run it again when nothing writes")
+        else:
+            problem("count", f"Chroma counts {counted} items but reading them all gives {read}")
+    for kind, messages in found.items():
+        problems += [Problem(where, kind, m) for m in messages[:MAX_PER_KIND]]
+        if len(messages) > MAX_PER_KIND:
+            problems.append(Problem(where, kind, f"... and {len(messages) - MAX_PER_KIND} more items like these"))
+    return CollectionHealth(target.name, space.space, space.dim, counted, read)
+
+
+def _pages(target: ItemCollection, page: int):
+    """(ids, vectors, metadatas) a page at a time, without assuming the vectors share one dimension."""
+    offset = 0
+    while True:
+        batch = target.raw.get(include=["embeddings", "metadatas"], limit=page, offset=offset)
+        if not len(batch["ids"]):
+            return
+        yield batch["ids"], [np.asarray(v).reshape(-1) for v in batch["embeddings"]], batch["metadatas"]
+        offset += len(batch["ids"])
+
+
+def _is_media_file(media: Path, relative: str) -> bool:
+    path = (media / relative).resolve()
+    return path.is_relative_to(media.resolve()) and path.is_file()
+
+
+def _unfinished_writes(directory: Path) -> list[Problem]:
+    """Journals of writers that are gone with groups they began and never committed (left for `recover`)."""
+    problems = []
+    for path in sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # only probes: a live writer holds it exclusively
+        except BlockingIOError:
+            continue
+        finally:
+            os.close(fd)
+        for collection, ids in open_groups(path).values():
+            count = sum(len(v) for v in ids.values())
+            problems.append(Problem(None, "unfinished write",
+                                    f"an ingest into {collection!r} was cut short with {count} item(s) partly written "
+                                    f"({path.name}); mmscope rolls them back when it next opens the store (any command but check)"))
+    return problems

@@ -1,0 +1,166 @@
+"""A write-ahead journal that makes each ingest write all-or-nothing, even when the process is killed.
+
+Before a writer upserts a group of items it appends `begin` (the collection and the ids per space) to its own
+journal file and fsyncs it; after the last upsert it appends `commit` and fsyncs again, and only then reports
+the group's files as added. Recovery deletes the ids of every begun-but-uncommitted group of writers that are
+gone, so a file killed half-way is not in the store at all and the next ingest adds it whole (ids are made from
+content hashes, so upserting them again makes no duplicates).
+
+Each writer holds an exclusive lock (flock) on its file while it lives; the kernel drops it when the process
+dies, however it dies, so recovery never touches the work of a writer that is still running.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .errors import NotFound
+from .store import Store
+
+SUFFIX = ".journal"
+
+
+def journal_dir(data_dir: Path) -> Path:
+    """Where the journals of the writers of a data dir live (local even when the store is a Chroma server)."""
+    return Path(data_dir) / "journal"
+
+
+class Journal:
+    """One writer's journal: `directory/<random>.journal`, locked until `close()`.
+
+    Use as a context manager; leaving it rolls back a group left open by an exception (or leaves it to
+    `recover` if the store can't be reached) and removes the file.
+    """
+
+    def __init__(self, directory: Path, store: Store):
+        self.store = store
+        directory.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        tmp = directory / f"{name}.tmp"
+        self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        # Locked before it gets the name recovery looks for, so recovery can never take a live writer's file.
+        self.path = directory / f"{name}{SUFFIX}"
+        os.replace(tmp, self.path)
+        _fsync_dir(directory)
+        self._open: dict[int, tuple[str, dict[str, list[str]]]] = {}
+        self._next = 0
+
+    def begin(self, collection: str, ids: Mapping[str, Sequence[str]]) -> int:
+        """Record, durably, that the items `ids` ({space: [id, ...]}) of `collection` are about to be written.
+
+        Returns the group's number, for `commit`.
+        """
+        self._next += 1
+        entry = (collection, {space: list(v) for space, v in ids.items() if v})
+        self._append({"begin": self._next, "collection": entry[0], "ids": entry[1]})
+        self._open[self._next] = entry
+        return self._next
+
+    def commit(self, group: int) -> None:
+        """Record, durably, that every item of the group is written: from now on it stays."""
+        self._append({"commit": group})
+        del self._open[group]
+
+    def close(self) -> None:
+        """Roll back groups still open, then remove the journal; if the rollback fails, leave it to `recover`."""
+        if self._fd < 0:
+            return
+        try:
+            for group, (collection, ids) in list(self._open.items()):
+                _roll_back(self.store, collection, ids)
+                self.commit(group)  # rolled back: nothing of it is left to undo
+        finally:
+            if not self._open:
+                self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc[0] is None:
+                raise
+            # else the original error matters more; the journal stays for `recover`
+
+    def _append(self, record: dict) -> None:
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        if os.write(self._fd, line) != len(line):  # a short write (disk full) must not pass for a record
+            raise OSError(errno.ENOSPC, f"could not write the ingest journal {self.path}")
+        os.fsync(self._fd)
+
+
+def recover(store: Store, directory: Path) -> int:
+    """Roll back the unfinished writes of every writer of `directory` that is gone; returns how many groups.
+
+    Safe to call at any time and from any number of processes: journals of live writers are locked and skipped.
+    Raises StoreError when the store can't be reached (the journals stay for the next call).
+    """
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # another recovery got there first
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its writer is alive
+                continue
+            if os.fstat(fd).st_nlink == 0:  # recovered and removed by another process since we opened it
+                continue
+            for collection, ids in open_groups(path).values():
+                _roll_back(store, collection, ids)
+                removed += 1
+            path.unlink()
+        finally:
+            os.close(fd)
+    return removed
+
+
+def open_groups(path: Path) -> dict[int, tuple[str, dict[str, list[str]]]]:
+    """The groups a journal file began and did not commit: {number: (collection, {space: ids})}.
+
+    A torn last line (the writer was killed while appending it) is ignored: it was never fsynced, so nothing
+    that depends on it has happened yet.
+    """
+    groups: dict[int, tuple[str, dict[str, list[str]]]] = {}
+    for line in path.read_bytes().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "begin" in record:
+            groups[record["begin"]] = (record["collection"], record["ids"])
+        elif "commit" in record:
+            groups.pop(record["commit"], None)
+    return groups
+
+
+def _roll_back(store: Store, collection: str, ids: Mapping[str, Sequence[str]]) -> None:
+    for space, space_ids in ids.items():
+        try:
+            target = store.open(collection, space)
+        except NotFound:  # killed before its first write created it
+            continue
+        target.delete(list(space_ids))  # deleting ids that were never written is a no-op
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
