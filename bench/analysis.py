@@ -1,9 +1,11 @@
-"""Analysis time (map + clusters + outliers) for N items, cold and cached, and the Map figure's size.
+"""Analysis time (map + clusters + outliers) for N items, cold and cached, vector reads, and the Map figure's size.
 
 Synthetic data shaped like a real collection: 512-d unit vectors in 40 clusters of varied spread plus 1%
 scattered points, written to a real embedded Chroma store in a temporary data dir; a third are text items
 with a caption-length document, the rest images with dataset-style source paths. Prints figures; asserts
-nothing. The figure size is what st.plotly_chart sends the browser (plotly.io.to_json).
+nothing. Vector reads: the vector cache's first read (from the store), its next one (from disk), and one
+after 1% more items were added (incremental). The cold analysis then reads from the cache, like any
+analysis after the first. The figure size is what st.plotly_chart sends the browser (plotly.io.to_json).
 Usage: python bench/analysis.py [--figure-only] [N ...]   (default: 10000 50000; --figure-only skips the
 analysis and measures the figure of a frame with random coordinates, in seconds)
 """
@@ -30,32 +32,37 @@ from mmcore.analysis.frame import analysis_frame  # noqa: E402
 from mmcore.analysis.maps import analyze  # noqa: E402
 from mmcore.config import Settings  # noqa: E402
 from mmcore.spaces import SpaceInfo, normalize  # noqa: E402
+from mmcore.vector_cache import read_vectors, vector_cache_dir  # noqa: E402
 from mmcore.workspace import Workspace  # noqa: E402
 
 DIM = 512
 
 
-def collection_of(ws: Workspace, n: int):
+def collection_of(ws: Workspace, n: int, start: int = 0):
+    """The bench collection with items start..n-1 of the synthetic data added (a new or an existing one)."""
     rng = np.random.default_rng(0)
     centers = normalize(rng.standard_normal((40, DIM)))
-    labels = rng.integers(0, 40, n)
+    if start:
+        rng = np.random.default_rng(start)
+    count = n - start
+    labels = rng.integers(0, 40, count)
     spread = rng.uniform(0.02, 0.06, 40)[labels][:, None]
-    vectors = normalize(centers[labels] + spread * rng.standard_normal((n, DIM)))
-    scattered = rng.random(n) < 0.01
+    vectors = normalize(centers[labels] + spread * rng.standard_normal((count, DIM)))
+    scattered = rng.random(count) < 0.01
     vectors[scattered] = normalize(rng.standard_normal((int(scattered.sum()), DIM)))
     target = ws.store.collection("bench", SpaceInfo("vecs", "synthetic", "", DIM))
-    ids, metas, docs = items(n)
+    ids, metas, docs = items(n, start)
     step = 5000
-    for i in range(0, n, step):
+    for i in range(0, count, step):
         target.add(ids[i : i + step], vectors[i : i + step], metas[i : i + step], docs[i : i + step])
     return target
 
 
-def items(n: int) -> tuple[list[str], list[dict], list[str | None]]:
+def items(n: int, start: int = 0) -> tuple[list[str], list[dict], list[str | None]]:
     """Ids, metadata and documents like ingest writes them: a third text, the rest images."""
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(1 + start)
     ids, metas, docs = [], [], []
-    for i in range(n):
+    for i in range(start, n):
         text = i % 3 == 0
         stem = f"{rng.integers(10**9, 10**10)}_{rng.integers(16**9):09x}"
         ids.append(f"{rng.integers(16**15):015x}{i:017x}:{'chunk-0' if text else 'image'}")
@@ -86,12 +93,20 @@ def figure_only(sizes: list[int]) -> None:
         print(f"n={n:>7,}: map figure {figure_mb(frame):.2f} MB")
 
 
+def timed(work) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def main(sizes: list[int]) -> None:
-    print(f"machine: {os.cpu_count()} cores; numba cache {os.environ['NUMBA_CACHE_DIR']}")
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; numba cache {os.environ['NUMBA_CACHE_DIR']}")
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             ws = Workspace(Settings(data_dir=Path(tmp)))
             target = collection_of(ws, n)
+            cache_dir = vector_cache_dir(ws.settings.data_dir)
+            first, again = timed(lambda: read_vectors(target, cache_dir)), timed(lambda: read_vectors(target, cache_dir))
             started = time.perf_counter()
             cold = analyze(ws, "bench", "vecs")
             cold_s = time.perf_counter() - started
@@ -102,7 +117,11 @@ def main(sizes: list[int]) -> None:
             frame = analysis_frame(target, cold)
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in cold.seconds.items())
             peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-            print(f"n={n:>7,}: cold {cold_s:6.1f}s ({stages}); cached {cached_s:.2f}s; "
+            collection_of(ws, n + n // 100, start=n)
+            refreshed = timed(lambda: read_vectors(target, cache_dir))
+            print(f"n={n:>7,}: vectors read {first:.2f}s from the store, {again:.3f}s from the cache, "
+                  f"{refreshed:.2f}s after adding 1%; load {os.getloadavg()[0]:.1f}")
+            print(f"           cold {cold_s:6.1f}s, {cold.method} ({stages}); cached {cached_s:.2f}s; "
                   f"{len(cold.cluster_ids)} clusters; map figure {figure_mb(frame):.2f} MB; peak RSS {peak_gb:.2f} GB")
 
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from mmcore.analysis.clusters import Hdbscan, default_min_cluster_size
-from mmcore.analysis.maps import analyze
+from mmcore.analysis.maps import Sampling, analyze
 from mmcore.analysis.projection import Umap
 from mmcore.errors import MMError, NotFound
 from mmcore.spaces import SpaceInfo, normalize
@@ -79,6 +79,7 @@ def test_parameters_are_recorded(planted):
     assert analysis.hdbscan.min_cluster_size == default_min_cluster_size(BLOBS * PER_BLOB + 6)
     assert (analysis.collection, analysis.space) == ("blobs", "vecs")
     assert analysis.fitted == len(analysis.ids) and not analysis.stale
+    assert analysis.sample == 0 and analysis.sampling == Sampling()
 
 
 def test_unchanged_collection_comes_from_the_cache(planted):
@@ -146,3 +147,52 @@ def test_parameters_are_validated():
         Umap(min_dist=1.5)
     with pytest.raises(MMError, match="min_cluster_size"):
         Hdbscan(min_cluster_size=1)
+
+
+SAMPLE = 120
+
+
+@pytest.fixture(scope="module")
+def sampled(planted):
+    """The planted collection mapped from a 120-item sample, the other items placed on it."""
+    ws, collection, _, _, _, outlier_ids = planted
+    analysis = analyze(ws, "blobs", "vecs", sampling=Sampling(SAMPLE), refit=True)
+    return ws, collection, analysis, outlier_ids
+
+
+def test_a_sample_fit_still_recovers_the_blobs_and_the_outliers(sampled):
+    _, collection, analysis, outlier_ids = sampled
+    fitted = {analysis.ids[i] for i in Sampling(SAMPLE).pick(len(analysis.ids), analysis.umap.seed)}
+    assert len(set(outlier_ids) - fitted) >= 2, "some planted outliers should be placed, not fitted"
+    inliers = [i for i, id_ in enumerate(analysis.ids) if id_ not in outlier_ids]
+    true = truth(collection, [analysis.ids[i] for i in inliers])
+    assert adjusted_rand_score(true, analysis.labels[inliers]) > 0.9
+    placed = [i for i in inliers if analysis.ids[i] not in fitted]
+    assert adjusted_rand_score([true[inliers.index(i)] for i in placed], analysis.labels[placed]) > 0.9
+    assert np.isfinite(analysis.xy).all() and analysis.xy.shape == (len(analysis.ids), 2)
+    scores = dict(zip(analysis.ids, analysis.outlier_scores))
+    top = sorted(scores, key=scores.get, reverse=True)[: 2 * len(outlier_ids)]
+    assert len(set(top) & set(outlier_ids)) >= len(outlier_ids) - 1
+    inlier_median = np.median([s for id_, s in scores.items() if id_ not in outlier_ids])
+    assert all(scores[o] > inlier_median for o in outlier_ids)
+
+
+def test_a_sample_fit_is_recorded_and_cached_apart(sampled):
+    ws, _, analysis, _ = sampled
+    assert analysis.sample == SAMPLE and analysis.sampling == Sampling(SAMPLE)
+    assert analysis.fitted == len(analysis.ids) and not analysis.stale
+    assert f"{SAMPLE:,}" in analysis.method
+    again = analyze(ws, "blobs", "vecs", sampling=Sampling(SAMPLE))
+    assert again.from_cache and again.sample == SAMPLE
+    np.testing.assert_array_equal(again.labels, analysis.labels)
+    exact = analyze(ws, "blobs", "vecs")
+    assert exact.sample == 0 and exact.method == "fitted on every item"
+
+
+def test_sampling_is_validated():
+    with pytest.raises(MMError, match="sample"):
+        Sampling(10)
+    assert Sampling(100).pick(100, 0) is None
+    picked = Sampling(100).pick(1000, 0)
+    assert len(picked) == 100 and (np.diff(picked) > 0).all()
+    np.testing.assert_array_equal(picked, Sampling(100).pick(1000, 0))

@@ -42,6 +42,13 @@ class Hdbscan:
     def resolved(self, n: int) -> "Hdbscan":
         return Hdbscan(self.min_cluster_size or default_min_cluster_size(n), self.min_samples)
 
+    def scaled(self, share: float) -> "Hdbscan":
+        """These (resolved) parameters for a random `share` of the items: a cluster of m items keeps about
+        m * share of them in the sample, and a point's k-th neighbour becomes about its (k * share)-th."""
+        assert self.min_cluster_size is not None, "resolve first"
+        samples = self.min_samples and max(1, round(self.min_samples * share))
+        return Hdbscan(max(MIN_CLUSTER_SIZE, round(self.min_cluster_size * share)), samples)
+
 
 @dataclass
 class Clusters:
@@ -59,21 +66,19 @@ def find_clusters(coords: np.ndarray, params: Hdbscan):
     n = len(coords)
     if n < max(params.min_cluster_size, 3):
         return None, Clusters(np.full(n, NOISE), np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32))
-    import hdbscan
-
-    clusterer = hdbscan.HDBSCAN(
-        min_cluster_size=params.min_cluster_size, min_samples=params.min_samples, prediction_data=True,
-    ).fit(coords)
+    clusterer = _hdbscan(params).fit(coords)
     return clusterer, Clusters(clusterer.labels_.astype(int), clusterer.probabilities_.astype(np.float32), np.zeros(n, dtype=np.float32))
 
 
 def assign(clusterer, coords: np.ndarray) -> Clusters:
     """Existing clusters for new points, without refitting (approximate_predict); outlier scores are
-    left at 0 for `score_outliers` to fill."""
+    left at 0 for `score_outliers` to fill. No clusterer (too few points were fitted): all noise."""
     from hdbscan.prediction import approximate_predict
 
-    labels, strengths = approximate_predict(clusterer, coords)
     n = len(coords)
+    if clusterer is None:
+        return Clusters(np.full(n, NOISE), np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32))
+    labels, strengths = approximate_predict(clusterer, coords)
     return Clusters(np.asarray(labels, dtype=int), np.asarray(strengths, dtype=np.float32), np.zeros(n, dtype=np.float32))
 
 
@@ -85,21 +90,30 @@ def fit_outliers(vectors: np.ndarray, params: Hdbscan):
     n = len(vectors)
     if n < max(params.min_cluster_size, 3) or n <= 2:
         return None, np.zeros(n, dtype=np.float32)
-    import hdbscan
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=min(OUTLIER_DIMS, n - 1, vectors.shape[1]), random_state=0).fit(vectors)
-    clusterer = hdbscan.HDBSCAN(
-        min_cluster_size=params.min_cluster_size, min_samples=params.min_samples, prediction_data=True,
-    ).fit(pca.transform(vectors))
+    clusterer = _hdbscan(params).fit(pca.transform(vectors))
     return (pca, clusterer), _clean(clusterer.outlier_scores_)
 
 
 def score_outliers(model, vectors: np.ndarray) -> np.ndarray:
+    """GLOSH scores of new points on a `fit_outliers` model (0 without one), without refitting."""
     from hdbscan.prediction import approximate_predict_scores
 
+    if model is None:
+        return np.zeros(len(vectors), dtype=np.float32)
     pca, clusterer = model
     return _clean(approximate_predict_scores(clusterer, pca.transform(vectors)))
+
+
+def _hdbscan(params: Hdbscan):
+    import hdbscan
+
+    # core_dist_n_jobs=1: its default starts a pool of worker processes, which costs more than the
+    # core distances of 20,000 low-dimensional points (1 s) and far more on a loaded machine
+    return hdbscan.HDBSCAN(min_cluster_size=params.min_cluster_size, min_samples=params.min_samples,
+                           prediction_data=True, core_dist_n_jobs=1)
 
 
 def _clean(scores) -> np.ndarray:

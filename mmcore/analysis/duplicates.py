@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import MMError
 from ..store import ItemCollection, Items
+from ..vector_cache import items_with_vectors, vector_cache_dir
 from ..workspace import Workspace
 
 DEFAULT_IMAGE_IMAGE = DEFAULT_TEXT_TEXT = DEFAULT_OTHER = 0.95
@@ -256,7 +257,7 @@ def review_queue(
     Raises:
         MMError: k is out of range, or the reviews file is unreadable. StoreError: the store can't be read.
     """
-    pairs, info = _memoised(collection, thresholds, k)
+    pairs, info = _memoised(collection, thresholds, k, vector_cache_dir(ws.settings.data_dir))
     if not pairs:
         return []
     tagged = set(collection.all(with_vectors=False, where={"tags": {"$contains": DUPLICATE_TAG}}).ids)
@@ -322,12 +323,12 @@ _MEMO_SIZE = 8
 _memo_lock = threading.Lock()
 
 
-def _memoised(collection: ItemCollection, thresholds: Thresholds, k: int):
+def _memoised(collection: ItemCollection, thresholds: Thresholds, k: int, cache_dir: Path):
     key = (collection.raw.id, collection.version, thresholds, k)
     with _memo_lock:
         hit = _MEMO.get(key)
     if hit is None:
-        hit = _found(collection.all(with_vectors=True), thresholds, k)
+        hit = _found(items_with_vectors(collection, cache_dir), thresholds, k)
         _remember(key, hit)
     return hit[0], hit[1]
 

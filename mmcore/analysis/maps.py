@@ -1,8 +1,13 @@
 """The front door of analysis: a collection's map, clusters and outlier scores, cached on disk.
 
 Results are keyed by (collection version, parameters): reopening an unchanged collection costs a file read.
-When items were added since the last fit, they are placed on the existing map and assigned to existing
-clusters (UMAP.transform, hdbscan.approximate_predict) instead of refitting, and the result says it is stale.
+Vectors come from the local vector cache (mmcore.vector_cache), not from the store.
+
+Above `Sampling.size` items, the 2D map, the ~10D map and both HDBSCANs are fitted on a seeded random sample
+and the other items are placed on them (UMAP transform, hdbscan approximate_predict and
+approximate_predict_scores): fitting costs grow faster than linearly, placing is linear and cheap.
+When items were added since the last fit, they are placed the same way instead of refitting, and the result
+says it is stale.
 """
 
 from __future__ import annotations
@@ -11,19 +16,40 @@ import hashlib
 import json
 import pickle
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import MMError
+from ..vector_cache import Vectors, read_vectors, vector_cache_dir
 from ..workspace import Workspace
 from .clusters import Clusters, Hdbscan, assign, find_clusters, fit_outliers, score_outliers
-from .projection import CLUSTER_DIMS, Umap, fit_projection, place, use_numba_cache
+from .projection import CLUSTER_DIMS, Umap, fit_projection, nearest, place, use_numba_cache
 
 # Past this share of new items, placing them on the old map would misrepresent the collection: refit.
 MAX_PLACED_SHARE = 0.5
+DEFAULT_SAMPLE, MIN_SAMPLE = 20_000, 50
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Collections of up to `size` items are fitted whole; larger ones on a random sample of `size` items
+    (seeded by the UMAP seed), with the other items placed on that fit."""
+
+    size: int = DEFAULT_SAMPLE
+
+    def __post_init__(self):
+        if self.size < MIN_SAMPLE:
+            raise MMError(f"The sample to fit the map on must have at least {MIN_SAMPLE} items, got {self.size}")
+
+    def pick(self, n: int, seed: int) -> np.ndarray | None:
+        """Sorted row numbers of the sample among `n` items, or None when all of them are fitted."""
+        if n <= self.size:
+            return None
+        return np.sort(np.random.default_rng(seed).choice(n, self.size, replace=False))
 
 
 @dataclass
@@ -40,12 +66,19 @@ class Analysis:
     labels: np.ndarray  # int [n], -1 = noise
     probabilities: np.ndarray  # float32 [n]
     outlier_scores: np.ndarray  # float32 [n], GLOSH
-    fitted: int  # items the map was fitted on
+    fitted: int  # items of the fit (of which `sample` were fitted on and the others placed, when sampled)
     placed: int  # items placed on it later without refitting
     seconds: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
     requested: Hdbscan = Hdbscan()  # the parameters as asked (part of the cache key)
     fit_key: str = ""  # identifies the fit (items + parameters): cluster labels mean the same while it holds
+    sampling: Sampling = Sampling()  # as asked (part of the cache key)
+    sample: int = 0  # items the UMAPs and HDBSCANs were fitted on; 0 = all of them
+
+    @property
+    def method(self) -> str:
+        """How the map was made, in a few words (for captions)."""
+        return f"fitted on a random sample of {self.sample:,}, the other items placed" if self.sample else "fitted on every item"
 
     @property
     def stale(self) -> bool:
@@ -74,6 +107,7 @@ def analyze(
     space: str = "clip",
     umap: Umap = Umap(),
     hdbscan: Hdbscan = Hdbscan(),
+    sampling: Sampling = Sampling(),
     refit: bool = False,
     on_progress: Progress | None = None,
 ) -> Analysis:
@@ -81,7 +115,7 @@ def analyze(
 
     Args:
         collection: its name (default: the configured one); space: which of its spaces.
-        umap, hdbscan: parameters (recorded in the result and part of the cache key).
+        umap, hdbscan, sampling: parameters (recorded in the result and part of the cache key).
         refit: fit from scratch even when new items could be placed on the existing map.
         on_progress: called with a short description of each stage.
     Raises:
@@ -91,24 +125,24 @@ def analyze(
     name = collection or ws.settings.collection
     target = ws.store.open(name, space)
     version = target.version
-    cache = AnalysisCache(ws.settings.data_dir / "cache", name, space, umap, hdbscan)
+    cache = AnalysisCache(ws.settings.data_dir / "cache", name, space, umap, hdbscan, sampling)
     if not refit and (cached := cache.load_result(version)) is not None:
         cached.from_cache = True
         return cached
 
     say("Reading vectors")
-    started = time.perf_counter()
-    items = target.all(with_vectors=True)
+    seconds: dict[str, float] = {}
+    with _stage("read", seconds):
+        items = read_vectors(target, vector_cache_dir(ws.settings.data_dir))
     if len(items) == 0:
         raise MMError(f"Collection {name!r} has no items to map yet.")
-    seconds = {"read": time.perf_counter() - started}
     use_numba_cache(ws.settings.data_dir / "cache" / "numba")
 
     fit = None if refit else cache.load_fit()
     if fit is not None and _can_place(fit, items.ids):
         analysis = _place_new(fit, items, say, seconds)
     else:
-        fit = _fit(items, umap, hdbscan.resolved(len(items)), say, seconds)
+        fit = _fit(items, umap, hdbscan.resolved(len(items)), sampling, say, seconds)
         cache.save_fit(fit)
         analysis = _from_fit(fit, items.ids, seconds)
     analysis.collection, analysis.space, analysis.version, analysis.requested = name, space, version, hdbscan
@@ -116,29 +150,62 @@ def analyze(
     return analysis
 
 
-def _fit(items, umap: Umap, hdbscan: Hdbscan, say: Progress, seconds: dict) -> dict:
-    say(f"Fitting the map of {len(items):,} items")
-    started = time.perf_counter()
-    reducer_2d, xy = fit_projection(items.vectors, umap, 2)
-    seconds["map"] = time.perf_counter() - started
-    say("Finding clusters")
-    started = time.perf_counter()
-    reducer_nd, coords = fit_projection(items.vectors, umap, CLUSTER_DIMS)
-    clusterer, clusters = find_clusters(coords, hdbscan)
-    seconds["clusters"] = time.perf_counter() - started
-    say("Scoring outliers")
-    started = time.perf_counter()
-    outlier_model, clusters.outlier_scores = fit_outliers(items.vectors, hdbscan)
-    seconds["outliers"] = time.perf_counter() - started
+def _fit(items: Vectors, umap: Umap, hdbscan: Hdbscan, sampling: Sampling, say: Progress, seconds: dict) -> dict:
+    """Fit on every item, or on a sample and place the others (`rest`) on that fit."""
+    n = len(items)
+    sample = sampling.pick(n, umap.seed)
+    fit_rows = np.arange(n) if sample is None else sample
+    rest = np.setdiff1d(np.arange(n), fit_rows)
+    vectors = np.asarray(items.vectors[fit_rows], dtype=np.float32)
+    params = hdbscan if sample is None else hdbscan.scaled(len(fit_rows) / n)
+    with _stage("neighbours", seconds):
+        say(f"Finding the neighbours of {n:,} items")
+        k = min(umap.n_neighbors, len(vectors) - 1)
+        own = nearest(vectors, vectors, k) if len(vectors) >= 4 else None
+        others = nearest(items.vectors[rest], vectors, k) if len(rest) else None
+    with _stage("map", seconds):
+        say(f"Fitting the map on {len(fit_rows):,} items" + (f", placing {len(rest):,} more" if len(rest) else ""))
+        layout_2d, xy = fit_projection(vectors, umap, 2, own)
+        if len(rest):
+            xy = _merge(fit_rows, rest, xy, place(layout_2d, others, 2))
+    with _stage("clusters", seconds):
+        say("Finding clusters")
+        layout_nd, coords = fit_projection(vectors, umap, CLUSTER_DIMS, own)
+        clusterer, clusters = find_clusters(coords, params)
+        if len(rest):
+            placed = assign(clusterer, place(layout_nd, others, CLUSTER_DIMS))
+            clusters.labels = _merge(fit_rows, rest, clusters.labels, placed.labels)
+            clusters.probabilities = _merge(fit_rows, rest, clusters.probabilities, placed.probabilities)
+    with _stage("outliers", seconds):
+        say("Scoring outliers")
+        outlier_model, clusters.outlier_scores = fit_outliers(vectors, params)
+        if len(rest):
+            placed_scores = score_outliers(outlier_model, items.vectors[rest])
+            clusters.outlier_scores = _merge(fit_rows, rest, clusters.outlier_scores, placed_scores)
     return {
-        "ids": list(items.ids), "xy": xy, "clusters": clusters, "umap": umap, "hdbscan": hdbscan,
-        "key": hashlib.sha1(json.dumps([items.ids, asdict(umap), asdict(hdbscan)]).encode()).hexdigest()[:16],
-        "reducer_2d": reducer_2d, "reducer_nd": reducer_nd, "clusterer": clusterer, "outliers": outlier_model,
+        "ids": list(items.ids), "xy": xy, "clusters": clusters, "umap": umap, "hdbscan": hdbscan, "sampling": sampling,
+        "sample": 0 if sample is None else len(sample),
+        "key": hashlib.sha1(json.dumps([items.ids, asdict(umap), asdict(hdbscan), asdict(sampling)]).encode()).hexdigest()[:16],
+        "vectors": vectors, "layout_2d": layout_2d, "layout_nd": layout_nd, "clusterer": clusterer, "outliers": outlier_model,
     }
 
 
+def _merge(fit_rows: np.ndarray, rest: np.ndarray, fitted: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """Values of the fitted rows and of the rest, in row order."""
+    merged = np.empty((len(fit_rows) + len(rest), *fitted.shape[1:]), dtype=fitted.dtype)
+    merged[fit_rows], merged[rest] = fitted, placed
+    return merged
+
+
+@contextmanager
+def _stage(name: str, seconds: dict[str, float]) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - started
+
+
 def _can_place(fit: dict, ids: list[str]) -> bool:
-    if any(fit[part] is None for part in ("reducer_2d", "reducer_nd", "clusterer", "outliers")):
+    if any(fit.get(part) is None for part in ("vectors", "layout_2d", "layout_nd", "clusterer", "outliers")):
         return False
     known = set(fit["ids"])
     new = sum(1 for i in ids if i not in known)
@@ -151,11 +218,11 @@ def _from_fit(fit: dict, ids: list[str], seconds: dict) -> Analysis:
     return Analysis(
         collection="", space="", version="", umap=fit["umap"], hdbscan=fit["hdbscan"], ids=list(ids), xy=fit["xy"],
         labels=c.labels, probabilities=c.probabilities, outlier_scores=c.outlier_scores,
-        fitted=len(ids), placed=0, seconds=seconds, fit_key=fit["key"],
+        fitted=len(ids), placed=0, seconds=seconds, fit_key=fit["key"], sampling=fit["sampling"], sample=fit["sample"],
     )
 
 
-def _place_new(fit: dict, items, say: Progress, seconds: dict) -> Analysis:
+def _place_new(fit: dict, items: Vectors, say: Progress, seconds: dict) -> Analysis:
     """Items of the fit keep their coordinates and clusters; new ones are placed; deleted ones drop out."""
     position = {id_: i for i, id_ in enumerate(fit["ids"])}
     old = [i for i, id_ in enumerate(items.ids) if id_ in position]
@@ -170,32 +237,33 @@ def _place_new(fit: dict, items, say: Progress, seconds: dict) -> Analysis:
     xy[old], labels[old], probabilities[old], scores[old] = fit["xy"][src], c.labels[src], c.probabilities[src], c.outlier_scores[src]
     if new:
         say(f"Placing {len(new):,} new items on the map")
-        started = time.perf_counter()
-        vectors = items.vectors[new]
-        xy[new] = place(fit["reducer_2d"], vectors, 2)
-        placed = assign(fit["clusterer"], place(fit["reducer_nd"], vectors, CLUSTER_DIMS))
-        labels[new], probabilities[new] = placed.labels, placed.probabilities
-        scores[new] = score_outliers(fit["outliers"], vectors)
-        seconds["place"] = time.perf_counter() - started
+        with _stage("place", seconds):
+            vectors = items.vectors[new]
+            near = nearest(vectors, fit["vectors"], min(fit["umap"].n_neighbors, len(fit["vectors"]) - 1))
+            xy[new] = place(fit["layout_2d"], near, 2)
+            placed = assign(fit["clusterer"], place(fit["layout_nd"], near, CLUSTER_DIMS))
+            labels[new], probabilities[new] = placed.labels, placed.probabilities
+            scores[new] = score_outliers(fit["outliers"], vectors)
     return Analysis(
         collection="", space="", version="", umap=fit["umap"], hdbscan=fit["hdbscan"], ids=list(items.ids), xy=xy,
-        labels=labels, probabilities=probabilities, outlier_scores=scores, fitted=len(old), placed=len(new), fit_key=fit.get("key", ""),
-        seconds=seconds,
+        labels=labels, probabilities=probabilities, outlier_scores=scores, fitted=len(old), placed=len(new), fit_key=fit["key"],
+        seconds=seconds, sampling=fit["sampling"], sample=fit["sample"],
     )
 
 
 class AnalysisCache:
     """Files under data_dir/cache/analysis/<collection>.<space>/, one fit and one result per parameter set."""
 
-    def __init__(self, root: Path, collection: str, space: str, umap: Umap, hdbscan: Hdbscan):
+    def __init__(self, root: Path, collection: str, space: str, umap: Umap, hdbscan: Hdbscan, sampling: Sampling = Sampling()):
         self.dir = root / "analysis" / f"{collection}.{space}"
-        params = json.dumps({"umap": asdict(umap), "hdbscan": asdict(hdbscan)}, sort_keys=True)
+        params = json.dumps({"umap": asdict(umap), "hdbscan": asdict(hdbscan), "sampling": asdict(sampling)}, sort_keys=True)
         self.key = hashlib.sha1(params.encode()).hexdigest()[:12]
 
     @classmethod
     def of(cls, ws: Workspace, analysis: Analysis) -> "AnalysisCache":
         """The cache of the parameters an analysis was asked with (its min_cluster_size may be resolved)."""
-        return cls(ws.settings.data_dir / "cache", analysis.collection, analysis.space, analysis.umap, analysis.requested)
+        return cls(ws.settings.data_dir / "cache", analysis.collection, analysis.space, analysis.umap, analysis.requested,
+                   analysis.sampling)
 
     def file(self, analysis: Analysis, kind: str, suffix: str) -> Path:
         """A file for something derived from this very analysis (its version and placements)."""
@@ -231,7 +299,7 @@ class AnalysisCache:
 
 
 def map_3d(ws: Workspace, analysis: Analysis) -> np.ndarray:
-    """3D coordinates for the analysis's items (its own UMAP fit), cached like the 2D map.
+    """3D coordinates for the analysis's items (its own UMAP fit, on a sample as the analysis's), cached like the 2D map.
 
     Raises:
         NotFound: the collection is gone.
@@ -241,12 +309,19 @@ def map_3d(ws: Workspace, analysis: Analysis) -> np.ndarray:
     cached = cache.load(path)
     if cached is not None and cached[0] == analysis.ids:
         return cached[1]
-    target = ws.store.open(analysis.collection, analysis.space)
-    items = target.all(with_vectors=True)
+    items = read_vectors(ws.store.open(analysis.collection, analysis.space), vector_cache_dir(ws.settings.data_dir))
     position = {id_: i for i, id_ in enumerate(items.ids)}
     vectors = items.vectors[[position[i] for i in analysis.ids if i in position]]
     use_numba_cache(ws.settings.data_dir / "cache" / "numba")
-    _, xyz = fit_projection(vectors, analysis.umap, 3)
+    sample = analysis.sampling.pick(len(vectors), analysis.umap.seed)
+    if sample is None:
+        _, xyz = fit_projection(vectors, analysis.umap, 3)
+    else:
+        fitted = np.asarray(vectors[sample], dtype=np.float32)
+        rest = np.setdiff1d(np.arange(len(vectors)), sample)
+        layout, xyz = fit_projection(fitted, analysis.umap, 3)
+        near = nearest(vectors[rest], fitted, min(analysis.umap.n_neighbors, len(fitted) - 1))
+        xyz = _merge(sample, rest, xyz, place(layout, near, 3))
     for old in cache.dir.glob(f"xyz-{cache.key}-*.pkl"):  # keep only the latest
         old.unlink(missing_ok=True)
     cache.save(path, (analysis.ids, xyz))

@@ -127,6 +127,7 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
     import json
 
     from ..errors import MMError
+    from ..vector_cache import items_with_vectors, vector_cache_dir
 
     user_file = ws.settings.data_dir / "vocabulary.txt"
     labels = vocabulary(user_file)
@@ -136,7 +137,7 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
         return {int(k): v for k, v in json.loads(path.read_text()).items()}
     except (OSError, ValueError):
         pass
-    items = ws.store.open(analysis.collection, analysis.space).all(with_vectors=True)
+    items = items_with_vectors(ws.store.open(analysis.collection, analysis.space), vector_cache_dir(ws.settings.data_dir))
     embed = None
     if analysis.space == "clip":
         try:
