@@ -25,6 +25,32 @@ def free_port() -> int:
 
 
 @contextmanager
+def serving(command: list[str], env: dict[str, str], log_path: Path, health_url: str, healthy=lambda body: True):
+    """Run a server `command` (output to `log_path`) until `health_url` answers with a body `healthy` accepts;
+    yield, then stop it. Fails with the log's tail if it exits or isn't up within 60 s."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    if healthy(urllib.request.urlopen(health_url, timeout=2).read()):
+                        break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"{command[0]} did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.3)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@contextmanager
 def streamlit_server(env: dict[str, str], log_path: Path, secrets: Path | None = None):
     """`streamlit run app.py` on a free port; yields its base URL and stops it afterwards.
 
@@ -34,27 +60,9 @@ def streamlit_server(env: dict[str, str], log_path: Path, secrets: Path | None =
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
                "--secrets.files", str(secrets or ROOT / "tests" / "no-such-secrets.toml")]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 60
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"streamlit did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.3)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    url = f"http://127.0.0.1:{port}"
+    with serving(command, env, log_path, f"{url}/_stcore/health", healthy=lambda body: body == b"ok"):
+        yield url
 
 
 def chromium_path() -> str:

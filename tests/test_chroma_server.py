@@ -12,14 +12,13 @@ import sys
 import tarfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import media_factory as mf
-from browser import free_port
+from browser import free_port, serving
 from mmcore.config import Settings
 from mmcore.datadir import lock_holder, lock_path
 from mmcore.ingest import SourceFile, ingest
@@ -35,27 +34,10 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("chroma-server")
     chroma = Path(sys.executable).parent / "chroma"
     port = free_port()
-    with open(base / "chroma.log", "w") as log:
-        process = subprocess.Popen([str(chroma if chroma.exists() else shutil.which("chroma")), "run", "--path", str(base / "db"),
-                                    "--host", "127.0.0.1", "--port", str(port)],
-                                   env={**os.environ, "ANONYMIZED_TELEMETRY": "False"}, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2).read()
-                    break
-                except OSError:
-                    if process.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"chroma run did not start:\n{(base / 'chroma.log').read_text()[-3000:]}")
-                    time.sleep(0.3)
-            yield port
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    command = [str(chroma if chroma.exists() else shutil.which("chroma")), "run", "--path", str(base / "db"),
+               "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, {"ANONYMIZED_TELEMETRY": "False"}, base / "chroma.log", f"http://127.0.0.1:{port}/api/v2/heartbeat"):
+        yield port
 
 
 def folder(root: Path, name: str, seed: int, n: int = 24) -> Path:
