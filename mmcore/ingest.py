@@ -142,21 +142,7 @@ def ingest(
     journals = journal_dir(settings.data_dir)
     recover(ws.store, journals)  # so a file a crash cut short is not taken for one already in the collection
     targets = {name: ws.collection(collection, name) for name in spaces}
-    clip = spaces["clip"]
-    options = ReadOptions(
-        token_spans=clip.token_spans,
-        max_tokens=clip.max_text_tokens,
-        overlap_tokens=max(1, clip.max_text_tokens // 8),
-        max_file_bytes=settings.max_file_bytes,
-        max_image_pixels=settings.max_image_pixels,
-        csv_rows=csv_rows,
-        video_segment_s=float(settings.video_segment_s),
-        audio_segment_s=float(settings.audio_segment_s),
-        audio_rate=int(getattr(spaces.get("clap"), "sampling_rate", ReadOptions.audio_rate)),
-        max_media_seconds=float(settings.max_media_seconds),
-        max_pdf_pages=settings.max_pdf_pages,
-        max_text_bytes=settings.max_text_bytes,
-    )
+    options = read_options(settings, spaces, csv_rows)
     tag_list = sorted({t.strip() for t in tags if t.strip()})
     report = IngestReport()
     batch: list[tuple[_Pending, int]] = []  # chunks waiting for the model, across files
@@ -181,13 +167,7 @@ def ingest(
             return
         started = time.perf_counter()
         try:
-            for name, space in spaces.items():
-                part = [(f, i) for f, i in batch if f.chunks[i].space == name]
-                if part:
-                    vectors = _embed(space, [f.chunks[i] for f, i in part])
-                    for (f, i), vector in zip(part, vectors):
-                        f.vectors[i] = vector
-                        f.chunks[i] = _without_pixels(f.chunks[i])
+            embed_queued(spaces, batch)
         except Exception as e:  # a model failing on one batch must not lose the report of the rest
             for f in {id(f): f for f, _ in batch}.values():
                 f.failed = f"the model failed on this file ({e})"
@@ -200,21 +180,9 @@ def ingest(
         if not done:
             return
         started = time.perf_counter()
-        rows: dict[str, tuple[list, list, list, list]] = {}
         for f in done:
             waiting.remove(f)
-            if f.failed:
-                f.result.status, f.result.reason = "failed", f.failed
-                continue
-            for name, (ids, metadatas, documents, vectors) in _rows(ws, f, tag_list).items():
-                into = rows.setdefault(name, ([], [], [], []))
-                into[0].extend(ids), into[1].extend(metadatas), into[2].extend(documents), into[3].extend(vectors)
-            f.result.status, f.result.items = "added", len(f.chunks)
-        if rows:
-            group = journal.begin(targets["clip"].name, {name: ids for name, (ids, *_) in rows.items()})
-            for name, (ids, metadatas, documents, vectors) in rows.items():
-                targets[name].add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space for these files
-            journal.commit(group)
+        write_files(ws, journal, targets, done, tag_list)
         report.seconds["write"] += time.perf_counter() - started
         for f in done:
             finish(f.result)
@@ -280,6 +248,63 @@ class _Pending:
     chunks: list[Chunk] = field(default_factory=list)
     vectors: list[np.ndarray | None] = field(default_factory=list)
     failed: str | None = None
+
+
+def read_options(settings, spaces: dict, csv_rows: bool = False) -> ReadOptions:
+    """How files are read for the loaded `spaces` ({name: Space}, clip among them): their limits, and the clip
+    tokenizer's text windows. The same settings and models give the same chunks, so the same item ids."""
+    clip = spaces["clip"]
+    return ReadOptions(
+        token_spans=clip.token_spans,
+        max_tokens=clip.max_text_tokens,
+        overlap_tokens=max(1, clip.max_text_tokens // 8),
+        max_file_bytes=settings.max_file_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        csv_rows=csv_rows,
+        video_segment_s=float(settings.video_segment_s),
+        audio_segment_s=float(settings.audio_segment_s),
+        audio_rate=int(getattr(spaces.get("clap"), "sampling_rate", ReadOptions.audio_rate)),
+        max_media_seconds=float(settings.max_media_seconds),
+        max_pdf_pages=settings.max_pdf_pages,
+        max_text_bytes=settings.max_text_bytes,
+    )
+
+
+def embed_queued(spaces: dict, batch: list[tuple[_Pending, int]]) -> None:
+    """Embed the queued chunks (file, chunk index) in their spaces: fill in their vectors and drop their pixels.
+
+    Raises whatever the model raises; the files' vectors are then incomplete.
+    """
+    for name, space in spaces.items():
+        part = [(f, i) for f, i in batch if f.chunks[i].space == name]
+        if part:
+            vectors = _embed(space, [f.chunks[i] for f, i in part])
+            for (f, i), vector in zip(part, vectors):
+                f.vectors[i] = vector
+                f.chunks[i] = _without_pixels(f.chunks[i])
+
+
+def write_files(ws: Workspace, journal: Journal, targets: dict, files: Sequence[_Pending], tags: list[str]) -> None:
+    """Store embedded files as one journaled group: their originals and thumbnails, then one upsert per space
+    into `targets` ({space: ItemCollection}). Marks each file's result added, or failed with `failed`'s reason.
+
+    All of the group's items are in the store once this returns, or (after a crash) none of them once
+    `recover` has run.
+    """
+    rows: dict[str, tuple[list, list, list, list]] = {}
+    for f in files:
+        if f.failed:
+            f.result.status, f.result.reason = "failed", f.failed
+            continue
+        for name, (ids, metadatas, documents, vectors) in _rows(ws, f, tags).items():
+            into = rows.setdefault(name, ([], [], [], []))
+            into[0].extend(ids), into[1].extend(metadatas), into[2].extend(documents), into[3].extend(vectors)
+        f.result.status, f.result.items = "added", len(f.chunks)
+    if rows:
+        group = journal.begin(targets["clip"].name, {name: ids for name, (ids, *_) in rows.items()})
+        for name, (ids, metadatas, documents, vectors) in rows.items():
+            targets[name].add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space for these files
+        journal.commit(group)
 
 
 def _embed(space, chunks: list[Chunk]) -> np.ndarray:
