@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from mmcore.analysis import maps
 from mmcore.analysis.clusters import Hdbscan, default_min_cluster_size
-from mmcore.analysis.maps import Sampling, analyze
+from mmcore.analysis.maps import AnalysisCache, Sampling, analyze, map_3d
 from mmcore.analysis.projection import Umap
 from mmcore.errors import MMError, NotFound
 from mmcore.spaces import SpaceInfo, normalize
+from mmcore.vector_cache import Vectors, read_vectors, vector_cache_dir
 
 DIM = 32
 BLOBS = 4
@@ -196,3 +202,96 @@ def test_sampling_is_validated():
     picked = Sampling(100).pick(1000, 0)
     assert len(picked) == 100 and (np.diff(picked) > 0).all()
     np.testing.assert_array_equal(picked, Sampling(100).pick(1000, 0))
+
+
+# The cache: plain arrays and JSON, never a pickle (a data dir may come from someone else's backup).
+
+
+def test_the_cache_round_trips_every_field(planted):
+    ws, _, _, _, _, _ = planted
+    first = analyze(ws, "blobs", "vecs", hdbscan=Hdbscan(min_cluster_size=9))
+    again = analyze(ws, "blobs", "vecs", hdbscan=Hdbscan(min_cluster_size=9))
+    assert again.from_cache and not first.from_cache
+    for name in ("collection", "space", "version", "umap", "hdbscan", "requested", "sampling", "ids", "fitted", "placed",
+                 "fit_key", "sample", "seconds"):
+        assert getattr(again, name) == getattr(first, name), name
+    for name in ("xy", "labels", "probabilities", "outlier_scores"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+        assert getattr(again, name).dtype == getattr(first, name).dtype, name
+    files = sorted(AnalysisCache.of(ws, first).dir.iterdir())
+    assert files and all(f.suffix == ".npz" for f in files), files
+    for f in files:
+        with np.load(f, allow_pickle=False) as npz:  # every member loads without pickle
+            assert all(npz[name] is not None for name in npz.files)
+
+
+def test_a_fit_read_back_from_the_cache_places_new_items_as_the_fitted_one(planted):
+    ws, collection, _, _, _, _ = planted
+    items = read_vectors(ws.store.open("blobs", "vecs"), vector_cache_dir(ws.settings.data_dir))
+    sampling = Sampling(SAMPLE)
+    fit = maps._fit(items, Umap(), Hdbscan().resolved(len(items)), sampling, lambda _: None, {})
+    cache = AnalysisCache(ws.settings.data_dir / "cache", "roundtrip", "vecs", Umap(), Hdbscan(), sampling)
+    cache.save_fit(fit)
+    restored = cache.load_fit()
+    assert restored is not None and restored["ids"] == fit["ids"] and restored["key"] == fit["key"]
+    grown = Vectors([*items.ids, "new1", "new2"], np.concatenate([items.vectors, items.vectors[:2] + 0.01]))
+    fresh, again = maps._place_new(fit, grown, lambda _: None, {}), maps._place_new(restored, grown, lambda _: None, {})
+    assert fresh.placed == again.placed == 2
+    for name in ("xy", "labels", "probabilities", "outlier_scores"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(fresh, name))
+
+
+class _CreatesMarker:
+    """Unpickling this runs `Path(marker).touch()`: what a planted cache file could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("plant", ["pickle", "object-array npz", "old pickle cache", "garbage"])
+def test_a_planted_cache_file_is_never_unpickled_and_the_analysis_is_recomputed(ws, tmp_path, plant):
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_CreatesMarker(probe)))
+    assert probe.exists(), "the payload is real: unpickling it runs code"
+
+    rng = np.random.default_rng(3)
+    collection = ws.store.collection("planted", SpaceInfo("vecs", "synthetic", "", 8))
+    points, labels = blobs(rng, 20, normalize(rng.standard_normal((3, 8))))
+    add(collection, "p", points, labels)
+    version = ws.store.open("planted", "vecs").version
+    cache = AnalysisCache(ws.settings.data_dir / "cache", "planted", "vecs", Umap(), Hdbscan())
+    cache.dir.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_CreatesMarker(marker))
+    paths = [cache.dir / f"result-{cache.key}-{version}.npz", cache.dir / f"fit-{cache.key}.npz"]
+    if plant == "old pickle cache":
+        paths = [p.with_suffix(".pkl") for p in paths]
+    for path in paths:
+        if plant == "object-array npz":
+            np.savez(path, __meta__=np.array('{"format": 1}'), xy=np.array([_CreatesMarker(marker)], dtype=object))
+        else:
+            path.write_bytes(payload if plant != "garbage" else b"PK\x03\x04 torn")
+
+    analysis = analyze(ws, "planted", "vecs")
+    assert not analysis.from_cache and analysis.xy.shape == (60, 2) and len(analysis.cluster_ids) >= 2
+    assert not marker.exists(), "a planted cache file was unpickled"
+    assert analyze(ws, "planted", "vecs").from_cache, "the recomputed result replaced the planted file"
+    assert not list(cache.dir.glob("*.pkl"))
+
+    xyz_path = cache.dir / f"xyz-{cache.key}-{version}.npz"
+    xyz_path.write_bytes(payload)
+    assert map_3d(ws, analysis).shape == (60, 3)
+    assert not marker.exists(), "a planted 3D map was unpickled"
+
+
+def test_numba_kernels_are_not_kept_in_the_data_dir(monkeypatch, tmp_path):
+    """numba's cache files are pickles: a data dir from someone else's backup must not bring any."""
+    from mmcore.analysis.projection import numba_cache_dir, use_numba_cache
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    use_numba_cache()
+    assert os.environ["NUMBA_CACHE_DIR"] == str(numba_cache_dir()) == str(tmp_path / "user-cache" / "mmscope" / "numba")

@@ -82,10 +82,25 @@ def assign(clusterer, coords: np.ndarray) -> Clusters:
     return Clusters(np.asarray(labels, dtype=int), np.asarray(strengths, dtype=np.float32), np.zeros(n, dtype=np.float32))
 
 
+@dataclass
+class OutlierModel:
+    """What scores new points for outliers without refitting: the PCA projection and the HDBSCAN fitted on it."""
+
+    components: np.ndarray  # [dims, vector dims]
+    mean: np.ndarray  # [vector dims]
+    clusterer: object  # hdbscan.HDBSCAN with prediction data
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """PCA.transform (sklearn's arithmetic: project, then subtract the projected mean)."""
+        x = np.asarray(vectors, dtype=self.components.dtype) @ self.components.T
+        x -= self.mean.reshape(1, -1) @ self.components.T
+        return x
+
+
 def fit_outliers(vectors: np.ndarray, params: Hdbscan):
     """GLOSH outlier scores in [0, 1] from HDBSCAN on a PCA projection of the raw vectors.
 
-    Returns (model or None, scores); the model places new points with `score_outliers`.
+    Returns (OutlierModel or None, scores); the model places new points with `score_outliers`.
     """
     n = len(vectors)
     if n < max(params.min_cluster_size, 3) or n <= 2:
@@ -93,18 +108,48 @@ def fit_outliers(vectors: np.ndarray, params: Hdbscan):
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=min(OUTLIER_DIMS, n - 1, vectors.shape[1]), random_state=0).fit(vectors)
-    clusterer = _hdbscan(params).fit(pca.transform(vectors))
-    return (pca, clusterer), _clean(clusterer.outlier_scores_)
+    model = OutlierModel(pca.components_, pca.mean_, None)
+    model.clusterer = _hdbscan(params).fit(model.project(vectors))
+    return model, _clean(model.clusterer.outlier_scores_)
 
 
-def score_outliers(model, vectors: np.ndarray) -> np.ndarray:
+def score_outliers(model: OutlierModel | None, vectors: np.ndarray) -> np.ndarray:
     """GLOSH scores of new points on a `fit_outliers` model (0 without one), without refitting."""
     from hdbscan.prediction import approximate_predict_scores
 
     if model is None:
         return np.zeros(len(vectors), dtype=np.float32)
-    pca, clusterer = model
-    return _clean(approximate_predict_scores(clusterer, pca.transform(vectors)))
+    return _clean(approximate_predict_scores(model.clusterer, model.project(vectors)))
+
+
+# A fitted clusterer as plain numbers and arrays (for caches that must not be pickles) and back.
+CONDENSED_TREE_FIELDS = ("parent", "child", "lambda_val", "child_size")
+
+
+def clusterer_state(clusterer) -> tuple[dict, dict[str, np.ndarray]]:
+    """(parameters, arrays) from which `restore_clusterer` rebuilds `clusterer` for approximate_predict(_scores)."""
+    params = {"min_cluster_size": int(clusterer.min_cluster_size),
+              "min_samples": None if clusterer.min_samples is None else int(clusterer.min_samples)}
+    return params, {"raw_data": np.asarray(clusterer._raw_data), "condensed_tree": np.asarray(clusterer._condensed_tree),
+                    "labels": np.asarray(clusterer.labels_), "probabilities": np.asarray(clusterer.probabilities_)}
+
+
+def restore_clusterer(params: dict, arrays: dict[str, np.ndarray]):
+    """A clusterer that predicts as the one `clusterer_state` was taken from: its prediction data is rebuilt
+    from the same data, condensed tree and parameters (a space tree and core distances, deterministic).
+
+    Raises:
+        ValueError, KeyError, TypeError, MMError: the state is malformed.
+    """
+    raw, tree, labels = arrays["raw_data"], arrays["condensed_tree"], arrays["labels"]
+    if (raw.ndim != 2 or raw.dtype.kind != "f" or not np.isfinite(raw).all() or tree.dtype.names != CONDENSED_TREE_FIELDS
+            or labels.shape != (len(raw),) or labels.dtype.kind != "i"):
+        raise ValueError("not the state of a fitted clusterer")
+    clusterer = _hdbscan(Hdbscan(params["min_cluster_size"], params["min_samples"]))
+    clusterer._raw_data, clusterer._condensed_tree, clusterer._all_finite = raw, tree, True
+    clusterer.labels_, clusterer.probabilities_ = labels, arrays["probabilities"]
+    clusterer.generate_prediction_data()
+    return clusterer
 
 
 def _hdbscan(params: Hdbscan):

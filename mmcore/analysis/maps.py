@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
+import os
 import time
+import uuid
+import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +28,9 @@ import numpy as np
 from ..errors import MMError
 from ..vector_cache import Vectors, read_vectors, vector_cache_dir
 from ..workspace import Workspace
-from .clusters import Clusters, Hdbscan, assign, find_clusters, fit_outliers, score_outliers
-from .projection import CLUSTER_DIMS, Umap, fit_projection, nearest, place, use_numba_cache
+from .clusters import (Clusters, Hdbscan, OutlierModel, assign, clusterer_state, find_clusters, fit_outliers, restore_clusterer,
+                       score_outliers)
+from .projection import CLUSTER_DIMS, Layout, Umap, fit_projection, nearest, place, use_numba_cache
 
 # Past this share of new items, placing them on the old map would misrepresent the collection: refit.
 MAX_PLACED_SHARE = 0.5
@@ -136,7 +139,7 @@ def analyze(
         items = read_vectors(target, vector_cache_dir(ws.settings.data_dir))
     if len(items) == 0:
         raise MMError(f"Collection {name!r} has no items to map yet.")
-    use_numba_cache(ws.settings.data_dir / "cache" / "numba")
+    use_numba_cache()
 
     fit = None if refit else cache.load_fit()
     if fit is not None and _can_place(fit, items.ids):
@@ -251,8 +254,17 @@ def _place_new(fit: dict, items: Vectors, say: Progress, seconds: dict) -> Analy
     )
 
 
+CACHE_FORMAT = 1  # of the files below; a file of another format (or an old pickle) is ignored and recomputed
+_META = "__meta__"  # the npz member holding the JSON part
+
+
 class AnalysisCache:
-    """Files under data_dir/cache/analysis/<collection>.<space>/, one fit and one result per parameter set."""
+    """Files under data_dir/cache/analysis/<collection>.<space>/, one fit and one result per parameter set.
+
+    Each file is an .npz of plain arrays plus one JSON string, read with allow_pickle=False: a data dir may be
+    restored from someone else's backup, and reading its caches must never run code. A file that can't be read
+    as such (torn, another format, an old pickle cache) counts as missing and is recomputed.
+    """
 
     def __init__(self, root: Path, collection: str, space: str, umap: Umap, hdbscan: Hdbscan, sampling: Sampling = Sampling()):
         self.dir = root / "analysis" / f"{collection}.{space}"
@@ -270,32 +282,142 @@ class AnalysisCache:
         return self.dir / f"{kind}-{self.key}-{analysis.version}-{analysis.placed}{suffix}"
 
     def load_result(self, version: str) -> Analysis | None:
-        return self.load(self.dir / f"result-{self.key}-{version}.pkl")
+        return _decoded(_analysis_from, self.read(self.dir / f"result-{self.key}-{version}.npz"))
 
     def save_result(self, version: str, analysis: Analysis) -> None:
-        for old in self.dir.glob(f"result-{self.key}-*.pkl"):
+        for old in self.dir.glob(f"result-{self.key}-*.npz"):
             old.unlink(missing_ok=True)
-        self.save(self.dir / f"result-{self.key}-{version}.pkl", analysis)
+        self.write(self.dir / f"result-{self.key}-{version}.npz", *_analysis_state(analysis))
 
     def load_fit(self) -> dict | None:
-        return self.load(self.dir / f"fit-{self.key}.pkl")
+        return _decoded(_fit_from, self.read(self.dir / f"fit-{self.key}.npz"))
 
     def save_fit(self, fit: dict) -> None:
-        self.save(self.dir / f"fit-{self.key}.pkl", fit)
+        self.write(self.dir / f"fit-{self.key}.npz", *_fit_state(fit))
 
-    def load(self, path: Path):
+    def read(self, path: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
+        """(JSON part, arrays) of a cache file, or None when it is missing or not one of ours."""
         try:
-            with open(path, "rb") as f:
-                return pickle.load(f)  # our own cache files, written by _save below
-        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ModuleNotFoundError):
+            with np.load(path, allow_pickle=False) as npz:  # a pickle (or an object array) raises ValueError
+                arrays = {name: npz[name] for name in npz.files}
+            meta = json.loads(str(arrays.pop(_META)[()]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, AttributeError, TypeError):
+            return None  # AttributeError: a plain .npy (an array, not an npz) has neither .files nor __exit__
+        if not isinstance(meta, dict) or meta.pop("format", None) != CACHE_FORMAT:
             return None
+        return meta, arrays
 
-    def save(self, path: Path, obj) -> None:
+    def write(self, path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Written to a temporary file and renamed into place: readers see the old file or the new one, whole."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(path)
+        for old in self.dir.glob("*.pkl"):  # caches of an older mmscope, never read
+            old.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{_META: np.array(json.dumps({"format": CACHE_FORMAT, **meta}))}, **arrays)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _decoded(decode, state):
+    """`decode(meta, arrays)`, or None when the state is missing or malformed: a cache is only ever a shortcut."""
+    if state is None:
+        return None
+    try:
+        return decode(*state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, MMError):
+        return None
+
+
+def _analysis_state(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
+    meta = {"collection": a.collection, "space": a.space, "version": a.version, "umap": asdict(a.umap), "hdbscan": asdict(a.hdbscan),
+            "requested": asdict(a.requested), "sampling": asdict(a.sampling), "ids": list(a.ids), "fitted": a.fitted,
+            "placed": a.placed, "seconds": a.seconds, "fit_key": a.fit_key, "sample": a.sample}
+    return meta, {"xy": a.xy, "labels": a.labels, "probabilities": a.probabilities, "outlier_scores": a.outlier_scores}
+
+
+def _analysis_from(meta: dict, arrays: dict[str, np.ndarray]) -> Analysis:
+    ids = _strings(meta["ids"])
+    xy, labels, probabilities, scores = (arrays[k] for k in ("xy", "labels", "probabilities", "outlier_scores"))
+    _check_rows(len(ids), xy, labels, probabilities, scores)
+    if xy.shape[1:] != (2,):
+        raise ValueError("not a 2D map")
+    return Analysis(
+        collection=str(meta["collection"]), space=str(meta["space"]), version=str(meta["version"]), umap=Umap(**meta["umap"]),
+        hdbscan=Hdbscan(**meta["hdbscan"]), ids=ids, xy=xy, labels=labels, probabilities=probabilities, outlier_scores=scores,
+        fitted=int(meta["fitted"]), placed=int(meta["placed"]), seconds={str(k): float(v) for k, v in meta["seconds"].items()},
+        requested=Hdbscan(**meta["requested"]), fit_key=str(meta["fit_key"]), sampling=Sampling(**meta["sampling"]),
+        sample=int(meta["sample"]),
+    )
+
+
+def _fit_state(fit: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    c: Clusters = fit["clusters"]
+    meta = {"ids": list(fit["ids"]), "umap": asdict(fit["umap"]), "hdbscan": asdict(fit["hdbscan"]),
+            "sampling": asdict(fit["sampling"]), "sample": fit["sample"], "key": fit["key"]}
+    arrays = {"xy": fit["xy"], "labels": c.labels, "probabilities": c.probabilities, "outlier_scores": c.outlier_scores,
+              "vectors": fit["vectors"]}
+    for name in ("layout_2d", "layout_nd"):
+        layout: Layout | None = fit[name]
+        if layout is not None:
+            meta[name] = {k: v for k, v in asdict(layout).items() if k != "coords"}
+            arrays[f"{name}.coords"] = layout.coords
+    parts = {"clusterer": fit["clusterer"]}
+    outliers: OutlierModel | None = fit["outliers"]
+    if outliers is not None:
+        parts["outliers"] = outliers.clusterer
+        arrays["outliers.components"], arrays["outliers.mean"] = outliers.components, outliers.mean
+    for name, clusterer in parts.items():
+        if clusterer is not None:
+            meta[name], state = clusterer_state(clusterer)
+            arrays.update({f"{name}.{k}": v for k, v in state.items()})
+    return meta, arrays
+
+
+def _fit_from(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """The fit `_fit_state` was taken from; its clusterers are rebuilt (for `_place_new`)."""
+    ids = _strings(meta["ids"])
+    xy, labels, probabilities, scores = (arrays[k] for k in ("xy", "labels", "probabilities", "outlier_scores"))
+    _check_rows(len(ids), xy, labels, probabilities, scores)
+    vectors = arrays["vectors"]
+    if vectors.ndim != 2 or vectors.dtype.kind != "f":
+        raise ValueError("not vectors")
+
+    def state(name: str) -> dict[str, np.ndarray]:
+        return {k.removeprefix(f"{name}."): v for k, v in arrays.items() if k.startswith(f"{name}.")}
+
+    layouts = {name: _layout_from(meta[name], state(name)["coords"]) if name in meta else None for name in ("layout_2d", "layout_nd")}
+    clusterer = restore_clusterer(meta["clusterer"], state("clusterer")) if "clusterer" in meta else None
+    outliers = None
+    if "outliers" in meta:
+        parts = state("outliers")
+        outliers = OutlierModel(parts.pop("components"), parts.pop("mean"), restore_clusterer(meta["outliers"], parts))
+    return {
+        "ids": ids, "xy": xy, "clusters": Clusters(labels, probabilities, scores), "umap": Umap(**meta["umap"]),
+        "hdbscan": Hdbscan(**meta["hdbscan"]), "sampling": Sampling(**meta["sampling"]), "sample": int(meta["sample"]),
+        "key": str(meta["key"]), "vectors": vectors, "layout_2d": layouts["layout_2d"], "layout_nd": layouts["layout_nd"],
+        "clusterer": clusterer, "outliers": outliers,
+    }
+
+
+def _layout_from(params: dict, coords: np.ndarray) -> Layout:
+    if coords.ndim != 2 or coords.dtype.kind != "f":
+        raise ValueError("not a layout")
+    return Layout(coords, float(params["a"]), float(params["b"]), float(params["learning_rate"]), float(params["repulsion_strength"]),
+                  int(params["negative_sample_rate"]), float(params["local_connectivity"]), int(params["seed"]))
+
+
+def _strings(values) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError("not a list of ids")
+    return values
+
+
+def _check_rows(n: int, *arrays: np.ndarray) -> None:
+    if any(len(a) != n or a.dtype.kind not in "fi" for a in arrays):
+        raise ValueError("arrays don't match the ids")
 
 
 def map_3d(ws: Workspace, analysis: Analysis) -> np.ndarray:
@@ -305,14 +427,16 @@ def map_3d(ws: Workspace, analysis: Analysis) -> np.ndarray:
         NotFound: the collection is gone.
     """
     cache = AnalysisCache.of(ws, analysis)
-    path = cache.dir / f"xyz-{cache.key}-{analysis.version}.pkl"
-    cached = cache.load(path)
-    if cached is not None and cached[0] == analysis.ids:
-        return cached[1]
+    path = cache.dir / f"xyz-{cache.key}-{analysis.version}.npz"
+    cached = cache.read(path)
+    if cached is not None and cached[0].get("ids") == analysis.ids:
+        xyz = cached[1].get("xyz")
+        if xyz is not None and xyz.shape == (len(analysis.ids), 3) and xyz.dtype.kind == "f":
+            return xyz
     items = read_vectors(ws.store.open(analysis.collection, analysis.space), vector_cache_dir(ws.settings.data_dir))
     position = {id_: i for i, id_ in enumerate(items.ids)}
     vectors = items.vectors[[position[i] for i in analysis.ids if i in position]]
-    use_numba_cache(ws.settings.data_dir / "cache" / "numba")
+    use_numba_cache()
     sample = analysis.sampling.pick(len(vectors), analysis.umap.seed)
     if sample is None:
         _, xyz = fit_projection(vectors, analysis.umap, 3)
@@ -322,7 +446,7 @@ def map_3d(ws: Workspace, analysis: Analysis) -> np.ndarray:
         layout, xyz = fit_projection(fitted, analysis.umap, 3)
         near = nearest(vectors[rest], fitted, min(analysis.umap.n_neighbors, len(fitted) - 1))
         xyz = _merge(sample, rest, xyz, place(layout, near, 3))
-    for old in cache.dir.glob(f"xyz-{cache.key}-*.pkl"):  # keep only the latest
+    for old in cache.dir.glob(f"xyz-{cache.key}-*.npz"):  # keep only the latest
         old.unlink(missing_ok=True)
-    cache.save(path, (analysis.ids, xyz))
+    cache.write(path, {"ids": list(analysis.ids)}, {"xyz": xyz})
     return xyz

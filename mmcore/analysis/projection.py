@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -60,12 +61,19 @@ class Layout:
     seed: int
 
 
-def use_numba_cache(cache_dir) -> None:
-    """Keep numba's compiled UMAP kernels on disk, so a new process doesn't compile them again.
+def numba_cache_dir() -> Path:
+    """Where numba keeps compiled kernels: the user's cache folder, never the data dir. numba's cache index files
+    are pickles, and a data dir may be restored from someone else's backup: loading its kernels would run its code."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmscope" / "numba"
+
+
+def use_numba_cache() -> None:
+    """Keep numba's compiled UMAP kernels on disk (NUMBA_CACHE_DIR, else `numba_cache_dir()`), so a new process
+    doesn't compile them again.
 
     Only effective before numba is first imported in the process.
     """
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir))
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
 
 
 @functools.cache
