@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
 from .ingest import SourceFile
+from .journal import Journal, journal_dir, recover
 from .media import ReadOptions
 from .media.image import read_image
 from .spaces import KNOWN_SPACES, SpaceInfo
@@ -87,7 +88,9 @@ def import_vectors(
         confine_images: refuse image paths that lead outside the CSV's folder (for uploads through the app,
             where a CSV must not make the server read its own files).
     Items whose id is already in the collection are skipped, so importing the same file again adds nothing.
-    Nothing is written when any check fails.
+    Nothing is written when any check fails. Atomic and resumable as `ingest`: each batch is a journaled
+    group, so an import killed part-way leaves whole batches only (once recovered: opening the data dir or
+    the next import or ingest does it), and importing the same file again completes it without duplicates.
 
     Raises:
         MMError: a file is missing or malformed, a row is NaN/infinite/zero, the row counts differ, ids
@@ -262,17 +265,27 @@ def write_new(
     on_progress: Progress | None = None,
 ) -> None:
     """Add the items whose ids aren't in the collection yet, in batches; `build(i)` gives item i's metadata
-    and document (storing its media), is called only for items that will be added, and must be thread-safe."""
+    and document (storing its media), is called only for items that will be added, and must be thread-safe.
+
+    Each batch is a journaled group (mmcore.journal), begun before its upsert and committed after it, and
+    reported to `on_progress` only then. Writes a crash cut short are rolled back first, so their items count
+    as missing and are added again, whole.
+    """
+    journals = journal_dir(ws.settings.data_dir)
+    recover(ws.store, journals)  # so an item a crash left in an uncommitted batch is not taken for one already in
     target = ws.store.collection(name, info)
     present = _present(target, ids)
     new = [i for i, id_ in enumerate(ids) if id_ not in present]
     report.skipped = len(ids) - len(new)
     # Decoding and encoding images dominates; Pillow releases the GIL while it codes, so threads pay off.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with Journal(journals, ws.store) as journal, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(new), WRITE_BATCH):
             batch = new[start : start + WRITE_BATCH]
             built = list(pool.map(build, batch))
-            target.add([ids[i] for i in batch], vectors[batch], [m for m, _ in built], [d for _, d in built])
+            batch_ids = [ids[i] for i in batch]
+            group = journal.begin(name, {info.space: batch_ids})
+            target.add(batch_ids, vectors[batch], [m for m, _ in built], [d for _, d in built])
+            journal.commit(group)
             report.added += len(batch)
             report.images += sum("thumbnail" in m for m, _ in built)
             if on_progress:

@@ -223,3 +223,119 @@ def test_confined_imports_refuse_images_outside_the_csv_folder(ws, tmp_path):
     assert "thumbnail" not in items[0]["metadata"]
     free = import_vectors(ws, upload / "v.npy", upload / "meta.csv", "free")  # the CLI may point anywhere
     assert free.images == 1
+
+
+# --- crash safety: every batch is a journaled group, as in ingest (see test_atomic_ingest.py) ----------------
+
+
+def ten_rows(tmp_path) -> Path:
+    path = tmp_path / "ten.npy"
+    np.save(path, np.random.default_rng(1).normal(size=(10, 8)))
+    return path
+
+
+def rows_of(ws: Workspace, name: str = "imp") -> dict[str, int]:
+    raw = ws.store.open(name, "custom").raw.get(include=["metadatas"])
+    return {id_: meta["row"] for id_, meta in zip(raw["ids"], raw["metadatas"])}
+
+
+def test_an_uncommitted_batch_of_a_dead_import_is_rolled_back_by_the_next_import(ws, tmp_path):
+    from mmcore.journal import Journal, journal_dir
+
+    path = ten_rows(tmp_path)
+    import_vectors(ws, path, collection="imp")
+    # As if that import had been killed in its last batch: after row-8 was written (here, by someone else's
+    # hand: its metadata says so), before row-9 and before the commit.
+    target = ws.store.open("imp", "custom")
+    target.delete(["row-9"])
+    target.add(["row-8"], np.ones((1, 8)), [{"row": 999}], [None])
+    journal = Journal(journal_dir(ws.settings.data_dir), ws.store)
+    journal.begin("imp", {"custom": ["row-8", "row-9"]})
+    os.close(journal._fd)  # what the kernel does when the writer dies: its lock goes, its journal stays
+    journal._fd = -1
+
+    again = import_vectors(ws, path, collection="imp")  # the same workspace: the import itself recovers
+    assert (again.added, again.skipped) == (2, 8), "row-8 was half-imported: rolled back and imported again"
+    assert rows_of(ws) == {f"row-{i}": i for i in range(10)}
+    assert not list(journal_dir(ws.settings.data_dir).iterdir())
+
+
+def test_an_error_mid_import_rolls_back_its_batch_and_a_rerun_completes_it(ws, tmp_path, monkeypatch):
+    from mmcore import store, vectors
+    from mmcore.journal import journal_dir
+
+    path = ten_rows(tmp_path)
+    monkeypatch.setattr(vectors, "WRITE_BATCH", 4)
+    real_add, calls = store.ItemCollection.add, []
+
+    def add_then_fail(self, ids, *rest):
+        calls.append(ids)
+        if len(calls) == 2:  # the second batch: half of it written, then the store goes away
+            real_add(self, ids[:2], *(r[:2] for r in rest))
+            raise RuntimeError("the store went away")
+        real_add(self, ids, *rest)
+
+    monkeypatch.setattr(store.ItemCollection, "add", add_then_fail)
+    seen = []
+    with pytest.raises(RuntimeError):
+        import_vectors(ws, path, collection="imp", on_progress=lambda done, total: seen.append(done))
+    assert seen == [4] and sorted(rows_of(ws)) == [f"row-{i}" for i in range(4)], "only the committed batch stays"
+    monkeypatch.setattr(store.ItemCollection, "add", real_add)
+    again = import_vectors(ws, path, collection="imp")
+    assert (again.added, again.skipped) == (6, 4)
+    assert rows_of(ws) == {f"row-{i}": i for i in range(10)}
+    assert not list(journal_dir(ws.settings.data_dir).iterdir())
+
+
+KILLED_IMPORT = """
+import os, signal, sys
+from mmcore import cli, store, vectors
+
+vectors.WRITE_BATCH = 4
+real_add, upserts = store.ItemCollection.add, []
+
+def add_in_pairs(self, ids, vecs, metadatas, documents):
+    for i in range(0, len(ids), 2):
+        real_add(self, ids[i:i + 2], vecs[i:i + 2], metadatas[i:i + 2], documents[i:i + 2])
+        upserts.append(i)
+        if len(upserts) == int(os.environ["KILL_AFTER_UPSERT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+store.ItemCollection.add = add_in_pairs
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_an_import_killed_mid_batch_leaves_whole_batches_and_a_rerun_completes_it_without_duplicates(tmp_path):
+    """A real `python -m mmcore import-vectors`, SIGKILLed after its third upsert: the first batch of four is
+    committed, two items of the second are written but not committed."""
+    import signal
+
+    from chromadb.api.client import SharedSystemClient
+
+    from mmcore.journal import journal_dir, open_groups
+    from mmcore.store import Store, open_client
+
+    path = ten_rows(tmp_path)
+    settings = Settings(data_dir=tmp_path / "data")
+    wrapper = tmp_path / "kill_import.py"
+    wrapper.write_text(KILLED_IMPORT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
+    env.update(MMCORE_DATA_DIR=str(settings.data_dir), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", KILL_AFTER_UPSERT="3")
+    run = subprocess.run([sys.executable, str(wrapper), "import-vectors", str(path), "--collection", "imp"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+
+    store = Store(open_client(settings))  # as it was left: no recovery yet
+    assert sorted(store.open("imp", "custom").raw.get(include=[])["ids"]) == [f"row-{i}" for i in range(6)]
+    journals = list(journal_dir(settings.data_dir).glob("*.journal"))
+    assert [list(open_groups(j).values()) for j in journals] == [[("imp", {"custom": [f"row-{i}" for i in range(4, 8)]})]]
+    SharedSystemClient.clear_system_cache()
+
+    ws = Workspace(settings)
+    assert sorted(rows_of(ws)) == [f"row-{i}" for i in range(4)], "after recovery only the committed batch is there"
+    again = import_vectors(ws, path, collection="imp")
+    assert (again.added, again.skipped) == (6, 4)
+    assert rows_of(ws) == {f"row-{i}": i for i in range(10)}
+    assert ws.store.open("imp", "custom").count() == 10
+    assert not list(journal_dir(settings.data_dir).iterdir())
