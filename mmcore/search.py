@@ -19,7 +19,9 @@ from .ingest import LOCATOR_KEYS
 from .media import ReadOptions, read_media
 from .media.base import SPACE_OF_MODALITY
 from .media.image import read_image
+from .nearest import nearest
 from .spaces import normalize
+from .vector_cache import vector_cache_dir
 from .workspace import Workspace
 
 MODALITIES = ("image", "text", "page", "video", "audio")
@@ -53,6 +55,19 @@ class Filters:
         if not clauses:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def matches(self, meta: dict[str, Any]) -> bool:
+        """Whether an item with this metadata meets the filters: the same conditions as `to_where`, decided here."""
+        tags = meta.get("tags")
+        added = meta.get("added_at")
+        return (
+            (not self.modalities or meta.get("modality") in self.modalities)
+            and (not self.sources or meta.get("source") in self.sources)
+            and all(isinstance(tags, list) and tag in tags for tag in self.tags)
+            and (not self.added_from or (_number(added) and added >= _epoch(self.added_from, time.min)))
+            and (not self.added_to or (_number(added) and added <= _epoch(self.added_to, time.max)))
+            and all(key in meta and _same(meta[key], value) for key, value in self.equals.items())
+        )
 
     @classmethod
     def parse(cls, conditions: Sequence[str]) -> "Filters":
@@ -154,7 +169,7 @@ def search(
         Workspace.collection.
     """
     target, vector, exclude = _prepare(ws, query, collection, space)
-    return _hits(ws, target.query(vector, k, _where(filters), exclude=exclude), space)
+    return _hits(ws, _nearest(ws, target, vector, k, filters, exclude), space)
 
 
 def search_each_modality(
@@ -176,8 +191,7 @@ def search_each_modality(
         target, vector, exclude = _prepare(ws, query, name, one)
         modalities = [m for m in (filters.modalities or MODALITIES) if SPACE_OF_MODALITY.get(m, one) == one or one not in MODEL_SPACES]
         for modality in modalities:
-            where = replace(filters, modalities=(modality,)).to_where()
-            hits = _hits(ws, target.query(vector, k, where, exclude=exclude), one)
+            hits = _hits(ws, _nearest(ws, target, vector, k, replace(filters, modalities=(modality,)), exclude), one)
             if hits:
                 results[modality] = hits
     return {m: results[m] for m in MODALITIES if m in results} | {m: h for m, h in results.items() if m not in MODALITIES}
@@ -304,8 +318,10 @@ def _refuse_model_free(ws: Workspace, name: str) -> None:
         )
 
 
-def _where(filters: Filters | None) -> dict | None:
-    return filters.to_where() if filters else None
+def _nearest(ws: Workspace, target, vector, k: int, filters: Filters | None, exclude: Sequence[str]):
+    where = filters.to_where() if filters else None
+    cache_dir = vector_cache_dir(ws.settings.data_dir)
+    return nearest(target, vector, k, where, filters.matches if where else None, exclude, cache_dir)
 
 
 def _hits(ws: Workspace, matches, space: str) -> list[Hit]:
@@ -337,6 +353,17 @@ def _clock(seconds: float) -> str:
 
 def _epoch(day: date, at: time) -> int:
     return int(datetime.combine(day, at, tzinfo=timezone.utc).timestamp())
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    """Chroma's $eq: numbers compare by value, but a bool never equals a number."""
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return type(stored) is type(wanted) and stored == wanted
+    return stored == wanted
 
 
 def _typed(value: str) -> Any:

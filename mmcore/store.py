@@ -195,12 +195,14 @@ class ItemCollection:
             raise SpaceMismatch(f"Collection {self.name!r} holds {self.space.dim}-d vectors, not {vectors.shape[1]}-d.")
         docs = [d if d is not None else "" for d in documents]
         self.before_write()
-        version = uuid.uuid4().hex  # also each item's uri: the vector cache tells a re-written item by it
+        # Each item's uri is "<this write's version>:<modality>": the vector cache tells a re-written item by it,
+        # and filters by modality without reading metadata (mmcore.nearest).
+        version = uuid.uuid4().hex
         for i in range(0, len(ids), self.max_batch):
             end = i + self.max_batch
             self.raw.upsert(
                 ids=list(ids[i:end]), embeddings=vectors[i:end], metadatas=list(metadatas[i:end]), documents=docs[i:end],
-                uris=[version] * len(ids[i:end]),
+                uris=[f"{version}:{meta.get('modality', '')}" for meta in metadatas[i:end]],
             )
         self._touch(version)
 
@@ -229,12 +231,28 @@ class ItemCollection:
                     meta["tags"] = None  # chroma drops a key set to None
                 metadatas.append(meta)
             self.raw.update(ids=batch["ids"], metadatas=metadatas)
+        self._touch_tags()
 
     @property
     def version(self) -> str:
         """Changes whenever items are added or removed (not when tags change); analysis caches key on it."""
+        return str(self._fresh_metadata().get("mm_version", "0"))
+
+    @property
+    def content_version(self) -> str:
+        """Changes whenever items are added or removed or their tags change: what metadata filters see."""
+        meta = self._fresh_metadata()
+        return f"{meta.get('mm_version', '0')}.{meta.get('mm_tags', '0')}"
+
+    def _fresh_metadata(self) -> dict:
         fresh = self.client.get_collection(self.raw.name, embedding_function=None) if self.client else self.raw
-        return str((fresh.metadata or {}).get("mm_version", "0"))
+        return fresh.metadata or {}
+
+    def _touch_tags(self) -> None:
+        """A new random tags token, leaving the version (and so the maps) as it is."""
+        meta = {k: v for k, v in self._fresh_metadata().items() if not k.startswith("hnsw:")}
+        meta["mm_tags"] = uuid.uuid4().hex
+        self.raw.modify(metadata=meta)
 
     def _touch(self, version: str | None = None) -> None:
         """A new random version token: concurrent writers can't both write the same one."""

@@ -6,7 +6,8 @@ write to a collection gives it a new version, so a snapshot named after the curr
 content. When the version moved on, the newest snapshot is brought up to date: the store lists ids and write
 tokens (no vectors), and only items that are new or were written again since (another token) are fetched;
 deleted ones drop out. The write token is the item's Chroma `uri`, set by `ItemCollection.add` to the version
-its write made: a re-added id always gets a new one, even when its deletion was never seen here.
+its write made and the item's modality: a re-added id always gets a new one, even when its deletion was never
+seen here.
 """
 
 from __future__ import annotations
@@ -36,10 +37,16 @@ class Vectors:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
-    ids: np.ndarray  # str, sorted
-    writes: np.ndarray  # str, "" for items written before write tokens
+class Snapshot:
+    """One saved version of a collection: ids (str, sorted), their write tokens and vectors."""
+
+    ids: np.ndarray
+    writes: np.ndarray  # str: "<version>:<modality>" ("<version>" or "" for items written before that)
     vectors: np.ndarray
+
+    def modalities(self) -> np.ndarray:
+        """Each item's modality as its write recorded it ("" where it didn't)."""
+        return np.char.partition(self.writes.astype(str), ":")[:, 2]
 
 
 def vector_cache_dir(data_dir: Path) -> Path:
@@ -66,6 +73,11 @@ def read_vectors(collection: ItemCollection, cache_dir: Path) -> Vectors:
     return Vectors(snapshot.ids.tolist(), snapshot.vectors)
 
 
+def current_snapshot(collection: ItemCollection, cache_dir: Path) -> Snapshot | None:
+    """The saved snapshot of the collection's current version, or None (the store's items are not read)."""
+    return _load(cache_dir / collection.raw.name / collection.version)
+
+
 def items_with_vectors(collection: ItemCollection, cache_dir: Path) -> Items:
     """Every item with its metadata and document from the store and its vector from the cache, in id order."""
     items = collection.all(with_vectors=False)
@@ -75,7 +87,7 @@ def items_with_vectors(collection: ItemCollection, cache_dir: Path) -> Items:
     return replace(items, vectors=cached.vectors)
 
 
-def _refresh(collection: ItemCollection, base: _Snapshot | None) -> _Snapshot:
+def _refresh(collection: ItemCollection, base: Snapshot | None) -> Snapshot:
     dim = collection.space.dim if collection.space else 0
     if base is None or base.vectors.shape[1] != dim:  # nothing to reuse: one pass with the vectors
         ids, writes, vectors = _page_through(collection, ["uris", "embeddings"], dim)
@@ -102,7 +114,7 @@ def _refresh(collection: ItemCollection, base: _Snapshot | None) -> _Snapshot:
                     present[i] = False
         ids, writes, vectors = ids[present], writes[present], vectors[present]
     order = np.argsort(ids, kind="stable")
-    return _Snapshot(ids[order], writes[order], vectors[order])
+    return Snapshot(ids[order], writes[order], vectors[order])
 
 
 def _page_through(collection: ItemCollection, include: list[str], dim: int) -> tuple[list[str], list[str], np.ndarray]:
@@ -121,17 +133,17 @@ def _page_through(collection: ItemCollection, include: list[str], dim: int) -> t
     return ids, writes, stacked
 
 
-def _load(folder: Path) -> _Snapshot | None:
+def _load(folder: Path) -> Snapshot | None:
     try:
         ids = np.load(folder / "ids.npy")
         writes = np.load(folder / "writes.npy")
         vectors = np.load(folder / "vectors.npy", mmap_mode="r")
     except (OSError, ValueError, EOFError):  # missing, being replaced, or torn
         return None
-    return _Snapshot(ids, writes, vectors) if len(ids) == len(writes) == len(vectors) else None
+    return Snapshot(ids, writes, vectors) if len(ids) == len(writes) == len(vectors) else None
 
 
-def _newest(folder: Path) -> _Snapshot | None:
+def _newest(folder: Path) -> Snapshot | None:
     """The most recently saved snapshot, whatever its version."""
     try:
         saved = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
@@ -143,7 +155,7 @@ def _newest(folder: Path) -> _Snapshot | None:
     return None
 
 
-def _save(folder: Path, version: str, snapshot: _Snapshot) -> None:
+def _save(folder: Path, version: str, snapshot: Snapshot) -> None:
     """Written in a temporary folder and renamed into place, then older snapshots are removed (readers that
     still map their files keep them until they let go). A failure only costs the next read a refresh."""
     tmp = folder / f".{uuid.uuid4().hex}"

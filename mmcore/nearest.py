@@ -1,0 +1,170 @@
+"""Nearest items under metadata filters, fast at 100k items whether a filter keeps most items or few.
+
+Chroma answers an unfiltered top-k over 100k vectors in milliseconds, but with a `where` filter it first
+lists every matching item, at about 4 µs per match (a filter keeping a third of 100k items: 150 ms, two
+thirds: 280 ms). A filtered query here goes the first of these ways that answers it:
+
+1. The nearest CANDIDATES items, unfiltered, checked against the filters (`accept`: the same conditions as
+   the `where`). When k of them pass, they are the answer: every item further away scores lower.
+2. Exact scores over the collection's vector cache (mmcore.vector_cache), when it holds the current version,
+   with the items that fail the filters masked out. An item's modality is known from the cache itself (its
+   write token); the ids meeting any other condition are listed once per collection content and filter and
+   kept in memory.
+3. Chroma's own filtered query; the vector cache is then brought up to date in the background for the next.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .store import ItemCollection, Match
+from .vector_cache import Snapshot, current_snapshot, read_vectors
+
+CANDIDATES = 200  # unfiltered neighbours checked against the filters before anything costlier
+KEPT = 8  # snapshots and id lists kept in memory
+
+Accept = Callable[[dict], bool]
+
+
+def nearest(
+    collection: ItemCollection,
+    vector: np.ndarray,
+    k: int,
+    where: dict | None = None,
+    accept: Accept | None = None,
+    exclude: Sequence[str] = (),
+    cache_dir: Path | None = None,
+) -> list[Match]:
+    """The `k` items nearest to `vector` that meet `where` (which `accept` decides for one item's metadata).
+
+    Raises as ItemCollection.query.
+    """
+    if where is None or accept is None:
+        return collection.query(vector, k, where, exclude)
+    wanted = max(CANDIDATES, k + len(exclude))
+    near = collection.query(vector, wanted)
+    passed = [m for m in near if m.id not in exclude and accept(m.metadata)]
+    if len(passed) >= k or len(near) < wanted:  # enough, or that was every item
+        return passed[:k]
+    snapshot = _snapshot(collection, cache_dir) if cache_dir else None
+    if snapshot is None:
+        if cache_dir:
+            _refresh_later(collection, cache_dir)
+        return collection.query(vector, k, where, exclude)
+    return _exact(collection, snapshot, np.asarray(vector, dtype=np.float32).reshape(-1), k, where, exclude)
+
+
+class _Loaded:
+    """A snapshot as queries use it: ids, vectors, each item's modality, and masks of filters met."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.ids = snapshot.ids
+        self.vectors = snapshot.vectors
+        self.modalities = snapshot.modalities()
+        self.modality_known = bool(np.all(self.modalities != ""))  # items written before it was recorded: ""
+        self.masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+
+_loaded: OrderedDict[tuple, _Loaded] = OrderedDict()
+_refreshing: set[str] = set()
+_lock = threading.Lock()
+
+
+def _snapshot(collection: ItemCollection, cache_dir: Path) -> _Loaded | None:
+    key = (str(cache_dir), collection.raw.id, collection.version)
+    with _lock:
+        if key in _loaded:
+            _loaded.move_to_end(key)
+            return _loaded[key]
+    snapshot = current_snapshot(collection, cache_dir)
+    if snapshot is None:
+        return None
+    loaded = _Loaded(snapshot)
+    with _lock:
+        _loaded[key] = loaded
+        while len(_loaded) > KEPT:
+            _loaded.popitem(last=False)
+    return loaded
+
+
+def _exact(collection: ItemCollection, loaded: _Loaded, vector: np.ndarray, k: int, where: dict, exclude: Sequence[str]) -> list[Match]:
+    mask = _mask(collection, loaded, where).copy()
+    for row, id_ in zip(np.searchsorted(loaded.ids, list(exclude)), exclude):
+        if row < len(mask) and loaded.ids[row] == id_:
+            mask[row] = False
+    rows = np.flatnonzero(mask)
+    if len(rows) > len(mask) // 8:  # one pass over every vector beats gathering many rows
+        scores = (loaded.vectors @ vector)[rows]
+    else:
+        scores = loaded.vectors[rows] @ vector
+    top = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    ids = loaded.ids[rows[top]].tolist()
+    items = collection.get(ids) if ids else []
+    return [Match(id_, float(scores[i]), item["metadata"], item["document"]) for id_, i, item in zip(ids, top, items)]
+
+
+def _mask(collection: ItemCollection, loaded: _Loaded, where: dict) -> np.ndarray:
+    """Rows of the snapshot that meet `where`: modality from the snapshot, the rest from the store's listing."""
+    mask = np.ones(len(loaded.ids), dtype=bool)
+    rest = []
+    for clause in where.get("$and", [where]):
+        allowed = _modalities(clause) if loaded.modality_known else None
+        if allowed is None:
+            rest.append(clause)
+        else:
+            mask &= np.isin(loaded.modalities, allowed)
+    if rest:
+        mask &= _listed(collection, loaded, rest[0] if len(rest) == 1 else {"$and": rest})
+    return mask
+
+
+def _modalities(clause: dict) -> list[str] | None:
+    """The modalities a `{"modality": {"$in": [...]}}` or `{"modality": {"$eq": ...}}` clause allows."""
+    condition = clause.get("modality") if set(clause) == {"modality"} else None
+    if isinstance(condition, dict) and set(condition) == {"$in"}:
+        return list(condition["$in"])
+    if isinstance(condition, dict) and set(condition) == {"$eq"}:
+        return [condition["$eq"]]
+    return None
+
+
+def _listed(collection: ItemCollection, loaded: _Loaded, where: dict) -> np.ndarray:
+    key = (collection.content_version, json.dumps(where, sort_keys=True, default=str))
+    with _lock:
+        if key in loaded.masks:
+            loaded.masks.move_to_end(key)
+            return loaded.masks[key]
+    ids = collection.raw.get(where=where, include=[])["ids"]
+    mask = np.isin(loaded.ids, np.asarray(ids, dtype=loaded.ids.dtype)) if ids else np.zeros(len(loaded.ids), dtype=bool)
+    with _lock:
+        loaded.masks[key] = mask
+        while len(loaded.masks) > KEPT:
+            loaded.masks.popitem(last=False)
+    return mask
+
+
+def _refresh_later(collection: ItemCollection, cache_dir: Path) -> None:
+    """Bring the vector cache up to date in a background thread (one per collection at a time)."""
+    key = f"{cache_dir}/{collection.raw.id}"
+    with _lock:
+        if key in _refreshing:
+            return
+        _refreshing.add(key)
+
+    def run() -> None:
+        try:
+            read_vectors(collection, cache_dir)
+        except Exception:  # only a cache: the next query tries again
+            pass
+        finally:
+            with _lock:
+                _refreshing.discard(key)
+
+    threading.Thread(target=run, name="vector-cache-refresh", daemon=True).start()
