@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", action="append", default=[], help="tag every added item (repeatable)")
     p.add_argument("--csv-rows", action="store_true", help="read each CSV row as its own item")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="read and embed on a Ray cluster's workers (GPUs where present): auto, HOST:6379, "
+                        "ray://HOST:10001, or local (a Ray instance on this machine); this process writes")
+    p.add_argument("--ray-cpus", type=int, metavar="N",
+                   help="with --ray on a cluster without GPUs: CPUs per worker (default 4; one worker per GPU otherwise)")
 
     p = commands.add_parser("search", help="find items by text, image, sound or another item")
     query = p.add_mutually_exclusive_group(required=True)
@@ -96,17 +101,36 @@ def _ingest(args) -> int:
         if not args.json:
             print(f"[{done}/{total}] {result.status:7} {result.name}" + (f": {result.reason}" if result.reason else ""), file=sys.stderr)
 
-    report = ingest(ws, files, collection=args.collection, tags=args.tag, csv_rows=args.csv_rows, on_progress=progress)
+    if args.ray:
+        from .scaleout import ingest_on_ray
+
+        if args.ray_cpus is not None and args.ray_cpus < 1:
+            raise MMError(f"--ray-cpus must be at least 1, got {args.ray_cpus}")
+        report = ingest_on_ray(ws, files, args.ray, collection=args.collection, tags=args.tag, csv_rows=args.csv_rows,
+                               on_progress=progress, cpus=args.ray_cpus,
+                               on_note=lambda note: print(note, file=sys.stderr))
+    elif args.ray_cpus is not None:
+        raise MMError("--ray-cpus goes with --ray ADDRESS")
+    else:
+        report = ingest(ws, files, collection=args.collection, tags=args.tag, csv_rows=args.csv_rows, on_progress=progress)
     report.results[:0] = early
+    workers = getattr(report, "workers", None)
     if args.json:
-        print(json.dumps({"results": [vars(r) for r in report.results], "seconds": report.seconds}, indent=2))
+        out = {"results": [vars(r) for r in report.results], "seconds": report.seconds}
+        if workers is not None:
+            out["workers"] = [vars(w) for w in workers]
+        print(json.dumps(out, indent=2))
     else:
         added, skipped, failed = (report.by_status(s) for s in ("added", "skipped", "failed"))
         print(f"added {len(added)} files ({report.items_added} items), skipped {len(skipped)}, failed {len(failed)}")
         for r in skipped + failed:
             print(f"  {r.status}: {r.name}: {r.reason}")
         s = report.seconds
-        print(f"time: read {s['read']:.1f}s, embed {s['embed']:.1f}s, write {s['write']:.1f}s")
+        print(f"time: read {s['read']:.1f}s, embed {s['embed']:.1f}s, write {s['write']:.1f}s"
+              + (" (read and embed summed over the workers)" if workers is not None else ""))
+        if workers:
+            print(f"Ray workers: {len(workers)}: " + ", ".join(
+                f"{w.node} {w.device} {w.files} files" + (" (died)" if w.died else "") for w in workers))
     return 0 if report.ok else 1
 
 
