@@ -29,6 +29,8 @@ class Settings:
       MMCORE_COLLECTION     collection used when none is named (default)
       MMCORE_DEVICE         torch device for models (cuda when available, else cpu)
       MMCORE_BATCH_SIZE     items per model forward pass (32)
+      MMCORE_BACKEND        inference backend of the clip space: torch (eager float32 on a CPU) or openvino-bf16
+                            (about 3x faster on a CPU with AVX512-BF16 or AMX; see mmcore.spaces.backends)
       MMCORE_MAX_FILE_MB    largest file accepted, in MB (512)
       MMCORE_MAX_UPLOAD_MB  most bytes one upload in the app may bring in all, in MB (2048)
       MMCORE_MAX_TEXT_MB    largest text file (.txt, .md, .csv) accepted, in MB; also the most text one PDF may hold (10)
@@ -49,6 +51,7 @@ class Settings:
     collection: str = DEFAULT_COLLECTION
     device: str | None = None
     batch_size: int = 32
+    backend: str = "torch"
     max_file_bytes: int = 512 * 1024 * 1024
     max_upload_bytes: int = 2048 * 1024 * 1024
     max_text_bytes: int = 10 * 1024 * 1024
@@ -76,6 +79,8 @@ class Settings:
                 raise MMError(f"{key} must be positive, got {value}")
             return value
 
+        from .spaces.backends import DEFAULT_BACKEND, check_backend  # here: mmcore.spaces imports this module
+
         return cls(
             data_dir=Path(env.get("MMCORE_DATA_DIR") or "mmdata").expanduser(),
             clip_model=env.get("MMCORE_CLIP_MODEL") or DEFAULT_CLIP_MODEL,
@@ -86,6 +91,7 @@ class Settings:
             collection=env.get("MMCORE_COLLECTION") or DEFAULT_COLLECTION,
             device=env.get("MMCORE_DEVICE") or None,
             batch_size=number("MMCORE_BATCH_SIZE", 32),
+            backend=check_backend(env.get("MMCORE_BACKEND", "").strip() or DEFAULT_BACKEND),
             max_file_bytes=number("MMCORE_MAX_FILE_MB", 512) * 1024 * 1024,
             max_upload_bytes=number("MMCORE_MAX_UPLOAD_MB", 2048) * 1024 * 1024,
             max_text_bytes=number("MMCORE_MAX_TEXT_MB", 10) * 1024 * 1024,

@@ -14,12 +14,17 @@ from ..errors import MMError
 
 @dataclass(frozen=True)
 class SpaceInfo:
-    """What a collection records about the model that made its vectors, and checks on every write/query."""
+    """What a collection records about the model that made its vectors, and checks on every write/query.
+
+    `backend` names what ran the model (see mmcore.spaces.backends); a collection that compatible backends wrote
+    to records them all, joined by "+" in the order they first wrote.
+    """
 
     space: str
     model_id: str
     revision: str
     dim: int
+    backend: str = "torch"
 
 
 class Space(Protocol):
@@ -49,20 +54,28 @@ def get_space(name: str, settings: Settings) -> Space:
     """The space `name` with the model the settings name, loaded on first use and shared after.
 
     Raises:
-        MMError: `name` is not a known space.
-        ModelUnavailable: the model can't be found locally or downloaded.
+        MMError: `name` is not a known space, or settings.backend is not a known backend.
+        ModelUnavailable: the model can't be found locally or downloaded; BackendUnavailable (a ModelUnavailable):
+            the backend can't run on this machine.
     """
+    from .backends import check_backend
+
     if name not in KNOWN_SPACES:
         raise MMError(f"unknown space {name!r}; known spaces: {', '.join(KNOWN_SPACES)}")
+    check_backend(settings.backend)
     key = _key(name, settings)
     with _lock:
         if key not in _loaded:
-            if name == "clap":
-                from .clap import ClapSpace as loader
-            else:
-                from .clip import ClipSpace as loader
+            if name == "clap":  # CLAP runs eagerly whatever MMCORE_BACKEND says; its SpaceInfo records "torch"
+                from .clap import ClapSpace
 
-            _loaded[key] = loader.load(_model(name, settings), device=settings.device, batch_size=settings.batch_size)
+                _loaded[key] = ClapSpace.load(_model(name, settings), device=settings.device, batch_size=settings.batch_size)
+            else:
+                from .clip import ClipSpace
+
+                _loaded[key] = ClipSpace.load(
+                    _model(name, settings), device=settings.device, batch_size=settings.batch_size, backend=settings.backend
+                )
         return _loaded[key]
 
 
@@ -75,7 +88,8 @@ def _model(name: str, settings: Settings) -> str:
 
 
 def _key(name: str, settings: Settings) -> tuple:
-    return (name, _model(name, settings), settings.device, settings.batch_size)
+    backend = settings.backend if name == "clip" else "torch"
+    return (name, _model(name, settings), settings.device, settings.batch_size, backend)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

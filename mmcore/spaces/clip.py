@@ -10,6 +10,8 @@ import numpy as np
 from ..config import DEFAULT_CLIP_MODEL
 from ..errors import ModelUnavailable
 from . import SpaceInfo
+from .backends import OPENVINO_BF16, TORCH, openvino_towers
+from .backends import prepare as prepare_backend
 from .hf import embed_in_batches, load_pretrained, revision
 
 HOW_TO_PROVIDE = (
@@ -38,19 +40,44 @@ class ClipSpace:
         # A fast tokenizer keeps its padding/truncation settings between calls, so sessions (threads) sharing this
         # space would reset each other's mid-call; the model's forward pass itself is safe to share.
         self._processor_lock = threading.Lock()
+        # What runs each tower: the torch model's own methods, or their OpenVINO conversions (`use_openvino`).
+        self.image_forward = model.get_image_features
+        self.text_forward = model.get_text_features
 
     @classmethod
-    def load(cls, model: str, device: str | None = None, batch_size: int = 32) -> "ClipSpace":
-        """Load a checkpoint by hub id (cache first, then the hub) or local directory.
+    def load(cls, model: str, device: str | None = None, batch_size: int = 32, backend: str = TORCH) -> "ClipSpace":
+        """Load a checkpoint by hub id (cache first, then the hub) or local directory, run by `backend`.
 
         Raises:
-            ModelUnavailable: it is neither cached nor reachable, has no safetensors weights, or isn't CLIP-like.
+            MMError: `backend` is not a known backend.
+            ModelUnavailable: it is neither cached nor reachable, has no safetensors weights, or isn't CLIP-like;
+                BackendUnavailable (a ModelUnavailable): the backend can't run on this machine.
         """
+        device = prepare_backend(backend, device)
         net, processor, source, device = load_pretrained(model, "CLIP", HOW_TO_PROVIDE, DEFAULT_CLIP_MODEL, device)
         if not hasattr(net, "get_text_features") or not hasattr(net, "get_image_features"):
             raise ModelUnavailable(f"{model!r} is a {type(net).__name__}, not a CLIP-family model with text and image towers.")
         dim = int(getattr(net.config, "projection_dim", 0) or 0) or _probe_dim(net, processor, device)
-        return cls(net, processor, SpaceInfo("clip", source, revision(net), dim), device, batch_size)
+        space = cls(net, processor, SpaceInfo("clip", source, revision(net), dim, backend), device, batch_size)
+        if backend == OPENVINO_BF16:
+            space.use_openvino()
+        return space
+
+    def use_openvino(self) -> None:
+        """Run both towers with OpenVINO in bfloat16 (converted on first use of this checkpoint, then cached)."""
+        import torch
+        from PIL import Image
+
+        size = int(getattr(self.model.config.vision_config, "image_size", 224))
+        towers = {}
+        for name, method, example in (
+            ("image", "get_image_features", self._image_inputs([Image.new("RGB", (size, size))])),
+            ("text", "get_text_features", self._text_inputs(["a photo"])),
+        ):
+            tensors = {k: v for k, v in example.items() if isinstance(v, torch.Tensor)}
+            towers[name] = (method, tensors, {k: v.dim() for k, v in tensors.items()})
+        converted = openvino_towers(self.model, towers, self.info.model_id, self.info.revision, threads=torch.get_num_threads())
+        self.image_forward, self.text_forward = converted["image"], converted["text"]
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         with self._processor_lock:
@@ -58,17 +85,17 @@ class ClipSpace:
         return [tuple(span) for span in encoded["offset_mapping"]]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        padding = "max_length" if self.pad_to_max else True
-        return self._embed(
-            texts,
-            lambda batch: self.processor(
-                text=list(batch), return_tensors="pt", padding=padding, truncation=True, max_length=self.context_tokens
-            ),
-            self.model.get_text_features,
-        )
+        return self._embed(texts, self._text_inputs, self.text_forward)
 
     def embed_images(self, images: Sequence) -> np.ndarray:
-        return self._embed(images, lambda batch: self.processor(images=list(batch), return_tensors="pt"), self.model.get_image_features)
+        return self._embed(images, self._image_inputs, self.image_forward)
+
+    def _text_inputs(self, batch: Sequence[str]):
+        padding = "max_length" if self.pad_to_max else True
+        return self.processor(text=list(batch), return_tensors="pt", padding=padding, truncation=True, max_length=self.context_tokens)
+
+    def _image_inputs(self, batch: Sequence):
+        return self.processor(images=list(batch), return_tensors="pt")
 
     def _embed(self, items: Sequence, prepare, forward) -> np.ndarray:
         def locked(batch):
