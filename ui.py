@@ -194,7 +194,8 @@ def show_model_status() -> None:
     lines = []
     for space, field in MODELS.items():
         state = "loaded" if is_loaded(space, settings) else "loads on first use"
-        lines.append(f"**{space.upper()}** `{getattr(settings, field)}` · {state}")
+        backend = f" · {settings.backend}" if space == "clip" and settings.backend != "torch" else ""  # CLAP runs on torch
+        lines.append(f"**{space.upper()}** `{getattr(settings, field)}`{backend} · {state}")
     if settings.asr_model:
         state = "loaded" if speech_loaded(settings) else "loads on first use"
         lines.append(f"**Speech** `{settings.asr_model}` · {state}")

@@ -179,14 +179,14 @@ def _info(args) -> int:
     if args.json:
         print(json.dumps([
             {"collection": c.name, "space": c.space.space, "model": c.space.model_id, "revision": c.space.revision,
-             "dimension": c.space.dim, "items": c.count}
+             "backend": c.space.backend, "dimension": c.space.dim, "items": c.count}
             for c in collections
         ], indent=2))
     else:
         where = f"Chroma server {ws.settings.chroma_host}:{ws.settings.chroma_port}" if ws.settings.chroma_host else f"data dir {ws.settings.data_dir}"
         print(f"{where}: {len(collections)} collection(s)")
         for c in collections:
-            print(f"  {c.name}  space={c.space.space}  model={c.space.model_id}  dim={c.space.dim}  items={c.count}")
+            print(f"  {c.name}  space={c.space.space}  model={c.space.model_id}  backend={c.space.backend}  dim={c.space.dim}  items={c.count}")
     return 0
 
 

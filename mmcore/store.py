@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -112,6 +112,7 @@ class Store:
                 "mm_model": space.model_id,
                 "mm_revision": space.revision,
                 "mm_dim": space.dim,
+                "mm_backend": space.backend,
             }
             raw = self.client.get_or_create_collection(
                 chroma_name, metadata=metadata, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
@@ -120,6 +121,8 @@ class Store:
             raw = self._get(chroma_name, name)
         collection = self._wrap(raw)
         collection.check_space(space)
+        if create:
+            collection.writer = space
         return collection
 
     def open(self, name: str, space: str = "clip") -> "ItemCollection":
@@ -161,16 +164,29 @@ class ItemCollection:
         self.client = client
         self.max_batch = max_batch
         self.before_write = before_write
+        self.writer: SpaceInfo | None = None  # the space that writes through this handle (Store.collection)
         meta = raw.metadata or {}
         self.name = meta.get("mm_collection", raw.name)
         self.space = (
-            SpaceInfo(meta["mm_space"], meta["mm_model"], meta.get("mm_revision", ""), int(meta["mm_dim"]))
+            SpaceInfo(
+                meta["mm_space"], meta["mm_model"], meta.get("mm_revision", ""), int(meta["mm_dim"]),
+                meta.get("mm_backend") or "torch",  # collections from before backends were all made by torch
+            )
             if "mm_space" in meta
             else None
         )
 
+    @property
+    def backends(self) -> list[str]:
+        """The backends that wrote this collection's vectors, in the order they first wrote."""
+        return self.space.backend.split("+") if self.space else []
+
     def check_space(self, space: SpaceInfo) -> None:
-        """Raises SpaceMismatch unless `space` is the one that made this collection."""
+        """Raises SpaceMismatch unless `space` is the one that made this collection.
+
+        The same model with another backend passes only when that backend is in parity with every backend that
+        wrote here (mmcore.spaces.backends.compatible): their vectors have cosine >= 0.99 on the same inputs.
+        """
         mine = self.space
         if mine is None or (mine.space, mine.model_id, mine.dim) != (space.space, space.model_id, space.dim):
             made_by = f"{mine.model_id} ({mine.dim}-d)" if mine else "an unknown model"
@@ -178,6 +194,15 @@ class ItemCollection:
                 f"Collection {self.name!r} was made with {made_by}, but the current model is {space.model_id} "
                 f"({space.dim}-d). Vectors of different models can't be compared: set MMCORE_CLIP_MODEL={mine.model_id if mine else '...'} "
                 "or use another collection."
+            )
+        from .spaces.backends import compatible
+
+        apart = [b for b in self.backends if not compatible(b, space.backend)]
+        if apart:
+            raise SpaceMismatch(
+                f"Collection {self.name!r} holds vectors made by the {' and '.join(apart)} backend of {mine.model_id}, "
+                f"which are not in parity with the current backend, {space.backend} (cosine similarity below 0.99 "
+                f"on the same inputs), so they can't be compared: set MMCORE_BACKEND={apart[0]} or use another collection."
             )
 
     def count(self) -> int:
@@ -255,9 +280,19 @@ class ItemCollection:
         self.raw.modify(metadata=meta)
 
     def _touch(self, version: str | None = None) -> None:
-        """A new random version token: concurrent writers can't both write the same one."""
+        """A new random version token: concurrent writers can't both write the same one.
+
+        After an add, the writer's backend joins the collection's record of backends if it isn't there yet.
+        """
         meta = {k: v for k, v in (self.raw.metadata or {}).items() if not k.startswith("hnsw:")}
         meta["mm_version"] = version or uuid.uuid4().hex
+        if version and self.writer and self.space:
+            # Another handle may have recorded a backend since this one was opened: start from the stored record.
+            fresh = self.client.get_collection(self.raw.name, embedding_function=None).metadata if self.client else meta
+            recorded = (fresh or {}).get("mm_backend") or self.space.backend
+            backends = recorded.split("+") + ([] if self.writer.backend in recorded.split("+") else [self.writer.backend])
+            meta["mm_backend"] = "+".join(backends)
+            self.space = replace(self.space, backend=meta["mm_backend"])
         self.raw.modify(metadata=meta)
 
     def all(self, with_vectors: bool = True, where: dict | None = None, page: int = 5000) -> Items:

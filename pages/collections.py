@@ -11,8 +11,8 @@ denied = ui.write_denied()
 
 infos = ui.collections()
 if infos:
-    rows = [{"collection": c.name, "space": c.space.space, "model": c.space.model_id, "dimension": c.space.dim,
-             "items": c.count} for c in infos]
+    rows = [{"collection": c.name, "space": c.space.space, "model": c.space.model_id, "backend": c.space.backend,
+             "dimension": c.space.dim, "items": c.count} for c in infos]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 else:
     st.info("No collections yet. Upload files, or load the demo below: it needs no model download.",
