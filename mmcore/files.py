@@ -45,7 +45,7 @@ class MediaFiles:
     def save_thumbnail(self, source_hash: str, image) -> Path:
         path = self.thumbnail_path(source_hash)
         if not path.exists():
-            _write_atomically(path, lambda f: image.save(f, format="WEBP", quality=80))
+            _write_atomically(path, lambda f: image.save(f, format="WEBP", quality=80, method=0))  # 3x faster, 15% bigger
         return path
 
 

@@ -5,12 +5,19 @@ items are written once all of them are embedded, in one upsert per space, after 
 are on disk. Every write is a journaled group (mmcore.journal): a file is reported as added only once its
 group is committed, and a group cut short by a crash is rolled back before the next ingest, which then adds
 the file again, whole.
+
+Three stages overlap so the model never waits: decoder threads decode the next files while the model embeds
+(Pillow and PyAV release the GIL), and one writer thread saves thumbnails and originals and upserts while the
+model goes on. Files are still taken, embedded and reported in order.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -26,6 +33,7 @@ from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
 
 LOCATOR_KEYS = ("page", "row", "char_start", "char_end", "start_s", "end_s")
+DECODE_THREADS = min(4, os.cpu_count() or 1)  # decoders release the GIL: files decode while the model runs
 
 
 @dataclass
@@ -147,6 +155,8 @@ def ingest(
     report = IngestReport()
     batch: list[tuple[_Pending, int]] = []  # chunks waiting for the model, across files
     waiting: list[_Pending] = []  # files read whole whose chunks are not all embedded and written yet
+    decoding: deque[tuple[FileResult, bytes, Future]] = deque()  # files being decoded ahead of the model, in order
+    writes: deque[tuple[Future, list[_Pending]]] = deque()  # groups being written, in order
     seen: set[str] = set()
     in_order: list[FileResult] = []
 
@@ -176,64 +186,100 @@ def ingest(
         write_done()
 
     def write_done() -> None:
+        """Hand the files whose chunks are all embedded to the writer thread; report the groups it has written."""
         done = [f for f in waiting if f.failed or all(v is not None for v in f.vectors)]
-        if not done:
-            return
-        started = time.perf_counter()
         for f in done:
             waiting.remove(f)
-        write_files(ws, journal, targets, done, tag_list)
-        report.seconds["write"] += time.perf_counter() - started
-        for f in done:
-            finish(f.result)
+        if done:
+            writes.append((writer.submit(timed, "write", write_files, ws, journal, targets, done, tag_list), done))
+        report_written(wait=False)
+
+    def report_written(wait: bool) -> None:
+        while writes and (wait or writes[0][0].done()):
+            future, done = writes.popleft()
+            future.result()  # a store error stops the ingest here, its group rolled back by the journal
+            for f in done:
+                finish(f.result)
+
+    def timed(stage: str, work, *args):
+        started = time.perf_counter()
+        try:
+            return work(*args)
+        finally:
+            report.seconds[stage] += time.perf_counter() - started
+
+    def take(result: FileResult, data: bytes, decoded: Future) -> None:
+        """Queue a decoded file's chunks for the model (long media is read on, chunk by chunk, as it goes)."""
+        started = time.perf_counter()
+        pending = None
+        try:
+            if result.source_hash in seen:
+                result.status, result.reason = "skipped", "already in the collection"
+            else:
+                pending = _Pending(result, decoded.result(), data)
+                for chunk in pending.decoded.chunks:  # lazily decoded: long media streams through the model in batches
+                    report.seconds["read"] += time.perf_counter() - started
+                    queue(pending, chunk)
+                    started = time.perf_counter()
+                if not pending.chunks:
+                    raise MediaError(result.name, "nothing in it could be embedded")
+                if transcriber is not None and pending.chunks[0].modality in ("audio", "video"):
+                    report.seconds["read"] += time.perf_counter() - started
+                    started = time.perf_counter()
+                    spoken = transcript_chunks(transcriber, result.name, data, pending.chunks, options)
+                    report.seconds["transcribe"] += time.perf_counter() - started
+                    for chunk in spoken:
+                        queue(pending, chunk)
+                    started = time.perf_counter()
+        except MediaError as e:
+            result.reason = e.reason
+            if pending is not None:  # drop what was read of it; vectors already made are discarded
+                batch[:] = [(f, i) for f, i in batch if f is not pending]
+        report.seconds["read"] += time.perf_counter() - started
+        if result.reason:
+            finish(result)
+            return
+        seen.add(result.source_hash)
+        waiting.append(pending)
+        write_done()
 
     received = 0  # bytes of the files taken so far, against max_total_bytes
+    lookahead = 2 * settings.batch_size  # files decoded ahead of the model: enough to fill its next batches
+    decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-decode")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="ingest-write")
     with Journal(journals, ws.store) as journal:
-        for source in sources:
-            result = FileResult(source.name, "failed")
-            in_order.append(result)
-            started = time.perf_counter()
-            pending = None
-            try:
-                data = source.read(settings.max_file_bytes)
-                if max_total_bytes is not None and received + len(data) > max_total_bytes:
-                    limit = f"{max_total_bytes / 2**20:.0f} MB"
-                    raise MediaError(source.name, f"with it, this upload is over its {limit} limit in all; add it in "
-                                     "another upload (or raise MMCORE_MAX_UPLOAD_MB)")
-                received += len(data)
-                result.source_hash = hashlib.sha256(data).hexdigest()
-                if result.source_hash in seen or targets[space_of(source.name)].has_source(result.source_hash):
-                    result.status, result.reason = "skipped", "already in the collection"
-                else:
-                    decoded = read_media(source.name, data, options)
-                    pending = _Pending(result, decoded, data)
-                    for chunk in decoded.chunks:  # lazily decoded: long media streams through the model in batches
-                        report.seconds["read"] += time.perf_counter() - started
-                        queue(pending, chunk)
-                        started = time.perf_counter()
-                    if not pending.chunks:
-                        raise MediaError(source.name, "nothing in it could be embedded")
-                    if transcriber is not None and pending.chunks[0].modality in ("audio", "video"):
-                        report.seconds["read"] += time.perf_counter() - started
-                        started = time.perf_counter()
-                        spoken = transcript_chunks(transcriber, source.name, data, pending.chunks, options)
-                        report.seconds["transcribe"] += time.perf_counter() - started
-                        for chunk in spoken:
-                            queue(pending, chunk)
-                        started = time.perf_counter()
-            except MediaError as e:
-                result.reason = e.reason
-                if pending is not None:  # drop what was read of it; vectors already made are discarded
-                    batch[:] = [(f, i) for f, i in batch if f is not pending]
-            report.seconds["read"] += time.perf_counter() - started
-            if result.reason:
-                finish(result)
-                continue
-            seen.add(result.source_hash)
-            waiting.append(pending)
+        try:
+            for source in sources:
+                result = FileResult(source.name, "failed")
+                in_order.append(result)
+                started = time.perf_counter()
+                try:
+                    data = source.read(settings.max_file_bytes)
+                    if max_total_bytes is not None and received + len(data) > max_total_bytes:
+                        limit = f"{max_total_bytes / 2**20:.0f} MB"
+                        raise MediaError(source.name, f"with it, this upload is over its {limit} limit in all; add it "
+                                         "in another upload (or raise MMCORE_MAX_UPLOAD_MB)")
+                    received += len(data)
+                    result.source_hash = hashlib.sha256(data).hexdigest()
+                    if targets[space_of(source.name)].has_source(result.source_hash):
+                        result.status, result.reason = "skipped", "already in the collection"
+                except MediaError as e:
+                    result.reason = e.reason
+                report.seconds["read"] += time.perf_counter() - started
+                if result.reason:
+                    finish(result)
+                    continue
+                decoding.append((result, data, decoder.submit(read_media, source.name, data, options)))
+                while len(decoding) > lookahead:
+                    take(*decoding.popleft())
+            while decoding:
+                take(*decoding.popleft())
+            embed_batch()
             write_done()
-        embed_batch()
-        write_done()
+            report_written(wait=True)
+        finally:  # on an error: no write may still run when the journal rolls back its open group
+            decoder.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
     report.results = in_order  # files finish out of order (batching); report them as given
     return report
 

@@ -11,7 +11,7 @@ import pytest
 import media_factory as mf
 from mmcore.errors import MediaError
 from mmcore.media import ReadOptions, read_media
-from mmcore.media.image import THUMBNAIL_SIZE
+from mmcore.media.image import DRAFT_SIDE, THUMBNAIL_SIZE
 from mmcore.media.text import BLOCK_CHARS
 
 MIMES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp", ".tiff": "image/tiff"}
@@ -65,6 +65,24 @@ def test_exif_orientation_is_applied(options):
     decoded = read_media("portrait.jpg", mf.rotated_jpeg(40, 20), options)
     assert decoded.chunks[0].payload.size == (20, 40)
     assert decoded.chunks[0].meta == {"width": 20, "height": 40}
+
+
+def test_a_big_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_model_and_thumbnail(options):
+    picture = mf.picture((3000, 2000), (200, 30, 30), "stripes")
+    decoded = read_media("big.jpg", mf.encode(picture, "JPEG"), options)
+    image = decoded.chunks[0].payload
+    assert image.size == (750, 500)  # 1/4 scale: the smallest whose sides are both at least DRAFT_SIDE
+    assert min(image.size) >= DRAFT_SIDE
+    assert decoded.chunks[0].meta == {"width": 3000, "height": 2000}  # the file's own size, not the decoded one
+    seen, expected = (np.asarray(im.resize((60, 40)), dtype=np.float32) for im in (image, picture))
+    assert np.abs(seen - expected).mean() < 12  # the same picture, whatever the downscaling method
+    assert max(decoded.thumbnail.size) == THUMBNAIL_SIZE
+
+
+def test_a_big_turned_jpeg_reports_its_size_as_shown(options):
+    decoded = read_media("portrait.jpg", mf.rotated_jpeg(2000, 1200), options)
+    assert decoded.chunks[0].meta == {"width": 1200, "height": 2000}
+    assert decoded.chunks[0].payload.size == (600, 1000)
 
 
 def test_png_transparency_is_flattened_onto_white(options):
