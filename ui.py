@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -58,8 +59,6 @@ def _leave_v1_navigation() -> None:
 
 def init_state() -> None:
     ws = workspace()
-    st.session_state.setdefault("tags_epoch", 0)
-    st.session_state.setdefault("table_cache", None)
     st.session_state.setdefault("collection", ws.settings.collection)
     st.session_state.setdefault("upload_key", 0)
     st.session_state.setdefault("last_report", None)
@@ -318,32 +317,59 @@ def analysis(space: str, umap, hdbscan, refit: bool = False):
         slot.empty()
 
 
+TABLES_KEPT = 4  # items tables shared by the sessions of this server, newest used last (50,000 items: about 20 MB)
+
+
+@st.cache_resource(show_spinner=False)
+def _tables() -> dict:
+    """The items tables of this server, shared by all of its sessions ({key: (table, warning)}), and a count of
+    the tag edits made through it."""
+    return {"tables": {}, "tag_edits": 0, "lock": threading.Lock()}
+
+
 def analysis_table(analysis):
-    """Items joined with the analysis, kept for this session until the collection, the parameters or
-    any tag changes."""
+    """Items joined with the analysis, shared by every session of this server until the collection, the
+    parameters, the taxonomy or vocabulary, or any tag changes (through this server: tags edited by another
+    process show once the collection changes). Read-only: pages derive new tables from it.
+
+    Building it reads every item's metadata from the store (3-4 s at 50,000 items), which a new session (a new
+    tab) would otherwise pay again before the Map page could draw.
+    """
     from mmcore.analysis.frame import analysis_frame
     from mmcore.analysis.naming import cluster_names
     from mmcore.analysis.taxonomy import load_taxonomy, taxonomy_path
 
     ws = workspace()
+    shared = _tables()
     files = (taxonomy_path(ws.settings.data_dir, analysis.collection, analysis.space), ws.settings.data_dir / "vocabulary.txt")
     key = (analysis.collection, analysis.space, analysis.version, analysis.fit_key, analysis.umap, analysis.hdbscan,
-           analysis.placed, st.session_state["tags_epoch"], *(f.stat().st_mtime_ns if f.exists() else 0 for f in files))
-    cached = st.session_state["table_cache"]
-    if cached is None or cached[0] != key:
-        labels, names = None, cluster_names(ws, analysis)
+           analysis.placed, shared["tag_edits"], *(f.stat().st_mtime_ns if f.exists() else 0 for f in files))
+    with shared["lock"]:
+        cached = shared["tables"].pop(key, None)
+        if cached is not None:
+            shared["tables"][key] = cached  # the most recently used last
+    if cached is None:
+        labels, names, warning = None, cluster_names(ws, analysis), None
         try:
             labels, names = load_taxonomy(ws, analysis.collection, analysis.space).apply(analysis, names)
         except MMError as e:
-            st.warning(f"{e} Until then clusters keep their automatic names.", icon=":material/warning:")
+            warning = f"{e} Until then clusters keep their automatic names."
         target = ws.store.open(analysis.collection, analysis.space)
-        cached = (key, analysis_frame(target, analysis, names, media_root=ws.files.root, labels=labels))
-        st.session_state["table_cache"] = cached
-    return cached[1]
+        cached = (analysis_frame(target, analysis, names, media_root=ws.files.root, labels=labels), warning)
+        with shared["lock"]:
+            shared["tables"][key] = cached
+            while len(shared["tables"]) > TABLES_KEPT:
+                del shared["tables"][next(iter(shared["tables"]))]
+    if cached[1]:
+        st.warning(cached[1], icon=":material/warning:")
+    return cached[0]
 
 
 def tags_changed() -> None:
-    st.session_state["tags_epoch"] += 1
+    """Call after changing tags: every session's items tables are rebuilt."""
+    shared = _tables()
+    with shared["lock"]:
+        shared["tag_edits"] += 1
 
 
 GALLERY_LIMIT = 40

@@ -45,13 +45,18 @@ def map_figure(frame: pd.DataFrame, color_by: str = "cluster", highlight: set[st
     Scatter = go.Scatter3d if three_d else go.Scattergl
     size = _marker_size(len(frame), three_d)
     rows = np.arange(len(frame), dtype=np.int32)
+    coords = _coords(frame, three_d)  # once: selecting each trace's points from these arrays, not the whole frame
+
+    def at(part) -> dict:
+        return {axis: values[part] for axis, values in coords.items()}
+
     figure = go.Figure()
     values = frame[color_by] if color_by in frame else pd.Series(["?"] * len(frame))
     continuous = color_by in CONTINUOUS or (pd.api.types.is_numeric_dtype(values) and values.nunique() > MAX_CATEGORIES)
     if continuous:
         label, digits = color_by.replace("_", " "), ":.2f" if pd.api.types.is_float_dtype(values) else ""
         figure.add_trace(Scatter(
-            **_coords(frame, three_d), mode="markers", customdata=rows,
+            **coords, mode="markers", customdata=rows,
             hovertemplate=f"{label} %{{marker.color{digits}}}<extra></extra>",
             marker=dict(size=size, color=values.fillna(0).to_numpy(np.float32), colorscale="Viridis", showscale=True,
                         colorbar=dict(title=label, thickness=12)),
@@ -63,7 +68,7 @@ def map_figure(frame: pd.DataFrame, color_by: str = "cluster", highlight: set[st
             part = (values == value if value is not None else values.isna()).to_numpy()
             is_noise = color_by == "cluster" and value == -1
             figure.add_trace(Scatter(
-                **_coords(frame[part], three_d), mode="markers", customdata=rows[part], name=label,
+                **at(part), mode="markers", customdata=rows[part], name=label,
                 hovertemplate="%{fullData.name}<extra></extra>",
                 marker=dict(size=size * (0.7 if is_noise else 1), color=NOISE_COLOR if is_noise else PALETTE[i % len(PALETTE)],
                             opacity=0.5 if is_noise else 0.85),
@@ -71,7 +76,7 @@ def map_figure(frame: pd.DataFrame, color_by: str = "cluster", highlight: set[st
     if highlight:
         part = frame["id"].isin(highlight).to_numpy()
         figure.add_trace(Scatter(
-            **_coords(frame[part], three_d), mode="markers", customdata=rows[part], name="search hits",
+            **at(part), mode="markers", customdata=rows[part], name="search hits",
             hovertemplate="search hit<extra></extra>",
             marker=dict(size=size * 2.6, color="rgba(0,0,0,0)", line=dict(color="#111827", width=2)),
         ))
@@ -137,8 +142,9 @@ def _categories(frame: pd.DataFrame, column: str) -> list[tuple[object, str]]:
     if column not in frame:
         return [("?", "?")]
     if column == "cluster":
-        names = dict(zip(frame["cluster"], frame["cluster_name"]))
-        ordered = sorted(set(frame["cluster"]), key=lambda c: (c < 0, c))
+        first = frame.drop_duplicates("cluster")
+        names = dict(zip(first["cluster"].tolist(), first["cluster_name"].tolist()))
+        ordered = sorted(names, key=lambda c: (c < 0, c))
         return [(c, f"{c}: {names[c]}" if c >= 0 else "noise") for c in ordered]
     counts = frame[column].value_counts(dropna=False)
     values = list(counts.index[:MAX_CATEGORIES])
