@@ -33,7 +33,7 @@ from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
 
 LOCATOR_KEYS = ("page", "row", "char_start", "char_end", "start_s", "end_s")
-DECODE_THREADS = min(4, os.cpu_count() or 1)  # decoders release the GIL: files decode while the model runs
+DECODE_THREADS = min(16, os.cpu_count() or 1)  # decoders release the GIL: files decode while the model runs
 
 
 @dataclass

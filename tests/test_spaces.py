@@ -169,3 +169,24 @@ def test_siglip_checkpoint_loads_through_the_same_code(tmp_path):
     assert texts.shape == (2, 32) and images.shape == (1, 32)
     np.testing.assert_allclose(np.linalg.norm(np.vstack([texts, images]), axis=1), 1.0, atol=1e-5)
     assert not np.allclose(texts[0], texts[1])
+
+
+def test_a_model_in_bfloat16_gets_its_inputs_in_bfloat16_and_keeps_parity(clip_dir, clap_dir):
+    """What a GPU runs (load_pretrained puts the weights in bfloat16 on CUDA), here on the CPU: pixels and sound
+    are cast to the model's dtype, and the vectors stay within cosine 0.99 of float32's."""
+    import torch
+
+    from mmcore.spaces.clap import ClapSpace
+    from mmcore.spaces.clip import ClipSpace
+
+    images = [mf.picture((64, 48), colour, "stripes") for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
+    texts = ["a red square", "a green stripe", "blue"]
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(16_000).astype(np.float32) * 0.1 for _ in range(2)]
+    clip, clap = ClipSpace.load(str(clip_dir), device="cpu"), ClapSpace.load(str(clap_dir), device="cpu")
+    before = [clip.embed_images(images), clip.embed_texts(texts), clap.embed_audio(waves), clap.embed_texts(texts)]
+    clip.model.to(torch.bfloat16), clap.model.to(torch.bfloat16)
+    after = [clip.embed_images(images), clip.embed_texts(texts), clap.embed_audio(waves), clap.embed_texts(texts)]
+    for full, half in zip(before, after):
+        assert half.dtype == np.float32
+        assert np.all(np.sum(full * half, axis=1) > 0.99)

@@ -21,7 +21,6 @@ HOW_TO_PROVIDE = (
 TRAINED_TEXT_TOKENS = 77  # LAION trained CLAP's text tower on 77-token captions, though RoBERTa has room for 512
 
 _numpy_seed_lock = threading.Lock()
-_tokenizer_lock = threading.Lock()  # fast tokenizers keep padding/truncation settings between calls: not thread-safe
 
 
 class ClapSpace:
@@ -38,6 +37,9 @@ class ClapSpace:
         positions = int(model.config.text_config.max_position_embeddings) - 2  # RoBERTa's start after the padding index
         self.context_tokens = min(TRAINED_TEXT_TOKENS, positions)
         self.max_text_tokens = self.context_tokens - 2  # room for <s> and </s>
+        # A fast tokenizer keeps its padding/truncation settings between calls, so sessions (threads) sharing this
+        # space would reset each other's mid-call; the feature extractor and the forward pass are safe to share.
+        self._tokenizer_lock = threading.Lock()
         # An unfused model takes one spectrogram; a checkpoint's extractor may still say "fusion" (four of them).
         self.truncation = "fusion" if model.config.audio_config.enable_fusion else "rand_trunc"
 
@@ -61,23 +63,23 @@ class ClapSpace:
         return int(self.processor.feature_extractor.sampling_rate)
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        with _tokenizer_lock:
+        with self._tokenizer_lock:
             encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return [tuple(span) for span in encoded["offset_mapping"]]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         def prepare(batch):
-            with _tokenizer_lock:
+            with self._tokenizer_lock:
                 encoded = self.processor.tokenizer(
                     list(batch), return_tensors="pt", padding=True, truncation=True, max_length=self.context_tokens
                 )
             return _batch({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
 
-        return embed_in_batches(texts, self.batch_size, prepare, self.model.get_text_features, self.device, self.info.dim)
+        return embed_in_batches(texts, self.batch_size, prepare, self.model.get_text_features, self.device, self.info.dim, self.model.dtype)
 
     def embed_audio(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """One vector per wave: mono float32 samples at `sampling_rate` (the model hears its first 10 s or so)."""
-        return embed_in_batches(waves, self.batch_size, self._audio_inputs, self.model.get_audio_features, self.device, self.info.dim)
+        return embed_in_batches(waves, self.batch_size, self._audio_inputs, self.model.get_audio_features, self.device, self.info.dim, self.model.dtype)
 
     def _audio_inputs(self, batch: Sequence[np.ndarray]):
         import torch

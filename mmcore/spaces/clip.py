@@ -38,8 +38,8 @@ class ClipSpace:
         self.pad_to_max = model.config.model_type.startswith("siglip")  # SigLIP was trained on max-length padding
         self.max_text_tokens = self.context_tokens - (1 if self.pad_to_max else 2)  # room for EOS (and BOS)
         # A fast tokenizer keeps its padding/truncation settings between calls, so sessions (threads) sharing this
-        # space would reset each other's mid-call; the model's forward pass itself is safe to share.
-        self._processor_lock = threading.Lock()
+        # space would reset each other's mid-call; the image processor and the forward pass are safe to share.
+        self._tokenizer_lock = threading.Lock()
         # What runs each tower: the torch model's own methods, or their OpenVINO conversions (`use_openvino`).
         self.image_forward = model.get_image_features
         self.text_forward = model.get_text_features
@@ -80,7 +80,7 @@ class ClipSpace:
         self.image_forward, self.text_forward = converted["image"], converted["text"]
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        with self._processor_lock:
+        with self._tokenizer_lock:
             encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return [tuple(span) for span in encoded["offset_mapping"]]
 
@@ -92,17 +92,14 @@ class ClipSpace:
 
     def _text_inputs(self, batch: Sequence[str]):
         padding = "max_length" if self.pad_to_max else True
-        return self.processor(text=list(batch), return_tensors="pt", padding=padding, truncation=True, max_length=self.context_tokens)
+        with self._tokenizer_lock:
+            return self.processor(text=list(batch), return_tensors="pt", padding=padding, truncation=True, max_length=self.context_tokens)
 
     def _image_inputs(self, batch: Sequence):
         return self.processor(images=list(batch), return_tensors="pt")
 
     def _embed(self, items: Sequence, prepare, forward) -> np.ndarray:
-        def locked(batch):
-            with self._processor_lock:
-                return prepare(batch)
-
-        return embed_in_batches(items, self.batch_size, locked, forward, self.device, self.info.dim)
+        return embed_in_batches(items, self.batch_size, prepare, forward, self.device, self.info.dim, self.model.dtype)
 
 
 def _probe_dim(net, processor, device) -> int:
