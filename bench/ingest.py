@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--model", help="a real checkpoint folder (default: random full-size ViT-B/32)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", default="torch", help="MMCORE_BACKEND: torch or openvino-bf16")
     args = parser.parse_args()
 
     import torch
@@ -54,11 +55,11 @@ def main() -> None:
         SourceFile(f"img{i:06d}.jpg", data=originals[i % len(originals)].read_bytes() + i.to_bytes(4, "big"))
         for i in range(args.n)
     ]
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, torch threads {torch.get_num_threads()}")
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, torch threads {torch.get_num_threads()}, backend {args.backend}")
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):  # raw and pipeline alternate, so a change in machine load hits both
-            ws = Workspace(Settings(data_dir=Path(tmp) / str(round_), clip_model=model, batch_size=args.batch))
+            ws = Workspace(Settings(data_dir=Path(tmp) / str(round_), clip_model=model, batch_size=args.batch, backend=args.backend))
             space = ws.space()
             decoded = [Image.open(io.BytesIO(s.data)).convert("RGB") for s in sources[: min(args.n, 256)]]
             space.embed_images(decoded[: args.batch])  # warm-up

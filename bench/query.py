@@ -69,8 +69,8 @@ def percentiles(times: list[float]) -> str:
     return f"p50 {statistics.median(times) * 1000:6.1f} ms, p95 {times[int(0.95 * (len(times) - 1))] * 1000:6.1f} ms"
 
 
-def run(data_dir: Path, n: int, model: str, queries: list[str]) -> None:
-    ws = Workspace(Settings(data_dir=data_dir, clip_model=model, collection="bench"))
+def run(data_dir: Path, n: int, model: str, queries: list[str], backend: str) -> None:
+    ws = Workspace(Settings(data_dir=data_dir, clip_model=model, collection="bench", backend=backend))
     try:
         if not ws.store.list():
             build(ws, n)
@@ -109,20 +109,21 @@ def main() -> None:
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000])
     parser.add_argument("--model", help="a real CLIP checkpoint folder (default: random full-size ViT-B/32)")
     parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--backend", default="torch", help="MMCORE_BACKEND: torch or openvino-bf16")
     parser.add_argument("--keep", type=Path, help="build data dirs under this folder and reuse them")
     args = parser.parse_args()
     model = args.model or str(fullsize_clip())
     print(f"model: {model}" + ("" if args.model else " (random weights, real ViT-B/32 text tower cost)"))
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; backend {args.backend}")
     rng = np.random.default_rng(4)
     queries = [f"a {' '.join(rng.choice(WORDS, 3))} {i}" for i in range(args.queries + 1)]
     for n in args.sizes:
         print(f"n={n:,}:", flush=True)
         if args.keep:
-            run(args.keep / f"query-{n}", n, model, queries)
+            run(args.keep / f"query-{n}-{args.backend}", n, model, queries, args.backend)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                run(Path(tmp), n, model, queries)
+                run(Path(tmp), n, model, queries, args.backend)
         print(f"  load {os.getloadavg()[0]:.1f}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB", flush=True)
 
 
