@@ -2,21 +2,22 @@
 
 Chroma answers an unfiltered top-k over 100k vectors in milliseconds, but with a `where` filter it first
 lists every matching item, at about 4 µs per match (a filter keeping a third of 100k items: 150 ms, two
-thirds: 280 ms). A filtered query here goes the first of these ways that answers it:
+thirds: 280 ms). A filtered query here goes the first of these ways that can answer it:
 
-1. The nearest CANDIDATES items, unfiltered, checked against the filters (`accept`: the same conditions as
-   the `where`). When k of them pass, they are the answer: every item further away scores lower.
-2. Exact scores over the collection's vector cache (mmcore.vector_cache), when it holds the current version,
+1. Exact scores over the collection's vector cache (mmcore.vector_cache), when it holds the current version,
    with the items that fail the filters masked out. An item's modality is known from the cache itself (its
    write token); the ids meeting any other condition are listed once per collection content and filter and
    kept in memory.
-3. Chroma's own filtered query; the vector cache is then brought up to date in the background for the next.
+2. The nearest CANDIDATES items, unfiltered, checked against the filters (`accept`: the same conditions as
+   the `where`). When k of them pass, they are the answer: every item further away scores lower.
+3. Chroma's own filtered query. After 2 or 3, the vector cache is brought up to date in the background.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,25 +48,31 @@ def nearest(
     """
     if where is None or accept is None:
         return collection.query(vector, k, where, exclude)
+    snapshot = _snapshot(collection, cache_dir) if cache_dir else None
+    if snapshot is not None:
+        return _exact(collection, snapshot, np.asarray(vector, dtype=np.float32).reshape(-1), k, where, exclude)
+    if cache_dir:
+        _refresh_later(collection, cache_dir)
     wanted = max(CANDIDATES, k + len(exclude))
     near = collection.query(vector, wanted)
     passed = [m for m in near if m.id not in exclude and accept(m.metadata)]
     if len(passed) >= k or len(near) < wanted:  # enough, or that was every item
         return passed[:k]
-    snapshot = _snapshot(collection, cache_dir) if cache_dir else None
-    if snapshot is None:
-        if cache_dir:
-            _refresh_later(collection, cache_dir)
-        return collection.query(vector, k, where, exclude)
-    return _exact(collection, snapshot, np.asarray(vector, dtype=np.float32).reshape(-1), k, where, exclude)
+    return collection.query(vector, k, where, exclude)
 
 
 class _Loaded:
     """A snapshot as queries use it: ids, vectors, each item's modality, and masks of filters met."""
 
     def __init__(self, snapshot: Snapshot):
+        import torch
+
         self.ids = snapshot.ids
-        self.vectors = snapshot.vectors
+        with warnings.catch_warnings():  # the memory-mapped vectors are read-only, and never written through
+            warnings.simplefilter("ignore", UserWarning)
+            # Scored with torch, not numpy: numpy's BLAS threads spin on after each product and slow the text
+            # tower, which runs on torch's threads, about threefold.
+            self.vectors = torch.from_numpy(snapshot.vectors)
         self.modalities = snapshot.modalities()
         self.modality_known = bool(np.all(self.modalities != ""))  # items written before it was recorded: ""
         self.masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -94,15 +101,18 @@ def _snapshot(collection: ItemCollection, cache_dir: Path) -> _Loaded | None:
 
 
 def _exact(collection: ItemCollection, loaded: _Loaded, vector: np.ndarray, k: int, where: dict, exclude: Sequence[str]) -> list[Match]:
-    mask = _mask(collection, loaded, where).copy()
+    import torch
+
+    mask = _mask(collection, loaded, where).copy()  # a copy: the kept one must not lose the excluded
     for row, id_ in zip(np.searchsorted(loaded.ids, list(exclude)), exclude):
         if row < len(mask) and loaded.ids[row] == id_:
             mask[row] = False
     rows = np.flatnonzero(mask)
+    query = torch.from_numpy(vector)
     if len(rows) > len(mask) // 8:  # one pass over every vector beats gathering many rows
-        scores = (loaded.vectors @ vector)[rows]
+        scores = torch.mv(loaded.vectors, query).numpy()[rows]
     else:
-        scores = loaded.vectors[rows] @ vector
+        scores = torch.mv(loaded.vectors[torch.from_numpy(rows)], query).numpy()
     top = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]
     ids = loaded.ids[rows[top]].tolist()
@@ -111,17 +121,27 @@ def _exact(collection: ItemCollection, loaded: _Loaded, vector: np.ndarray, k: i
 
 
 def _mask(collection: ItemCollection, loaded: _Loaded, where: dict) -> np.ndarray:
-    """Rows of the snapshot that meet `where`: modality from the snapshot, the rest from the store's listing."""
+    """Rows of the snapshot that meet `where`, kept per collection content, tags and filter."""
+    key = (collection.content_version, json.dumps(where, sort_keys=True, default=str))
+    with _lock:
+        if key in loaded.masks:
+            loaded.masks.move_to_end(key)
+            return loaded.masks[key]
     mask = np.ones(len(loaded.ids), dtype=bool)
     rest = []
     for clause in where.get("$and", [where]):
         allowed = _modalities(clause) if loaded.modality_known else None
         if allowed is None:
             rest.append(clause)
-        else:
+        else:  # known from the snapshot itself
             mask &= np.isin(loaded.modalities, allowed)
-    if rest:
-        mask &= _listed(collection, loaded, rest[0] if len(rest) == 1 else {"$and": rest})
+    if rest:  # listed by the store: the ids meeting the other conditions
+        ids = collection.raw.get(where=rest[0] if len(rest) == 1 else {"$and": rest}, include=[])["ids"]
+        mask &= np.isin(loaded.ids, np.asarray(ids, dtype=loaded.ids.dtype)) if ids else False
+    with _lock:
+        loaded.masks[key] = mask
+        while len(loaded.masks) > KEPT:
+            loaded.masks.popitem(last=False)
     return mask
 
 
@@ -133,21 +153,6 @@ def _modalities(clause: dict) -> list[str] | None:
     if isinstance(condition, dict) and set(condition) == {"$eq"}:
         return [condition["$eq"]]
     return None
-
-
-def _listed(collection: ItemCollection, loaded: _Loaded, where: dict) -> np.ndarray:
-    key = (collection.content_version, json.dumps(where, sort_keys=True, default=str))
-    with _lock:
-        if key in loaded.masks:
-            loaded.masks.move_to_end(key)
-            return loaded.masks[key]
-    ids = collection.raw.get(where=where, include=[])["ids"]
-    mask = np.isin(loaded.ids, np.asarray(ids, dtype=loaded.ids.dtype)) if ids else np.zeros(len(loaded.ids), dtype=bool)
-    with _lock:
-        loaded.masks[key] = mask
-        while len(loaded.masks) > KEPT:
-            loaded.masks.popitem(last=False)
-    return mask
 
 
 def _refresh_later(collection: ItemCollection, cache_dir: Path) -> None:

@@ -244,7 +244,7 @@ def search_like(
 
 def collection_spaces(ws: Workspace, name: str) -> list[str]:
     """The spaces a collection has items in."""
-    return [c.space.space for c in ws.store.list() if c.name == name]
+    return ws.store.spaces(name)
 
 
 def query_spaces(ws: Workspace, query: Query, name: str) -> list[str]:

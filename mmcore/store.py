@@ -149,6 +149,11 @@ class Store:
                 infos.append(CollectionInfo(raw.metadata["mm_collection"], collection.space, raw.count()))
         return sorted(infos, key=lambda c: (c.name, c.space.space))
 
+    def spaces(self, name: str) -> list[str]:
+        """The spaces collection `name` has items of, sorted; cheaper than `list` (no item counts)."""
+        metas = [raw.metadata or {} for raw in self.client.list_collections()]
+        return sorted(m["mm_space"] for m in metas if m.get("mm_collection") == name and "mm_space" in m)
+
     def delete(self, name: str, space: str = "clip") -> None:
         """Remove a collection's space with all its items."""
         self.open(name, space)
@@ -327,12 +332,9 @@ class ItemCollection:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if self.space and vector.shape[0] != self.space.dim:
             raise SpaceMismatch(f"Collection {self.name!r} holds {self.space.dim}-d vectors; the query is {vector.shape[0]}-d.")
-        total = self.count()
-        if total == 0:
-            return []
-        result = self.raw.query(
+        result = self.raw.query(  # asking for more than there are gives all there are
             query_embeddings=[vector],
-            n_results=min(k + len(exclude), total),
+            n_results=k + len(exclude),
             where=where or None,
             include=["metadatas", "documents", "distances"],
         )
