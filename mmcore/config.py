@@ -30,7 +30,7 @@ class Settings:
       MMCORE_DEVICE         torch device for models (cuda when available, else cpu)
       MMCORE_BATCH_SIZE     items per model forward pass (32)
       MMCORE_BACKEND        inference backend of the clip space: torch (eager float32 on a CPU) or openvino-bf16
-                            (about 3x faster on a CPU with AVX512-BF16 or AMX; see mmcore.spaces.backends)
+                            (2.5x the images/s on a CPU with AVX512-BF16 or AMX; see mmcore.spaces.backends)
       MMCORE_MAX_FILE_MB    largest file accepted, in MB (512)
       MMCORE_MAX_UPLOAD_MB  most bytes one upload in the app may bring in all, in MB (2048)
       MMCORE_MAX_TEXT_MB    largest text file (.txt, .md, .csv) accepted, in MB; also the most text one PDF may hold (10)

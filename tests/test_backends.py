@@ -212,3 +212,14 @@ def test_openvino_sends_no_telemetry(tmp_path, clip_dir):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["None", "openvino.tools.ovc.telemetry_stub"]
     assert list(home.iterdir()) == []
+
+
+def test_a_siglip_checkpoint_keeps_parity_too(tmp_path):
+    """The other CLIP-family layout: texts padded to the maximum length, no projection_dim (probed)."""
+    from checkpoints import tiny_siglip
+
+    folder = str(tiny_siglip(tmp_path / "siglip"))
+    eager, fast = ClipSpace.load(folder), ClipSpace.load(folder, backend=OPENVINO_BF16)
+    assert fast.pad_to_max and fast.info.dim == 32 and fast.info.backend == OPENVINO_BF16
+    assert cosines(eager.embed_texts(TEXTS), fast.embed_texts(TEXTS)).min() >= PARITY_MIN_COSINE
+    assert cosines(eager.embed_images(pictures()), fast.embed_images(pictures())).min() >= PARITY_MIN_COSINE
