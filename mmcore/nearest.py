@@ -4,10 +4,10 @@ Chroma answers an unfiltered top-k over 100k vectors in milliseconds, but with a
 lists every matching item, at about 4 µs per match (a filter keeping a third of 100k items: 150 ms, two
 thirds: 280 ms). A filtered query here goes the first of these ways that can answer it:
 
-1. Exact scores over the collection's vector cache (mmcore.vector_cache), when it holds the current version,
-   with the items that fail the filters masked out. An item's modality is known from the cache itself (its
-   write token); the ids meeting any other condition are listed once per collection content and filter and
-   kept in memory.
+1. Scores over the collection's vector cache (mmcore.vector_cache), when it holds the current version, with
+   the items that fail the filters masked out: a float16 pass over all of them, then exact float32 scores for
+   the best few (ROUGH_POOL per result). An item's modality is known from the cache itself (its write
+   token); the ids meeting any other condition are listed once per collection content and filter and kept.
 2. The nearest CANDIDATES items, unfiltered, checked against the filters (`accept`: the same conditions as
    the `where`). When k of them pass, they are the answer: every item further away scores lower.
 3. Chroma's own filtered query. After 2 or 3, the vector cache is brought up to date in the background.
@@ -28,7 +28,9 @@ from .store import ItemCollection, Match
 from .vector_cache import Snapshot, current_snapshot, read_vectors
 
 CANDIDATES = 200  # unfiltered neighbours checked against the filters before anything costlier
-KEPT = 8  # snapshots and id lists kept in memory
+KEPT = 4  # snapshots kept in memory, each with a float16 copy of its vectors (100 MB per 100k items)
+MASKS_KEPT = 16  # filters' masks kept per snapshot
+ROUGH_POOL = 4  # rows per result kept from the float16 pass for exact scoring (its error is ~1e-3)
 
 Accept = Callable[[dict], bool]
 
@@ -73,6 +75,7 @@ class _Loaded:
             # Scored with torch, not numpy: numpy's BLAS threads spin on after each product and slow the text
             # tower, which runs on torch's threads, about threefold.
             self.vectors = torch.from_numpy(snapshot.vectors)
+        self.rough = self.vectors.half()  # in memory, half the bytes: a first pass 5x faster than float32
         self.modalities = snapshot.modalities()
         self.modality_known = bool(np.all(self.modalities != ""))  # items written before it was recorded: ""
         self.masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -109,10 +112,11 @@ def _exact(collection: ItemCollection, loaded: _Loaded, vector: np.ndarray, k: i
             mask[row] = False
     rows = np.flatnonzero(mask)
     query = torch.from_numpy(vector)
-    if len(rows) > len(mask) // 8:  # one pass over every vector beats gathering many rows
-        scores = torch.mv(loaded.vectors, query).numpy()[rows]
-    else:
-        scores = torch.mv(loaded.vectors[torch.from_numpy(rows)], query).numpy()
+    pool = ROUGH_POOL * k + 64
+    if len(rows) > max(pool, len(mask) // 8):  # a float16 pass over every vector, then the best rows exactly
+        rough = torch.mv(loaded.rough, query.half()).float().numpy()[rows]
+        rows = rows[np.argpartition(-rough, pool)[:pool]]
+    scores = torch.mv(loaded.vectors[torch.from_numpy(rows)], query).numpy()
     top = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]
     ids = loaded.ids[rows[top]].tolist()
@@ -140,7 +144,7 @@ def _mask(collection: ItemCollection, loaded: _Loaded, where: dict) -> np.ndarra
         mask &= np.isin(loaded.ids, np.asarray(ids, dtype=loaded.ids.dtype)) if ids else False
     with _lock:
         loaded.masks[key] = mask
-        while len(loaded.masks) > KEPT:
+        while len(loaded.masks) > MASKS_KEPT:
             loaded.masks.popitem(last=False)
     return mask
 
