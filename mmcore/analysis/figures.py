@@ -83,6 +83,7 @@ def map_figure(frame: pd.DataFrame, color_by: str = "cluster", highlight: set[st
     figure.update_layout(
         height=640, margin=dict(l=0, r=0, t=10, b=0), legend=dict(itemsizing="constant", font=dict(size=11)),
         dragmode="lasso", plot_bgcolor="white", hoverlabel=dict(bgcolor="white", font_size=12),
+        font=dict(family='"Source Sans", sans-serif'),  # the app's font (the page draws it without Streamlit's theme)
     )
     if not three_d:
         figure.update_xaxes(visible=False)
