@@ -6,9 +6,9 @@ are on disk. Every write is a journaled group (mmcore.journal): a file is report
 group is committed, and a group cut short by a crash is rolled back before the next ingest, which then adds
 the file again, whole.
 
-Three stages overlap so the model never waits: decoder threads decode the next files while the model embeds
-(Pillow and PyAV release the GIL), and one writer thread saves thumbnails and originals and upserts while the
-model goes on. Files are still taken, embedded and reported in order.
+Three stages overlap so the model never waits: decoder threads check the next files against the store and
+decode them while the model embeds (Pillow and PyAV release the GIL), and one writer thread saves thumbnails
+and originals and upserts while the model goes on. Files are still taken, embedded and reported in order.
 """
 
 from __future__ import annotations
@@ -209,14 +209,16 @@ def ingest(
             report.seconds[stage] += time.perf_counter() - started
 
     def take(result: FileResult, data: bytes, decoded: Future) -> None:
-        """Queue a decoded file's chunks for the model (long media is read on, chunk by chunk, as it goes)."""
+        """Queue a decoded file's chunks for the model (long media is read on, chunk by chunk, as it goes), or
+        report it skipped or failed."""
         started = time.perf_counter()
         pending = None
         try:
-            if result.source_hash in seen:
+            read = decoded.result()
+            if read is None or result.source_hash in seen:
                 result.status, result.reason = "skipped", "already in the collection"
             else:
-                pending = _Pending(result, decoded.result(), data)
+                pending = _Pending(result, read, data)
                 for chunk in pending.decoded.chunks:  # lazily decoded: long media streams through the model in batches
                     report.seconds["read"] += time.perf_counter() - started
                     queue(pending, chunk)
@@ -243,6 +245,12 @@ def ingest(
         waiting.append(pending)
         write_done()
 
+    def read_new(name: str, data: bytes, source_hash: str) -> Decoded | None:
+        """In a decoder thread: None when the collection holds these bytes already, else the file read."""
+        if targets[space_of(name)].has_source(source_hash):
+            return None
+        return read_media(name, data, options)
+
     received = 0  # bytes of the files taken so far, against max_total_bytes
     lookahead = 2 * settings.batch_size  # files decoded ahead of the model: enough to fill its next batches
     decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-decode")
@@ -261,15 +269,13 @@ def ingest(
                                          "in another upload (or raise MMCORE_MAX_UPLOAD_MB)")
                     received += len(data)
                     result.source_hash = hashlib.sha256(data).hexdigest()
-                    if targets[space_of(source.name)].has_source(result.source_hash):
-                        result.status, result.reason = "skipped", "already in the collection"
                 except MediaError as e:
                     result.reason = e.reason
                 report.seconds["read"] += time.perf_counter() - started
                 if result.reason:
                     finish(result)
                     continue
-                decoding.append((result, data, decoder.submit(read_media, source.name, data, options)))
+                decoding.append((result, data, decoder.submit(read_new, source.name, data, result.source_hash)))
                 while len(decoding) > lookahead:
                     take(*decoding.popleft())
             while decoding:
