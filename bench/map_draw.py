@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
 
-from browser import CHROMIUM_ARGS, chromium_path, free_port  # noqa: E402
+from browser import CHROMIUM_ARGS, chromium_path, streamlit_process  # noqa: E402
 
 COLLECTION, SPACE = "bench", "vecs"
 TIMEOUT_MS = 120_000
@@ -105,27 +104,11 @@ def build(data_dir: Path, n: int) -> None:
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB", flush=True)
 
 
-def start_server(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "MMCORE_DATA_DIR": str(data_dir), "MMCORE_COLLECTION": COLLECTION, "HF_HUB_OFFLINE": "1"}
-    env = {k: v for k, v in env.items() if not k.startswith("MMCORE_") or k in ("MMCORE_DATA_DIR", "MMCORE_COLLECTION")}
-    command = [str(ROOT / ".venv" / "bin" / "streamlit"), "run", str(ROOT / "app.py"), "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--secrets.files", str(ROOT / "tests" / "no-such-secrets.toml")]
-    log = open(log_path, "w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                return process, url
-        except OSError:
-            pass
-        if process.poll() is not None or time.time() > deadline:
-            process.kill()
-            raise SystemExit(f"streamlit did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.3)
+def server_env(data_dir: Path) -> dict[str, str]:
+    """The app's settings for the bench: its data dir and collection, no others from this shell (they leave it)."""
+    for key in [k for k in os.environ if k.startswith("MMCORE_")]:
+        del os.environ[key]
+    return {"MMCORE_DATA_DIR": str(data_dir), "MMCORE_COLLECTION": COLLECTION, "HF_HUB_OFFLINE": "1"}
 
 
 def peak_rss_gb(pid: int) -> float:
@@ -195,8 +178,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    process, url = start_server(data_dir, data_dir.parent / f"{data_dir.name}-streamlit.log")
-    try:
+    log_path = data_dir.parent / f"{data_dir.name}-streamlit.log"
+    with streamlit_process(server_env(data_dir), log_path) as (process, url):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
             try:
@@ -221,12 +204,6 @@ def main() -> None:
             print(f"{label}: drawn in {median['drawn']:.2f}s (figure at {median['figure']:.2f}s + {median['render']:.2f}s "
                   f"to draw); websocket {median['ws_mb']:.2f} MB (figure {median['figure_mb']:.2f} MB), HTTP "
                   f"{median['http_mb']:.2f} MB")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def free_port() -> int:
 @contextmanager
 def serving(command: list[str], env: dict[str, str], log_path: Path, health_url: str, healthy=lambda body: True):
     """Run a server `command` (output to `log_path`) until `health_url` answers with a body `healthy` accepts;
-    yield, then stop it. Fails with the log's tail if it exits or isn't up within 60 s."""
+    yield its process, then stop it. Fails with the log's tail if it exits or isn't up within 60 s."""
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -41,7 +41,7 @@ def serving(command: list[str], env: dict[str, str], log_path: Path, health_url:
                 if process.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"{command[0]} did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.3)
-            yield
+            yield process
         finally:
             process.terminate()
             try:
@@ -56,13 +56,20 @@ def streamlit_server(env: dict[str, str], log_path: Path, secrets: Path | None =
 
     Secrets come from `secrets` only (none by default), never from a developer's own .streamlit/secrets.toml,
     whose [auth] section would put every page behind a login."""
+    with streamlit_process(env, log_path, secrets) as (_, url):
+        yield url
+
+
+@contextmanager
+def streamlit_process(env: dict[str, str], log_path: Path, secrets: Path | None = None):
+    """As `streamlit_server`, yielding the server's process too: (process, base URL)."""
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
                "--secrets.files", str(secrets or ROOT / "tests" / "no-such-secrets.toml")]
     url = f"http://127.0.0.1:{port}"
-    with serving(command, env, log_path, f"{url}/_stcore/health", healthy=lambda body: body == b"ok"):
-        yield url
+    with serving(command, env, log_path, f"{url}/_stcore/health", healthy=lambda body: body == b"ok") as process:
+        yield process, url
 
 
 def chromium_path() -> str:
