@@ -50,10 +50,12 @@ def nearest(
     """
     if where is None or accept is None:
         return collection.query(vector, k, where, exclude)
-    snapshot = _snapshot(collection, cache_dir) if cache_dir else None
-    if snapshot is not None:
-        return _exact(collection, snapshot, np.asarray(vector, dtype=np.float32).reshape(-1), k, where, exclude)
     if cache_dir:
+        version, tags = collection.versions()
+        snapshot = _snapshot(collection, cache_dir, version)
+        if snapshot is not None:
+            vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+            return _exact(collection, snapshot, vector, k, _mask(collection, snapshot, where, tags), exclude)
         _refresh_later(collection, cache_dir)
     wanted = max(CANDIDATES, k + len(exclude))
     near = collection.query(vector, wanted)
@@ -86,13 +88,13 @@ _refreshing: set[str] = set()
 _lock = threading.Lock()
 
 
-def _snapshot(collection: ItemCollection, cache_dir: Path) -> _Loaded | None:
-    key = (str(cache_dir), collection.raw.id, collection.version)
+def _snapshot(collection: ItemCollection, cache_dir: Path, version: str) -> _Loaded | None:
+    key = (str(cache_dir), collection.raw.id, version)
     with _lock:
         if key in _loaded:
             _loaded.move_to_end(key)
             return _loaded[key]
-    snapshot = current_snapshot(collection, cache_dir)
+    snapshot = current_snapshot(collection, cache_dir, version)
     if snapshot is None:
         return None
     loaded = _Loaded(snapshot)
@@ -103,10 +105,11 @@ def _snapshot(collection: ItemCollection, cache_dir: Path) -> _Loaded | None:
     return loaded
 
 
-def _exact(collection: ItemCollection, loaded: _Loaded, vector: np.ndarray, k: int, where: dict, exclude: Sequence[str]) -> list[Match]:
+def _exact(collection: ItemCollection, loaded: _Loaded, vector: np.ndarray, k: int, mask: np.ndarray, exclude: Sequence[str]) -> list[Match]:
+    """The `k` rows of `mask` nearest to `vector`, less `exclude`."""
     import torch
 
-    mask = _mask(collection, loaded, where).copy()  # a copy: the kept one must not lose the excluded
+    mask = mask.copy()  # the kept one must not lose the excluded
     for row, id_ in zip(np.searchsorted(loaded.ids, list(exclude)), exclude):
         if row < len(mask) and loaded.ids[row] == id_:
             mask[row] = False
@@ -124,9 +127,9 @@ def _exact(collection: ItemCollection, loaded: _Loaded, vector: np.ndarray, k: i
     return [Match(id_, float(scores[i]), item["metadata"], item["document"]) for id_, i, item in zip(ids, top, items)]
 
 
-def _mask(collection: ItemCollection, loaded: _Loaded, where: dict) -> np.ndarray:
-    """Rows of the snapshot that meet `where`, kept per collection content, tags and filter."""
-    key = (collection.content_version, json.dumps(where, sort_keys=True, default=str))
+def _mask(collection: ItemCollection, loaded: _Loaded, where: dict, tags: str) -> np.ndarray:
+    """Rows of the snapshot that meet `where`, kept per snapshot, tags token and filter."""
+    key = (tags, json.dumps(where, sort_keys=True, default=str))
     with _lock:
         if key in loaded.masks:
             loaded.masks.move_to_end(key)

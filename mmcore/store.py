@@ -161,6 +161,11 @@ class Store:
         self.client.delete_collection(f"{name}.{space}")
 
 
+def _settable(metadata: dict) -> dict:
+    """Collection metadata to write back: without Chroma's own `hnsw:` keys."""
+    return {k: v for k, v in metadata.items() if not k.startswith("hnsw:")}
+
+
 class ItemCollection:
     """One Chroma collection of items from one space."""
 
@@ -266,21 +271,21 @@ class ItemCollection:
     @property
     def version(self) -> str:
         """Changes whenever items are added or removed (not when tags change); analysis caches key on it."""
-        return str(self._fresh_metadata().get("mm_version", "0"))
+        return self.versions()[0]
 
-    @property
-    def content_version(self) -> str:
-        """Changes whenever items are added or removed or their tags change: what metadata filters see."""
+    def versions(self) -> tuple[str, str]:
+        """The version and the tags token (which changes whenever tags do), read together."""
         meta = self._fresh_metadata()
-        return f"{meta.get('mm_version', '0')}.{meta.get('mm_tags', '0')}"
+        return str(meta.get("mm_version", "0")), str(meta.get("mm_tags", "0"))
 
     def _fresh_metadata(self) -> dict:
+        """The collection's metadata as stored now (another handle may have changed it since this one opened)."""
         fresh = self.client.get_collection(self.raw.name, embedding_function=None) if self.client else self.raw
         return fresh.metadata or {}
 
     def _touch_tags(self) -> None:
         """A new random tags token, leaving the version (and so the maps) as it is."""
-        meta = {k: v for k, v in self._fresh_metadata().items() if not k.startswith("hnsw:")}
+        meta = _settable(self._fresh_metadata())
         meta["mm_tags"] = uuid.uuid4().hex
         self.raw.modify(metadata=meta)
 
@@ -289,12 +294,10 @@ class ItemCollection:
 
         After an add, the writer's backend joins the collection's record of backends if it isn't there yet.
         """
-        meta = {k: v for k, v in (self.raw.metadata or {}).items() if not k.startswith("hnsw:")}
+        meta = _settable(self._fresh_metadata())
         meta["mm_version"] = version or uuid.uuid4().hex
         if version and self.writer and self.space:
-            # Another handle may have recorded a backend since this one was opened: start from the stored record.
-            fresh = self.client.get_collection(self.raw.name, embedding_function=None).metadata if self.client else meta
-            recorded = (fresh or {}).get("mm_backend") or self.space.backend
+            recorded = meta.get("mm_backend") or self.space.backend  # another handle may have added one
             backends = recorded.split("+") + ([] if self.writer.backend in recorded.split("+") else [self.writer.backend])
             meta["mm_backend"] = "+".join(backends)
             self.space = replace(self.space, backend=meta["mm_backend"])

@@ -73,9 +73,10 @@ def read_vectors(collection: ItemCollection, cache_dir: Path) -> Vectors:
     return Vectors(snapshot.ids.tolist(), snapshot.vectors)
 
 
-def current_snapshot(collection: ItemCollection, cache_dir: Path) -> Snapshot | None:
-    """The saved snapshot of the collection's current version, or None (the store's items are not read)."""
-    return _load(cache_dir / collection.raw.name / collection.version)
+def current_snapshot(collection: ItemCollection, cache_dir: Path, version: str | None = None) -> Snapshot | None:
+    """The saved snapshot of the collection's current `version` (read from the store when not given), or None.
+    The store's items are not read."""
+    return _load(cache_dir / collection.raw.name / (version or collection.version))
 
 
 def items_with_vectors(collection: ItemCollection, cache_dir: Path) -> Items:
