@@ -61,3 +61,14 @@ def whisper_dir(tmp_path_factory):
     from checkpoints import tiny_whisper
 
     return tiny_whisper(tmp_path_factory.mktemp("models") / "tiny-whisper", seed=0)
+
+
+SLOW_FILES = ("test_browser", "test_scaleout", "test_chroma_server")  # real servers and browsers: minutes, not seconds
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that start a browser, a Ray cluster or a Chroma server are `slow`: `pytest -m "not slow"` is the
+    day-to-day tier, CI runs everything."""
+    for item in items:
+        if item.path.name.startswith(SLOW_FILES):
+            item.add_marker(pytest.mark.slow)
