@@ -64,11 +64,12 @@ def whisper_dir(tmp_path_factory):
 
 
 SLOW_FILES = ("test_browser", "test_scaleout", "test_chroma_server")  # real servers and browsers: minutes, not seconds
+SLOW_FIXTURES = {"app_url"}  # a served app, wherever a test file uses one (browser tests name it so)
 
 
 def pytest_collection_modifyitems(items):
     """Tests that start a browser, a Ray cluster or a Chroma server are `slow`: `pytest -m "not slow"` is the
     day-to-day tier, CI runs everything."""
     for item in items:
-        if item.path.name.startswith(SLOW_FILES):
+        if item.path.name.startswith(SLOW_FILES) or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
