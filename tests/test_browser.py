@@ -49,13 +49,20 @@ def make_upload_files(folder: Path) -> tuple[Path, Path, Path]:
     return sunset, forest, notes
 
 
+def open_directly(page, url: str, title: str) -> None:
+    page.goto(url)
+    expect(page.get_by_role("heading", name=title)).to_be_visible()
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+
+
 def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
     sunset, forest, notes = make_upload_files(tmp_path / "files")
     broken = tmp_path / "files" / "broken.png"
     broken.write_bytes(b"MZ\x90\x00 this is not an image")
 
-    page.goto(app_url)  # an empty collection opens on Upload
-    expect(page.get_by_role("heading", name="Upload")).to_be_visible()
+    for path, title in (("search", "Search"), ("upload", "Upload")):  # the README's links, on an empty collection
+        open_directly(page, f"{app_url}/{path}", title)
+    open_directly(page, app_url, "Upload")  # an empty collection opens on Upload
     page.locator("input[type=file]").first.set_input_files([str(sunset), str(forest), str(notes), str(broken)])
     page.get_by_role("button", name="Add 4 file(s)").click()
     summary = page.get_by_test_id("stMetric")
@@ -65,8 +72,9 @@ def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
     expect(refused).to_contain_text("broken.png")
     expect(refused).to_contain_text("not a readable image")
     page.screenshot(path=ARTIFACTS / "upload.png", full_page=True)
+    for path, title in (("upload", "Upload"), ("", "Search")):  # with items: the root opens on Search, /upload still works
+        open_directly(page, f"{app_url}/{path}", title)
 
-    page.get_by_role("link", name="Search").click()
     page.get_by_role("radio", name="Image").click()
     page.locator("input[type=file]").first.set_input_files(str(sunset))
     first = page.locator(".st-key-hit-image-0")
