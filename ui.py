@@ -87,9 +87,14 @@ def collection_sizes() -> dict[str, int]:
     return sizes
 
 
+def collection_space_names() -> list[str]:
+    """The spaces of the current collection, clip first."""
+    return sorted((info.space.space for info in collections() if info.name == collection()), key=lambda s: (s != "clip", s))
+
+
 def space() -> str | None:
-    """The space to explore in the current collection: the one picked in the sidebar, else its only one."""
-    spaces = sorted((info.space.space for info in collections() if info.name == collection()), key=lambda s: (s != "clip", s))
+    """The space to explore in the current collection: the one picked in the sidebar, else its first one."""
+    spaces = collection_space_names()
     picked = st.session_state.get("space")
     return picked if picked in spaces else (spaces[0] if spaces else None)
 
@@ -113,9 +118,10 @@ def sidebar() -> None:
             st.session_state["collection"] = choice
             st.session_state["like"] = None
             st.rerun()
-        spaces = sorted((info.space.space for info in collections() if info.name == collection()), key=lambda s: (s != "clip", s))
-        if len(spaces) > 1:
-            st.session_state["space"] = st.selectbox("Space", spaces, help="Maps and clusters never mix spaces.")
+        spaces = collection_space_names()
+        if len(spaces) > 1:  # the index keeps the choice across pages, where the widget is a new one
+            st.session_state["space"] = st.selectbox("Space", spaces, index=spaces.index(space()),
+                                                     help="Maps and clusters never mix spaces.")
         st.divider()
         st.session_state["model_slot"] = st.empty()
         show_model_status()

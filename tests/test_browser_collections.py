@@ -63,3 +63,27 @@ def test_import_by_upload_then_export_with_clusters(tmp_path, page):
     clusters = {blob: {by_id[f"p{i}"]["cluster"] for i in range(20 * blob, 20 * blob + 20)} - {-1} for blob in range(3)}
     assert all(len(c) == 1 for c in clusters.values()) and len(set().union(*clusters.values())) == 3
     assert all(isinstance(r["x"], float) and r["cluster_name"] for r in rows)
+
+
+def test_the_space_picked_in_the_sidebar_stays_picked_on_every_page(tmp_path, page):
+    from mmcore.config import Settings
+    from mmcore.vectors import import_vectors
+    from mmcore.workspace import Workspace
+
+    vectors = np.random.default_rng(5).normal(size=(30, 8))
+    for space in ("alpha", "beta"):
+        np.save(tmp_path / f"{space}.npy", vectors)
+        import_vectors(Workspace(Settings(data_dir=tmp_path / "data")), tmp_path / f"{space}.npy", None, "two", space)
+
+    with streamlit_server({"MMCORE_DATA_DIR": str(tmp_path / "data"), "MMCORE_COLLECTION": "two", "HF_HUB_OFFLINE": "1"},
+                          ARTIFACTS / "streamlit-spaces.log") as url:
+        page.goto(f"{url}/collections")
+        picker = page.get_by_role("combobox", name="Space")
+        expect(picker).to_have_value("alpha")
+        picker.click()
+        page.get_by_role("option", name="beta").click()
+        expect(picker).to_have_value("beta")
+        for name in ("Outliers", "Search", "Collections"):
+            page.get_by_role("link", name=name).click()
+            expect(page.get_by_role("heading", name=name)).to_be_visible()
+            expect(page.get_by_role("combobox", name="Space")).to_have_value("beta")
