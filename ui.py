@@ -16,8 +16,9 @@ import streamlit as st
 from mmcore.access import Access, verified_email
 from mmcore.config import Settings
 from mmcore.errors import MMError
-from mmcore.spaces import is_loaded
+from mmcore.spaces import is_loaded, load_failure
 from mmcore.speech import is_loaded as speech_loaded
+from mmcore.speech import load_failure as speech_failure
 from mmcore.workspace import Workspace
 
 NEW_COLLECTION = "+ New collection…"
@@ -198,15 +199,25 @@ def show_model_status() -> None:
     settings = workspace().settings
     lines = []
     for space, field in MODELS.items():
-        state = "loaded" if is_loaded(space, settings) else "loads on first use"
+        state = load_state(is_loaded(space, settings), load_failure(space, settings))
         backend = f" · {settings.backend}" if space == "clip" and settings.backend != "torch" else ""  # CLAP runs on torch
         lines.append(f"**{space.upper()}** `{getattr(settings, field)}`{backend} · {state}")
     if settings.asr_model:
-        state = "loaded" if speech_loaded(settings) else "loads on first use"
+        state = load_state(speech_loaded(settings), speech_failure(settings))
         lines.append(f"**Speech** `{settings.asr_model}` · {state}")
     else:
         lines.append("**Speech** off (set MMCORE_ASR_MODEL)")
     st.session_state["model_slot"].caption("  \n".join(lines))
+
+
+def load_state(loaded: bool, failure: str | None) -> str:
+    """A model's state for the sidebar (markdown): loaded, failed to load (with the reason), or not yet tried."""
+    if loaded:
+        return "loaded"
+    if not failure:
+        return "loads on first use"
+    first_sentence = failure.split(". ")[0].rstrip(".")  # the rest (how to fix it) shows where the model was needed
+    return f":red[**failed to load**]: {literal(first_sentence)}."
 
 
 def guarded(action, needs_model: bool | tuple[str, ...] = True):

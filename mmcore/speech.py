@@ -7,7 +7,6 @@ segments, so "where does someone say X" finds the segment. Off unless a model is
 from __future__ import annotations
 
 import bisect
-import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +17,7 @@ from .errors import MediaError, MMError, ModelUnavailable
 from .media.audio import decode_track
 from .media.base import Chunk, ReadOptions
 from .media.text import text_windows
+from .models import LoadedOnce
 from .spaces.hf import load_pretrained, revision
 
 SUGGESTED_MODEL = "openai/whisper-base"
@@ -149,8 +149,7 @@ def transcript_chunks(
     return chunks
 
 
-_loaded: dict[tuple, Transcriber] = {}
-_lock = threading.Lock()
+_models: LoadedOnce[Transcriber] = LoadedOnce()
 
 
 def get_transcriber(settings: Settings) -> Transcriber:
@@ -162,16 +161,17 @@ def get_transcriber(settings: Settings) -> Transcriber:
     """
     if not settings.asr_model:
         raise MMError("speech recognition is off: set MMCORE_ASR_MODEL to a Whisper model to transcribe speech")
-    key = _key(settings)
-    with _lock:
-        if key not in _loaded:
-            _loaded[key] = Transcriber.load(settings.asr_model, device=settings.device)
-        return _loaded[key]
+    return _models.get(_key(settings), lambda: Transcriber.load(settings.asr_model, device=settings.device))
 
 
 def is_loaded(settings: Settings) -> bool:
     """Whether the settings' speech-recognition model is already loaded in this process."""
-    return bool(settings.asr_model) and _key(settings) in _loaded
+    return bool(settings.asr_model) and _models.is_loaded(_key(settings))
+
+
+def load_failure(settings: Settings) -> str | None:
+    """Why the last attempt to load the speech model failed, or None (loaded, or not tried yet)."""
+    return _models.failure(_key(settings))
 
 
 def _key(settings: Settings) -> tuple:

@@ -93,3 +93,18 @@ def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
     box.press("Enter")
     expect(page.locator(".st-key-hit-text-0 .mm-snippet")).to_contain_text("zebra crossing")
     page.screenshot(path=ARTIFACTS / "search-text.png", full_page=True)
+
+
+def test_a_missing_model_is_explained_where_it_was_needed_and_in_the_sidebar(page, tmp_path):
+    missing = tmp_path / "models" / "clip"
+    env = {"MMCORE_DATA_DIR": str(tmp_path / "data"), "MMCORE_CLIP_MODEL": str(missing), "HF_HUB_OFFLINE": "1"}
+    with streamlit_server(env, ARTIFACTS / "streamlit-missing-model.log") as url:
+        page.goto(f"{url}/search")
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar).to_contain_text("loads on first use")
+        box = page.get_by_label("Describe what you are looking for")
+        box.fill("a dog")
+        box.press("Enter")
+        expect(page.get_by_test_id("stAlert")).to_contain_text("MMCORE_CLIP_MODEL")  # the whole how-to, where it failed
+        page.get_by_role("link", name="Map").click()  # and on every page after, in the sidebar
+        expect(sidebar).to_contain_text(f"failed to load: The CLIP model folder '{missing}' does not exist.")

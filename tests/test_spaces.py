@@ -13,7 +13,7 @@ import pytest
 import media_factory as mf
 from mmcore.config import Settings
 from mmcore.errors import MMError, ModelUnavailable
-from mmcore.spaces import get_space, is_loaded
+from mmcore.spaces import get_space, is_loaded, load_failure
 
 TEXTS = ["a red square", "the harbour at dawn", "mackerel and crushed ice", "42", "tide tables, 1012 hPa", "x"]
 
@@ -126,6 +126,20 @@ def test_uncached_hub_id_is_unavailable_quickly(tmp_path):
     assert "nobody/not-a-model" in str(caught.value)
     assert "MMCORE_CLIP_MODEL" in str(caught.value)
     assert not is_loaded("clip", Settings(data_dir=tmp_path, clip_model="nobody/not-a-model"))
+
+
+def test_a_failed_load_is_remembered_until_one_succeeds(tmp_path, clip_dir):
+    """The sidebar shows why a model is missing instead of "loads on first use"; providing it clears that."""
+    folder = tmp_path / "clip-later"
+    settings = Settings(data_dir=tmp_path, clip_model=str(folder))
+    assert load_failure("clip", settings) is None
+    with pytest.raises(ModelUnavailable) as caught:
+        get_space("clip", settings)
+    assert load_failure("clip", settings) == str(caught.value)
+    assert not is_loaded("clip", settings)
+    shutil.copytree(clip_dir, folder)  # the user provides the model: the next use loads it
+    get_space("clip", settings)
+    assert is_loaded("clip", settings) and load_failure("clip", settings) is None
 
 
 class _CreatesMarker:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import MMError
+from ..models import LoadedOnce
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,7 @@ class Space(Protocol):
 
 KNOWN_SPACES = ("clip", "clap")
 
-_loaded: dict[tuple, Space] = {}
-_lock = threading.Lock()
+_models: LoadedOnce[Space] = LoadedOnce()
 
 
 def get_space(name: str, settings: Settings) -> Space:
@@ -63,24 +62,26 @@ def get_space(name: str, settings: Settings) -> Space:
     if name not in KNOWN_SPACES:
         raise MMError(f"unknown space {name!r}; known spaces: {', '.join(KNOWN_SPACES)}")
     check_backend(settings.backend)
-    key = _key(name, settings)
-    with _lock:
-        if key not in _loaded:
-            if name == "clap":  # CLAP runs eagerly whatever MMCORE_BACKEND says; its SpaceInfo records "torch"
-                from .clap import ClapSpace
+    return _models.get(_key(name, settings), lambda: _load(name, settings))
 
-                _loaded[key] = ClapSpace.load(_model(name, settings), device=settings.device, batch_size=settings.batch_size)
-            else:
-                from .clip import ClipSpace
 
-                _loaded[key] = ClipSpace.load(
-                    _model(name, settings), device=settings.device, batch_size=settings.batch_size, backend=settings.backend
-                )
-        return _loaded[key]
+def _load(name: str, settings: Settings) -> Space:
+    if name == "clap":  # CLAP runs eagerly whatever MMCORE_BACKEND says; its SpaceInfo records "torch"
+        from .clap import ClapSpace
+
+        return ClapSpace.load(_model(name, settings), device=settings.device, batch_size=settings.batch_size)
+    from .clip import ClipSpace
+
+    return ClipSpace.load(_model(name, settings), device=settings.device, batch_size=settings.batch_size, backend=settings.backend)
 
 
 def is_loaded(name: str, settings: Settings) -> bool:
-    return _key(name, settings) in _loaded
+    return _models.is_loaded(_key(name, settings))
+
+
+def load_failure(name: str, settings: Settings) -> str | None:
+    """Why the last attempt to load this space's model failed, or None (loaded, or not tried yet)."""
+    return _models.failure(_key(name, settings))
 
 
 def _model(name: str, settings: Settings) -> str:
