@@ -280,6 +280,26 @@ def hit_card(hit, rank: int) -> None:
                 st.rerun()
 
 
+def like_banner(item_id: str, space: str) -> None:
+    """What a "more like this" search started from: the item's thumbnail (or text), source and place, and a
+    button that clears it."""
+    from mmcore.search import item_hit
+
+    with st.container(border=True, horizontal=True, vertical_alignment="center", key="like-banner"):
+        hit = guarded(lambda: item_hit(workspace(), collection(), item_id, space), needs_model=False)
+        if hit is not None and hit.thumbnail:
+            st.image(hit.thumbnail, width=72)
+        with st.container():
+            st.markdown(":material/travel_explore: **More like this item**")
+            if hit is not None:
+                st.caption(literal(hit.source) + (f" · {hit.where}" if hit.where else "") + f" · `{space}`")
+                if hit.document and not hit.thumbnail:
+                    snippet(hit.document[:200])
+        if st.button("Clear", icon=":material/close:", key="like-clear"):
+            st.session_state["like"] = None
+            st.rerun()
+
+
 STYLE = """
 <style>
 .mm-snippet { font-size: 0.85rem; line-height: 1.35; max-height: 11em; overflow: hidden;

@@ -21,6 +21,7 @@ from .media.base import SPACE_OF_MODALITY
 from .media.image import read_image
 from .nearest import nearest
 from .spaces import normalize
+from .store import Match
 from .vector_cache import vector_cache_dir
 from .workspace import Workspace
 
@@ -344,6 +345,16 @@ def _hits(ws: Workspace, matches, space: str) -> list[Hit]:
             )
         )
     return hits
+
+
+def item_hit(ws: Workspace, collection: str | None, item_id: str, space: str = "clip") -> Hit:
+    """One stored item as a Hit (score 1: itself), to show what a "more like this" query started from.
+
+    Raises:
+        NotFound: no such collection or item.
+    """
+    item = ws.store.open(collection or ws.settings.collection, space).get([item_id])[0]
+    return _hits(ws, [Match(item["id"], 1.0, item["metadata"], item["document"])], space)[0]
 
 
 def _clock(seconds: float) -> str:

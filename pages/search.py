@@ -39,11 +39,7 @@ query, like_space = None, None
 like = st.session_state["like"]
 if like:
     like_id, like_space = like
-    left, right = st.columns([5, 1])
-    left.info(f"More like item `{like_id}`", icon=":material/travel_explore:")
-    if right.button("Clear", icon=":material/close:"):
-        st.session_state["like"] = None
-        st.rerun()
+    ui.like_banner(like_id, like_space)
     query = Query(like=like_id)
 elif not set(spaces) & set(MODEL_SPACES):
     st.info(f"This collection holds vectors of space **{space}**, made without a text or image model, so it is "

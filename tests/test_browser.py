@@ -87,6 +87,18 @@ def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
     assert thumbnail.evaluate("img => img.naturalWidth") > 0, "the thumbnail did not load"
     page.screenshot(path=ARTIFACTS / "search-image.png", full_page=True)
 
+    first.get_by_role("button", name="More like this").click()  # the query is shown as the item, not its id
+    banner = page.locator(".st-key-like-banner")
+    expect(banner).to_contain_text("More like this item")
+    expect(banner).to_contain_text("sunset-stripes.png")
+    expect(banner.locator("img")).to_have_count(1)
+    images = page.locator("[class*='st-key-hit-image-']")  # once the run is over: no stale cards of the last one
+    expect(images.filter(has_text="forest-dots.jpg")).to_have_count(1)
+    expect(images.filter(has_text="sunset-stripes.png")).to_have_count(0)  # the item itself is left out
+    page.screenshot(path=ARTIFACTS / "search-like.png")
+    banner.get_by_role("button", name="Clear").click()
+    expect(banner).to_have_count(0)
+
     page.get_by_role("radio", name="Text").click()
     box = page.get_by_label("Describe what you are looking for")
     box.fill("zebra crossing near the old harbour at dawn")
