@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = commands.add_parser("search", help="find items by text, image, sound or another item")
     query = p.add_mutually_exclusive_group(required=True)
-    query.add_argument("--text", help="a text query (searches the clip space; with --all, every space)")
+    query.add_argument("--text", help="a text query (every space of the collection that embeds text)")
     query.add_argument("--image", type=Path, help="an image file as the query (images, pages, video segments)")
     query.add_argument("--audio", type=Path, help="a sound file as the query (audio windows, clap space)")
     query.add_argument("--like", metavar="ID", help="the id of an item: find more like it")
     p.add_argument("--collection")
-    p.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
+    p.add_argument("-k", type=int, default=10, help="how many hits per kind of media, or in all with --all (default 10)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="filter: modality=, source=, tag=, added_from=/added_to=YYYY-MM-DD, or any metadata key")
     p.add_argument("--space", help="for --like: which space of the collection (default: its only one, else clip)")
@@ -135,34 +135,38 @@ def _ingest(args) -> int:
 
 
 def _search(args) -> int:
-    from .search import Filters, Query, query_spaces, search, search_fused
+    from .search import Filters, Query, search_each_modality, search_fused
 
     ws = _workspace()
     filters = Filters.parse(args.where)
+    space = None
     if args.like is not None:
         query = Query(like=args.like)
         space = _space_of(ws, args.collection, args.space)
+    elif args.text is not None:
+        query = Query(text=args.text)
+    elif args.image is not None:
+        query = Query(image=_read(args.image), image_name=args.image.name)
     else:
-        if args.text is not None:
-            query = Query(text=args.text)
-        elif args.image is not None:
-            query = Query(image=_read(args.image), image_name=args.image.name)
-        else:
-            query = Query(audio=_read(args.audio), audio_name=args.audio.name)
-        space = query_spaces(ws, query, args.collection or ws.settings.collection)[0]  # clip first, where present
+        query = Query(audio=_read(args.audio), audio_name=args.audio.name)
+    # As on the Search page: each kind ranked on its own (a text query scores higher against texts than against
+    # images, so one list by score would bury the images), or all of them fused by rank with --all.
     if args.all:
-        hits = search_fused(ws, query, args.collection, args.k, filters, space if args.like else None)
+        sections = {"all media, fused by rank": search_fused(ws, query, args.collection, args.k, filters, space)}
     else:
-        hits = search(ws, query, args.collection, args.k, filters, space)
+        sections = search_each_modality(ws, query, args.collection, args.k, filters, space)
     if args.json:
-        print(json.dumps([h.to_json() for h in hits], indent=2))
-    else:
+        print(json.dumps([h.to_json() for hits in sections.values() for h in hits], indent=2))
+        return 0
+    for kind, hits in sections.items():
+        print(f"{kind} ({len(hits)})")
         for rank, h in enumerate(hits, 1):
             where = " ".join(f"{k}={v}" for k, v in h.locator.items())
             snippet = f"  {h.document[:80]!r}" if h.document else ""
-            print(f"{rank:3}. {h.score:.4f}  {h.space:4}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
-        if not hits:
-            print("no hits")
+            score = f"fused {h.fused:.4f} (cosine {h.score:.3f})" if h.fused is not None else f"{h.score:.4f}"
+            print(f"{rank:3}. {score}  {h.space:4}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
+    if not any(sections.values()):
+        print("no hits")
     return 0
 
 

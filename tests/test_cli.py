@@ -86,6 +86,8 @@ def cli(tmp_path_factory, clip_dir, media):
         "like": (["search", "--like", like_id, "-k", "50", "--where", "modality=text", "--json"],
                  cli_env(copy_of(data, "d-like"), clip_dir)),
         "info": (["info", "--json"], cli_env(data, clip_dir)),
+        "text_human": (["search", "--text", "harbour tide tables", "-k", "2"], cli_env(copy_of(data, "d-text-human"), clip_dir)),
+        "text_all": (["search", "--text", "harbour tide tables", "-k", "3", "--all"], cli_env(copy_of(data, "d-text-all"), clip_dir)),
     }, cwd=base)
     return {**first, **second, "like_id": like_id, "folder": folder}
 
@@ -132,13 +134,31 @@ def test_search_text_json_has_every_field(cli):
         else:
             assert hit["thumbnail"] is None
             assert set(hit["locator"]) >= {"char_start", "char_end"}
-    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    kinds = [h["modality"] for h in hits]
+    assert kinds == sorted(kinds, key=["image", "text"].index)  # one section per kind, as on the Search page
+    for kind in ("image", "text"):
+        scores = [h["score"] for h in hits if h["modality"] == kind]
+        assert scores == sorted(scores, reverse=True)
     assert cli["like_id"] in {h["id"] for h in hits}
+
+
+def test_search_text_ranks_each_kind_on_its_own_and_all_fuses_them_by_rank(cli):
+    """A text query scores higher against texts than against images: -k 2 gives the best 2 of each kind,
+    so the images are not buried; --all prints the fused rank score it sorted by."""
+    lines = cli["text_human"].stdout.splitlines()
+    assert cli["text_human"].returncode == 0, cli["text_human"].stderr
+    assert lines[0] == "image (2)" and lines[3] == "text (2)" and len(lines) == 6
+    fused = cli["text_all"].stdout.splitlines()
+    assert cli["text_all"].returncode == 0, cli["text_all"].stderr
+    assert fused[0] == "all media, fused by rank (3)"
+    scores = [float(line.split("fused ")[1].split()[0]) for line in fused[1:]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert scores[0] == scores[1] == round(1 / 61, 4)  # the first of each kind: 1 / (60 + rank 1)
 
 
 def test_search_image_finds_that_file_first(cli):
     hits = hits_of(cli["image"])
-    assert len(hits) == 3
+    assert [h["modality"] for h in hits] == ["image"] * 3 + ["text"] * 3  # the best 3 of each kind
     assert hits[0]["source"] == "set/img.gif" and hits[0]["modality"] == "image"
     assert hits[0]["score"] > 0.999
     assert Path(hits[0]["thumbnail"]).is_file()
