@@ -302,6 +302,7 @@ def like_banner(item_id: str, space: str) -> None:
 
 STYLE = """
 <style>
+[class*="st-key-uploader-"] [data-testid="stFileUploaderDropzoneInstructions"] { display: none; }
 .mm-snippet { font-size: 0.85rem; line-height: 1.35; max-height: 11em; overflow: hidden;
               white-space: pre-wrap; background: #f8fafc; padding: .5em; border-radius: .4em; }
 </style>

@@ -17,9 +17,11 @@ if not ui.collection_sizes().get(ui.collection()):
             "(handwritten digits, no model download).", icon=":material/info:")
 
 denied = ui.write_denied()
+# Streamlit's own "per file" note rounds 512 MB up to "1GB", so it is hidden (STYLE) and the label says the limits.
+per_file_mb = min(settings.max_file_bytes // 2**20, st.get_option("server.maxUploadSize"))
 uploads = st.file_uploader(
-    "Drop files here", accept_multiple_files=True, key=f"uploader-{st.session_state['upload_key']}",
-    disabled=bool(denied), help=denied,
+    f"Drop files here: up to {per_file_mb:,} MB each, {settings.max_upload_bytes // 2**20:,} MB in all",
+    accept_multiple_files=True, key=f"uploader-{st.session_state['upload_key']}", disabled=bool(denied), help=denied,
 )
 left, right = st.columns([3, 2])
 tags = left.text_input("Tags for these files (comma-separated, optional)", placeholder="e.g. batch-1, beach")

@@ -63,6 +63,9 @@ def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
     for path, title in (("search", "Search"), ("upload", "Upload")):  # the README's links, on an empty collection
         open_directly(page, f"{app_url}/{path}", title)
     open_directly(page, app_url, "Upload")  # an empty collection opens on Upload
+    uploader = page.get_by_test_id("stFileUploader")
+    expect(uploader).to_contain_text("up to 512 MB each, 2,048 MB in all")  # the README's limits
+    expect(uploader.get_by_test_id("stFileUploaderDropzoneInstructions")).to_be_hidden()  # it rounds 512 MB to "1GB"
     page.locator("input[type=file]").first.set_input_files([str(sunset), str(forest), str(notes), str(broken)])
     page.get_by_role("button", name="Add 4 file(s)").click()
     summary = page.get_by_test_id("stMetric")
