@@ -85,16 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _workspace():
+def _workspace(collection: str | None = None):
+    """The workspace, using the local model folders that `collection` (default: MMCORE_COLLECTION) records
+    where no model is configured."""
     from .workspace import Workspace
 
-    return Workspace()
+    ws = Workspace()
+    for note in ws.use_recorded_models(collection):
+        print(note, file=sys.stderr)
+    return ws
 
 
 def _ingest(args) -> int:
     from .ingest import collect_files, ingest
 
-    ws = _workspace()
+    ws = _workspace(args.collection)
     files, early = collect_files(args.paths)
 
     def progress(done: int, total: int, result) -> None:
@@ -137,7 +142,7 @@ def _ingest(args) -> int:
 def _search(args) -> int:
     from .search import Filters, Query, search_each_modality, search_fused
 
-    ws = _workspace()
+    ws = _workspace(args.collection)
     filters = Filters.parse(args.where)
     space = None
     if args.like is not None:
@@ -222,7 +227,7 @@ def _taxonomy_analysis(ws, name: str, space: str, args):
 def _analysis_frame(args):
     from .analysis.frame import analysis_frame
 
-    ws = _workspace()
+    ws = _workspace(args.collection)
     name = args.collection or ws.settings.collection
     space = _space_of(ws, name, args.space)
     analysis, labels, names = _taxonomy_analysis(ws, name, space, args)
@@ -242,7 +247,7 @@ def _analyze(args) -> int:
 def _export(args) -> int:
     from .export import export_items
 
-    ws = _workspace()
+    ws = _workspace(args.collection)
     name = args.collection or ws.settings.collection
     space = _space_of(ws, name, args.space)
     analysis = None if args.no_analysis else _analysis_for_export(ws, name, space, args)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
+from pathlib import Path
 
-from .config import Settings
+from .config import DEFAULT_CLAP_MODEL, DEFAULT_CLIP_MODEL, Settings
 from .datadir import WriteClaim, check_schema
-from .errors import StoreLocked
+from .errors import NotFound, StoreLocked
 from .files import MediaFiles
 from .journal import journal_dir, recover
 from .spaces import Space, get_space
@@ -47,6 +49,26 @@ class Workspace:
     def collection(self, name: str | None = None, space: str = "clip", create: bool = True) -> ItemCollection:
         """The named (or default) collection of `space`, checked against the space's current model."""
         return self.store.collection(name or self.settings.collection, self.space(space).info, create=create)
+
+    def use_recorded_models(self, collection: str | None = None) -> list[str]:
+        """Where a space's model is left at its default hub id, use the local folder that the collection records
+        as its model, if that folder still exists: a collection made with MMCORE_CLIP_MODEL=folder then needs the
+        variable only once. Returns a note per model taken so (for the CLI to print)."""
+        name = collection or self.settings.collection
+        notes = []
+        for space, field, default, variable in (("clip", "clip_model", DEFAULT_CLIP_MODEL, "MMCORE_CLIP_MODEL"),
+                                                ("clap", "clap_model", DEFAULT_CLAP_MODEL, "MMCORE_CLAP_MODEL")):
+            if getattr(self.settings, field) != default:
+                continue
+            try:
+                recorded = self.store.open(name, space).space
+            except NotFound:
+                continue
+            if recorded is not None and Path(recorded.model_id).is_dir():
+                self.settings = replace(self.settings, **{field: recorded.model_id})
+                notes.append(f"note: using the {space.upper()} model that made collection {name!r}: {recorded.model_id} "
+                             f"({variable} is not set)")
+        return notes
 
     def close(self) -> None:
         """Let other processes write the data dir (once every workspace of this process on it is closed).

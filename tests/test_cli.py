@@ -30,6 +30,10 @@ def cli_env(data_dir: Path, model: Path | str) -> dict[str, str]:
     return env
 
 
+def without_model(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k != "MMCORE_CLIP_MODEL"}
+
+
 def run_together(runs: dict[str, tuple[list[str], dict[str, str]]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
     """Start every `python -m mmcore ARGS` at once; wait for all; their results by key."""
     started = {
@@ -88,6 +92,8 @@ def cli(tmp_path_factory, clip_dir, media):
         "info": (["info", "--json"], cli_env(data, clip_dir)),
         "text_human": (["search", "--text", "harbour tide tables", "-k", "2"], cli_env(copy_of(data, "d-text-human"), clip_dir)),
         "text_all": (["search", "--text", "harbour tide tables", "-k", "3", "--all"], cli_env(copy_of(data, "d-text-all"), clip_dir)),
+        "recorded_model": (["search", "--text", "harbour tide tables", "-k", "2", "--json"],
+                           without_model(cli_env(copy_of(data, "d-recorded"), clip_dir))),
     }, cwd=base)
     return {**first, **second, "like_id": like_id, "folder": folder}
 
@@ -170,6 +176,14 @@ def test_search_like_with_where_gives_other_text_items(cli):
     assert {h["modality"] for h in hits} == {"text"}
     assert cli["like_id"] not in {h["id"] for h in hits}
     assert {h["source"] for h in hits} == {"set/long.txt", "set/table.csv"}
+
+
+def test_a_collection_made_with_a_model_folder_needs_no_variable_afterwards(cli, clip_dir):
+    result = cli["recorded_model"]
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 4  # the best 2 images and 2 texts, as with MMCORE_CLIP_MODEL set
+    assert f"using the CLIP model that made collection 'default': {Path(clip_dir).resolve()}" in result.stderr
+    assert "MMCORE_CLIP_MODEL is not set" in result.stderr
 
 
 def test_info_json_lists_the_collection(cli, clip_dir):
