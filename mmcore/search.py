@@ -12,7 +12,6 @@ from datetime import date, datetime, time, timezone
 from typing import Any, Sequence
 
 
-import numpy as np
 
 from .errors import MMError
 from .ingest import LOCATOR_KEYS

@@ -3,7 +3,6 @@ from the segment's start, find a sound by text in the clap space and play its wi
 
 from __future__ import annotations
 
-import io
 
 from PIL import Image
 from playwright.sync_api import expect

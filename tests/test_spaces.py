@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -118,11 +117,9 @@ def test_folder_that_is_not_a_checkpoint_is_unavailable(tmp_path):
         get_space("clip", Settings(data_dir=tmp_path, clip_model=str(empty)))
 
 
-def test_uncached_hub_id_is_unavailable_quickly(tmp_path):
-    started = time.perf_counter()
+def test_uncached_hub_id_is_unavailable(tmp_path):
     with pytest.raises(ModelUnavailable) as caught:
         get_space("clip", Settings(data_dir=tmp_path, clip_model="nobody/not-a-model"))
-    assert time.perf_counter() - started < 10
     assert "nobody/not-a-model" in str(caught.value)
     assert "MMCORE_CLIP_MODEL" in str(caught.value)
     assert not is_loaded("clip", Settings(data_dir=tmp_path, clip_model="nobody/not-a-model"))

@@ -27,7 +27,7 @@ from mmcore.media import ReadOptions
 from mmcore.media.audio import decode_track
 from mmcore.media.base import Chunk
 from mmcore.search import Query, search
-from mmcore.speech import Segment, Transcriber, get_transcriber, is_loaded, transcript_chunks
+from mmcore.speech import Segment, get_transcriber, is_loaded, transcript_chunks
 from mmcore.workspace import Workspace
 
 RATE = 16_000

