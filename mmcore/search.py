@@ -25,6 +25,7 @@ from .vector_cache import vector_cache_dir
 from .workspace import Workspace
 
 MODALITIES = ("image", "text", "page", "video", "audio")
+IMPORTED = "vector"  # the modality of an imported vector with neither an image nor a text (mmcore.vectors)
 MODEL_SPACES = ("clip", "clap")  # spaces with a model to embed queries; others hold imported vectors
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009): dampens the weight of top ranks
 
@@ -189,7 +190,8 @@ def search_each_modality(
     results: dict[str, list[Hit]] = {}
     for one in spaces:
         target, vector, exclude = _prepare(ws, query, name, one)
-        modalities = [m for m in (filters.modalities or MODALITIES) if SPACE_OF_MODALITY.get(m, one) == one or one not in MODEL_SPACES]
+        modalities = [m for m in (filters.modalities or (*MODALITIES, IMPORTED))
+                      if SPACE_OF_MODALITY.get(m, one) == one or one not in MODEL_SPACES]
         for modality in modalities:
             hits = _hits(ws, _nearest(ws, target, vector, k, replace(filters, modalities=(modality,)), exclude), one)
             if hits:
