@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..errors import MediaError
+from ..safe_io import read_bounded
+
 NOISE_COLOR = "#c7cbd1"
 PALETTE = [
     "#4f46e5", "#e11d48", "#059669", "#d97706", "#0891b2", "#7c3aed", "#65a30d", "#db2777", "#2563eb", "#ea580c",
@@ -124,10 +127,8 @@ def _data_uri(path: object) -> str:
         return ""
     file = Path(path)
     try:
-        if file.stat().st_size > MAX_THUMBNAIL_BYTES:
-            return ""
-        data = file.read_bytes()
-    except OSError:
+        data = read_bounded(file, MAX_THUMBNAIL_BYTES, "MAX_THUMBNAIL_BYTES")  # a path in metadata could name a device
+    except MediaError:
         return ""
     mime = mimetypes.guess_type(file.name)[0] or "image/webp"
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
