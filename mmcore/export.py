@@ -14,6 +14,7 @@ import pandas as pd
 
 from .errors import MMError
 from .ingest import LOCATOR_KEYS
+from .files import stored_path
 from .safe_io import output_target, write_output
 from .workspace import Workspace
 
@@ -65,7 +66,8 @@ def items_frame(
         row["tags"] = list(meta.get("tags") or [])
         row["document"] = doc
         for key in ("original", "thumbnail"):
-            row[key] = str(root / meta[key]) if meta.get(key) else None
+            path = stored_path(root, meta.get(key))
+            row[key] = None if path is None else str(path)
         rows.append(row)
     # object dtype keeps each value's own type (an int stays an int beside a missing one) for `_uniform`
     frame = pd.DataFrame(rows, columns=list(FIRST) if not rows else None, dtype=object)

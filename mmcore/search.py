@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timezone
+from pathlib import Path
 from typing import Any, Sequence
 
 
 import numpy as np
 
 from .errors import MMError
+from .files import stored_path
 from .ingest import LOCATOR_KEYS
 from .media import ReadOptions, read_media
 from .media.base import SPACE_OF_MODALITY
@@ -338,12 +340,16 @@ def _hits(ws: Workspace, matches, space: str) -> list[Hit]:
                 locator={k: meta[k] for k in LOCATOR_KEYS if k in meta},
                 metadata=meta,
                 document=m.document,
-                thumbnail=str(root / meta["thumbnail"]) if meta.get("thumbnail") else None,
-                original=str(root / meta["original"]) if meta.get("original") else None,
+                thumbnail=_as_str(stored_path(root, meta.get("thumbnail"))),
+                original=_as_str(stored_path(root, meta.get("original"))),
                 space=space,
             )
         )
     return hits
+
+
+def _as_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _clock(seconds: float) -> str:

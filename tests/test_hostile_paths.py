@@ -254,6 +254,36 @@ def test_search_by_a_device_or_a_fifo_is_refused_by_name(store, tmp_path, capsys
     assert f"{path}: not a regular file but" in capsys.readouterr().err
 
 
+def test_media_paths_in_stored_metadata_never_lead_outside_the_media_folder(store, capsys):
+    """A crafted (say, restored) store can name /dev/zero as a thumbnail: the pages would read whatever it names."""
+    from mmcore.analysis.frame import analysis_frame
+    from mmcore.files import stored_path
+
+    ws = Workspace(Settings(data_dir=store))
+    target = ws.store.open("ex", "custom")
+    [a] = target.get(["a"])
+    target.raw.update(ids=["b", "c"], metadatas=[{"thumbnail": "/dev/zero", "original": "../../../../../../etc/passwd"},
+                                                 {"thumbnail": "thumbs/../../../../../../dev/zero"}])
+    ws.close()
+    assert main(["search", "--like", "d", "--collection", "ex", "-k", "3", "--json"]) == 0
+    hits = {h["id"]: h for h in json.loads(capsys.readouterr().out)}
+    assert hits["b"]["thumbnail"] is hits["b"]["original"] is hits["c"]["thumbnail"] is None
+    assert hits["a"]["thumbnail"] == str(store / "media" / a["metadata"]["thumbnail"])
+    assert main([*EXPORT, "--format", "json", "--out", "ex.json"]) == 0
+    rows = {r["id"]: r for r in json.loads(Path("ex.json").read_text())}
+    assert rows["b"]["thumbnail"] is rows["b"]["original"] is rows["c"]["thumbnail"] is None
+    assert rows["a"]["thumbnail"] == hits["a"]["thumbnail"]
+
+    class Everything:  # an analysis that covers every item, for the table the Map, Clusters and Outliers pages show
+        ids = ["a", "b", "c", "d"]
+        xy = np.zeros((4, 2))
+        labels = probabilities = outlier_scores = np.zeros(4)
+
+    frame = analysis_frame(target, Everything(), media_root=ws.files.root).set_index("id")
+    assert list(frame.loc[["b", "c"], "thumbnail"]) == ["", ""] and frame.loc["a", "thumbnail"] == hits["a"]["thumbnail"]
+    assert stored_path(store, "thumbs/ab/x.webp") == store / "thumbs/ab/x.webp"
+
+
 # --- restore: the archive is bounded before anything is written ---------------------------------------------
 
 
