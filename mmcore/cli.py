@@ -238,7 +238,6 @@ def _analyze(args) -> int:
 
 def _export(args) -> int:
     from .export import export_items
-
     from .safe_io import output_target
 
     ws = _workspace()

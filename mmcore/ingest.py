@@ -27,8 +27,8 @@ import numpy as np
 from .errors import MediaError
 from .files import display_name
 from .journal import Journal, journal_dir, recover
-from .safe_io import read_bounded
 from .media import Chunk, Decoded, ReadOptions, is_supported, may_hold_speech, read_media, space_of
+from .safe_io import read_bounded
 from .spaces import normalize
 from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
