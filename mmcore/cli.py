@@ -148,9 +148,9 @@ def _search(args) -> int:
         if args.text is not None:
             query = Query(text=args.text)
         elif args.image is not None:
-            query = Query(image=_read(args.image, ws.settings), image_name=args.image.name)
+            query = Query(image=_read(args.image), image_name=args.image.name)
         else:
-            query = Query(audio=_read(args.audio, ws.settings), audio_name=args.audio.name)
+            query = Query(audio=_read(args.audio), audio_name=args.audio.name)
         space = query_spaces(ws, query, args.collection or ws.settings.collection)[0]  # clip first, where present
     if args.all:
         hits = search_fused(ws, query, args.collection, args.k, filters, space if args.like else None)
@@ -168,10 +168,11 @@ def _search(args) -> int:
     return 0
 
 
-def _read(path: Path, settings) -> bytes:
+def _read(path: Path) -> bytes:
+    from .config import Settings
     from .safe_io import read_bounded
 
-    return read_bounded(path, settings.max_file_bytes, "MMCORE_MAX_FILE_MB")
+    return read_bounded(path, Settings.from_env().max_file_bytes, "MMCORE_MAX_FILE_MB")
 
 
 def _info(args) -> int:

@@ -28,7 +28,6 @@ from .errors import MediaError
 from .files import display_name
 from .journal import Journal, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, is_supported, may_hold_speech, read_media, space_of
-from .safe_io import read_bounded
 from .spaces import normalize
 from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
@@ -50,6 +49,8 @@ class SourceFile:
 
     def read(self, max_bytes: int) -> bytes:
         """Its bytes. Raises MediaError: missing, not a regular file (a FIFO, a device), or over `max_bytes`."""
+        from .safe_io import read_bounded
+
         if self.data is not None:
             return self.data
         return read_bounded(self.path, max_bytes, "MMCORE_MAX_FILE_MB", name=self.name)

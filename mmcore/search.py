@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timezone
-from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -340,16 +339,12 @@ def _hits(ws: Workspace, matches, space: str) -> list[Hit]:
                 locator={k: meta[k] for k in LOCATOR_KEYS if k in meta},
                 metadata=meta,
                 document=m.document,
-                thumbnail=_as_str(stored_path(root, meta.get("thumbnail"))),
-                original=_as_str(stored_path(root, meta.get("original"))),
+                thumbnail=str(thumb) if (thumb := stored_path(root, meta.get("thumbnail"))) else None,
+                original=str(orig) if (orig := stored_path(root, meta.get("original"))) else None,
                 space=space,
             )
         )
     return hits
-
-
-def _as_str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
 
 
 def _clock(seconds: float) -> str:

@@ -11,9 +11,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..errors import MediaError
-from ..safe_io import read_bounded
-
 NOISE_COLOR = "#c7cbd1"
 PALETTE = [
     "#4f46e5", "#e11d48", "#059669", "#d97706", "#0891b2", "#7c3aed", "#65a30d", "#db2777", "#2563eb", "#ea580c",
@@ -125,6 +122,9 @@ def _data_uri(path: object) -> str:
     """A stored thumbnail (a few KB of WebP) inline, so the card needs no file server; "" when missing."""
     if not isinstance(path, str) or not path:
         return ""
+    from ..errors import MediaError
+    from ..safe_io import read_bounded
+
     file = Path(path)
     try:
         data = read_bounded(file, MAX_THUMBNAIL_BYTES, "MAX_THUMBNAIL_BYTES")  # a path in metadata could name a device
