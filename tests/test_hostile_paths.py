@@ -140,19 +140,19 @@ def test_a_failed_write_leaves_the_target_as_it_was_and_no_temporary_file(tmp_pa
 
 # --- 2. a read is bounded by what is read, not by what the file says about itself ---------------------------
 
-ADDRESS_SPACE = 4 << 30  # the child's whole address space: an unbounded read fails fast instead of eating the machine
+# The child's whole address space (it needs about 1.2 GB): an unbounded read fails there with a MemoryError, so
+# its refusal is missing, instead of filling the machine. Memory is bounded by construction, not measured.
+ADDRESS_SPACE = 4 << 30
 BOUNDED = f"""
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE}, {ADDRESS_SPACE}))
 from mmcore.cli import main
-code = main(sys.argv[1:])
-print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-sys.exit(code)
+sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_bounded(data_dir: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
-    """`python -m mmcore ARGS` in a child whose address space is capped; the result and its peak RSS in MB."""
+def run_bounded(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m mmcore ARGS` in a child whose address space is capped at ADDRESS_SPACE."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
     environ.update(MMCORE_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), **env)
     process = subprocess.Popen([sys.executable, "-c", BOUNDED, *args], cwd=ROOT, env=environ, text=True,
@@ -163,11 +163,10 @@ def run_bounded(data_dir: Path, *args: str, **env: str) -> tuple[subprocess.Comp
         process.kill()
         stdout, stderr = process.communicate()
         pytest.fail(f"mmcore {' '.join(args)} hung: {stderr[-2000:]}")
-    peak = [float(line.split()[1]) / 1024 for line in stderr.splitlines() if line.startswith("peak_rss_kb")]
-    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr), peak[0] if peak else float("inf")
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
-def test_import_vectors_refuses_rows_naming_a_device_a_fifo_or_a_proc_file_in_bounded_memory(tmp_path):
+def test_import_vectors_refuses_rows_naming_a_device_a_fifo_or_a_proc_file_within_a_capped_address_space(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     np.save(folder / "v.npy", np.random.default_rng(0).normal(size=(5, 8)))
@@ -175,7 +174,7 @@ def test_import_vectors_refuses_rows_naming_a_device_a_fifo_or_a_proc_file_in_bo
     os.mkfifo(folder / "pipe.png")
     # /proc/self/pagemap says it is 0 bytes long and reads as 8 bytes per page of the address space: gigabytes.
     (folder / "meta.csv").write_text("id,image\nzero,/dev/zero\npipe,pipe.png\nproc,/proc/self/pagemap\nred,red.png\nnone,\n")
-    result, peak_mb = run_bounded(tmp_path / "data", "import-vectors", str(folder / "v.npy"), "--meta",
+    result = run_bounded(tmp_path / "data", "import-vectors", str(folder / "v.npy"), "--meta",
                                   str(folder / "meta.csv"), "--collection", "hostile", MMCORE_MAX_FILE_MB="16")
     assert result.returncode == 1, result.stderr  # imported, with problems
     assert "5 rows, 5 added, 0 already there, 1 images stored" in result.stdout
@@ -184,7 +183,6 @@ def test_import_vectors_refuses_rows_naming_a_device_a_fifo_or_a_proc_file_in_bo
     assert "problem: row 1: pipe.png: not a regular file but a FIFO (named pipe)" in out
     assert ("problem: row 2: /proc/self/pagemap: more than 16 MB came out of it (its size says 0 bytes), over the "
             "16 MB limit (raise MMCORE_MAX_FILE_MB to accept it)") in out
-    assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"
     items = Workspace(Settings(data_dir=tmp_path / "data")).store.open("hostile", "custom").get(["zero", "red"])
     assert "thumbnail" not in items[0]["metadata"] and "thumbnail" in items[1]["metadata"]
 
@@ -198,7 +196,7 @@ def test_import_vectors_refuses_a_vectors_file_or_metadata_csv_that_is_not_a_reg
     target = folder / ("v.npy" if which == "vectors" else "meta.csv")
     target.unlink()
     os.mkfifo(target)
-    result, _ = run_bounded(tmp_path / "data", "import-vectors", str(folder / "v.npy"), "--meta", str(folder / "meta.csv"),
+    result = run_bounded(tmp_path / "data", "import-vectors", str(folder / "v.npy"), "--meta", str(folder / "meta.csv"),
                             "--collection", "c")
     assert result.returncode == 2 and f"{target}: not a regular file but a FIFO (named pipe)" in result.stderr
 
