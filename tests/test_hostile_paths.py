@@ -20,8 +20,8 @@ from PIL import Image
 
 from mmcore.cli import main
 from mmcore.config import Settings
-from mmcore.health import check_store
 from mmcore.safe_io import write_output
+from mmcore.search import search_like
 from mmcore.vectors import import_vectors
 from mmcore.workspace import Workspace
 
@@ -51,11 +51,12 @@ def store(tmp_path, monkeypatch):
 
 
 def searches(capsys) -> bool:
-    """Whether the store still opens and answers a query by item, and `check` finds it healthy."""
+    """Whether the store still opens, answers a query by item (as the pages' "more like this" does), and
+    `check` (the real command) finds it healthy."""
+    hits = search_like(Workspace(Settings.from_env()), "a", "ex", k=3, space="custom")
     capsys.readouterr()
-    ok = main(["search", "--like", "a", "--collection", "ex", "-k", "3", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out) if ok else []
-    return ok and sorted(h["id"] for h in hits) == ["b", "c", "d"] and check_store(Settings.from_env()).ok
+    healthy = main(["check"]) == 0 and "healthy" in capsys.readouterr().out
+    return sorted(h.id for h in hits) == ["b", "c", "d"] and healthy
 
 
 # --- 1. nothing the CLI writes lands inside the data dir, or replaces a file unasked ------------------------
@@ -252,7 +253,7 @@ def test_search_by_a_device_or_a_fifo_is_refused_by_name(store, tmp_path, capsys
     assert f"{path}: not a regular file but" in capsys.readouterr().err
 
 
-def test_media_paths_in_stored_metadata_never_lead_outside_the_media_folder(store, capsys):
+def test_media_paths_in_stored_metadata_never_lead_outside_the_media_folder(store):
     """A crafted (say, restored) store can name /dev/zero as a thumbnail: the pages would read whatever it names."""
     from mmcore.analysis.frame import analysis_frame
     from mmcore.files import stored_path
@@ -263,14 +264,13 @@ def test_media_paths_in_stored_metadata_never_lead_outside_the_media_folder(stor
     target.raw.update(ids=["b", "c"], metadatas=[{"thumbnail": "/dev/zero", "original": "../../../../../../etc/passwd"},
                                                  {"thumbnail": "thumbs/../../../../../../dev/zero"}])
     ws.close()
-    assert main(["search", "--like", "d", "--collection", "ex", "-k", "3", "--json"]) == 0
-    hits = {h["id"]: h for h in json.loads(capsys.readouterr().out)}
-    assert hits["b"]["thumbnail"] is hits["b"]["original"] is hits["c"]["thumbnail"] is None
-    assert hits["a"]["thumbnail"] == str(store / "media" / a["metadata"]["thumbnail"])
+    hits = {h.id: h for h in search_like(Workspace(Settings(data_dir=store)), "d", "ex", k=3, space="custom")}
+    assert hits["b"].thumbnail is hits["b"].original is hits["c"].thumbnail is None
+    assert hits["a"].thumbnail == str(store / "media" / a["metadata"]["thumbnail"])
     assert main([*EXPORT, "--format", "json", "--out", "ex.json"]) == 0
     rows = {r["id"]: r for r in json.loads(Path("ex.json").read_text())}
     assert rows["b"]["thumbnail"] is rows["b"]["original"] is rows["c"]["thumbnail"] is None
-    assert rows["a"]["thumbnail"] == hits["a"]["thumbnail"]
+    assert rows["a"]["thumbnail"] == hits["a"].thumbnail
 
     class Everything:  # an analysis that covers every item, for the table the Map, Clusters and Outliers pages show
         ids = ["a", "b", "c", "d"]
@@ -278,7 +278,7 @@ def test_media_paths_in_stored_metadata_never_lead_outside_the_media_folder(stor
         labels = probabilities = outlier_scores = np.zeros(4)
 
     frame = analysis_frame(target, Everything(), media_root=ws.files.root).set_index("id")
-    assert list(frame.loc[["b", "c"], "thumbnail"]) == ["", ""] and frame.loc["a", "thumbnail"] == hits["a"]["thumbnail"]
+    assert list(frame.loc[["b", "c"], "thumbnail"]) == ["", ""] and frame.loc["a", "thumbnail"] == hits["a"].thumbnail
     assert stored_path(store, "thumbs/ab/x.webp") == store / "thumbs/ab/x.webp"
 
 
