@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("export", help="write items with metadata, tags, map coordinates and clusters")
     _analysis_arguments(p)
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
-    p.add_argument("--out", type=Path, help="output file (default: COLLECTION.FORMAT here)")
+    p.add_argument("--out", type=Path, help="output file (default: COLLECTION.FORMAT here); never inside the data dir")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-analysis", action="store_true", help="items and metadata only: no map or cluster columns")
 
     p = commands.add_parser("demo", help="load the offline demo collection (scikit-learn's handwritten digits)")
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = commands.add_parser("backup", help="write the whole data dir to a new .tar.gz (refused while another process writes the store)")
-    p.add_argument("out", type=Path, metavar="OUT.tar.gz")
+    p.add_argument("out", type=Path, metavar="OUT.tar.gz", help="the archive to write; never inside the data dir")
+    p.add_argument("--force", action="store_true", help="replace the archive if it exists")
 
     p = commands.add_parser("restore", help="unpack a backup as the data dir (MMCORE_DATA_DIR), which must be new or empty")
     p.add_argument("archive", type=Path, metavar="ARCHIVE")
@@ -176,10 +178,10 @@ def _search(args) -> int:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise MMError(f"{path}: could not be read ({e.strerror})") from None
+    from .config import Settings
+    from .safe_io import read_bounded
+
+    return read_bounded(path, Settings.from_env().max_file_bytes, "MMCORE_MAX_FILE_MB")
 
 
 def _info(args) -> int:
@@ -246,12 +248,15 @@ def _analyze(args) -> int:
 
 def _export(args) -> int:
     from .export import export_items
+    from .safe_io import output_target
 
     ws = _workspace(args.collection)
     name = args.collection or ws.settings.collection
+    out = args.out or Path(f"{name}.{args.format}")
+    output_target(out, ws.settings.data_dir, args.force)  # refused before the analysis, not after it
     space = _space_of(ws, name, args.space)
     analysis = None if args.no_analysis else _analysis_for_export(ws, name, space, args)
-    path = export_items(ws, name, space, args.format, args.out or Path(f"{name}.{args.format}"), analysis)
+    path = export_items(ws, name, space, args.format, out, analysis, force=args.force)
     print(f"wrote {ws.store.open(name, space).count():,} items to {path}"
           + ("" if analysis is not None else " (without map and cluster columns)"))
     return 0
@@ -326,7 +331,7 @@ def _backup(args) -> int:
     from .config import Settings
 
     settings = Settings.from_env()
-    report = backup(settings, args.out)
+    report = backup(settings, args.out, force=args.force)
     print(f"backed up {settings.data_dir} to {report.path}: {report.files:,} files, {report.bytes / 1e6:,.1f} MB")
     if not report.with_store:
         print(f"note: the collections are on the Chroma server {settings.chroma_host}:{settings.chroma_port} and are not in "
@@ -340,7 +345,8 @@ def _restore(args) -> int:
     from .config import Settings
 
     settings = Settings.from_env()
-    report = restore(args.archive, settings.data_dir, force=args.force)
+    report = restore(args.archive, settings.data_dir, force=args.force, max_bytes=settings.max_restore_bytes,
+                     max_files=settings.max_restore_files)
     print(f"restored {report.files:,} files of {args.archive} ({report.manifest.get('written_by', '?')}, "
           f"{report.manifest.get('created', '?')}) into {report.data_dir}")
     if report.manifest.get("store") != "embedded":

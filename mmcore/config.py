@@ -35,6 +35,9 @@ class Settings:
       MMCORE_MAX_UPLOAD_MB  most bytes one upload in the app may bring in all, in MB (2048)
       MMCORE_MAX_TEXT_MB    largest text file (.txt, .md, .csv) accepted, in MB; also the most text one PDF may hold (10)
       MMCORE_MAX_IMAGE_PIXELS  largest image accepted, in pixels (100,000,000)
+      MMCORE_MAX_VECTORS_MB    largest vectors file or metadata CSV `import-vectors` reads, in MB (2048)
+      MMCORE_MAX_RESTORE_MB    most bytes a backup may unpack to, in MB (262144, i.e. 256 GB)
+      MMCORE_MAX_RESTORE_FILES most files and folders a backup may hold (1,000,000)
       MMCORE_VIDEO_SEGMENT_S   seconds of video per item (10)
       MMCORE_AUDIO_SEGMENT_S   seconds of audio per item (10)
       MMCORE_MAX_MEDIA_MINUTES longest video or audio accepted, in minutes (240)
@@ -56,6 +59,9 @@ class Settings:
     max_upload_bytes: int = 2048 * 1024 * 1024
     max_text_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 100_000_000
+    max_vectors_bytes: int = 2048 * 1024 * 1024
+    max_restore_bytes: int = 256 * 1024 * 1024 * 1024
+    max_restore_files: int = 1_000_000
     video_segment_s: int = 10
     audio_segment_s: int = 10
     max_media_seconds: int = 240 * 60
@@ -96,6 +102,9 @@ class Settings:
             max_upload_bytes=number("MMCORE_MAX_UPLOAD_MB", 2048) * 1024 * 1024,
             max_text_bytes=number("MMCORE_MAX_TEXT_MB", 10) * 1024 * 1024,
             max_image_pixels=number("MMCORE_MAX_IMAGE_PIXELS", 100_000_000),
+            max_vectors_bytes=number("MMCORE_MAX_VECTORS_MB", 2048) * 1024 * 1024,
+            max_restore_bytes=number("MMCORE_MAX_RESTORE_MB", 256 * 1024) * 1024 * 1024,
+            max_restore_files=number("MMCORE_MAX_RESTORE_FILES", 1_000_000),
             video_segment_s=number("MMCORE_VIDEO_SEGMENT_S", 10),
             audio_segment_s=number("MMCORE_AUDIO_SEGMENT_S", 10),
             max_media_seconds=number("MMCORE_MAX_MEDIA_MINUTES", 240) * 60,

@@ -14,6 +14,8 @@ import pandas as pd
 
 from .errors import MMError
 from .ingest import LOCATOR_KEYS
+from .files import stored_path
+from .safe_io import output_target, write_output
 from .workspace import Workspace
 
 FORMATS = ("csv", "json", "parquet")
@@ -24,9 +26,10 @@ FIRST = ("id", "source", "modality", "mime", "added_at", *LOCATOR_KEYS, "tags", 
 
 def export_items(
     ws: Workspace, collection: str | None, space: str, fmt: str, path: str | Path, analysis=None,
-    names: dict[int, str] | None = None,
+    names: dict[int, str] | None = None, force: bool = False,
 ) -> Path:
-    """Write one row per item of a collection's space to `path`.
+    """Write one row per item of a collection's space to `path`, which may not lie inside the data dir and is
+    replaced only with `force` (see `mmcore.safe_io.write_output`).
 
     Columns: id, source, modality, mime, added_at (ISO 8601, UTC), locator fields, tags ("|"-joined in CSV,
     a list in JSON and Parquet), document, original and thumbnail (absolute paths), then every other metadata
@@ -38,12 +41,14 @@ def export_items(
     with those columns and `id` (`mmcore.analysis.frame.analysis_frame`: a taxonomy's clusters and names).
 
     Raises:
-        MMError: unknown format, or the file can't be written. NotFound: no such collection in that space.
+        MMError: unknown format, `path` inside the data dir or there already without `force`, or the file can't
+            be written. NotFound: no such collection in that space.
     """
     if fmt not in FORMATS:
         raise MMError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    output_target(path, ws.settings.data_dir, force)  # before the work: a refusal costs nothing
     name = collection or ws.settings.collection
-    return export_file(items_frame(ws, name, space, analysis, names), fmt, Path(path))
+    return write_output(path, ws.settings.data_dir, export_bytes(items_frame(ws, name, space, analysis, names), fmt), force)
 
 
 def items_frame(
@@ -61,7 +66,8 @@ def items_frame(
         row["tags"] = list(meta.get("tags") or [])
         row["document"] = doc
         for key in ("original", "thumbnail"):
-            row[key] = str(root / meta[key]) if meta.get(key) else None
+            path = stored_path(root, meta.get(key))
+            row[key] = None if path is None else str(path)
         rows.append(row)
     # object dtype keeps each value's own type (an int stays an int beside a missing one) for `_uniform`
     frame = pd.DataFrame(rows, columns=list(FIRST) if not rows else None, dtype=object)
@@ -97,24 +103,6 @@ def export_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)
     return buffer.getvalue()
-
-
-def export_file(frame: pd.DataFrame, fmt: str, path: Path) -> Path:
-    """Write `export_bytes` to `path` (to a temporary file first, so a failed export leaves no half file).
-
-    Raises:
-        MMError: unknown format, or the file can't be written.
-    """
-    path = Path(path)
-    data = export_bytes(frame, fmt)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise MMError(f"{path}: could not be written ({e.strerror or e})") from None
-    return path
 
 
 def _join(frame: pd.DataFrame, analysis, names: dict[int, str] | None) -> pd.DataFrame:

@@ -24,6 +24,18 @@ def display_name(name: str) -> str:
     return escaped
 
 
+def stored_path(root: Path, relative: str | None) -> Path | None:
+    """The absolute path of an original or thumbnail that an item's metadata names relative to the media folder
+    `root`, or None when it names none or a path outside that folder: a crafted or restored store could name
+    `/dev/zero` or `../../secret`, which the pages would then read."""
+    if not relative or not isinstance(relative, str):
+        return None
+    parts = Path(relative).parts
+    if Path(relative).is_absolute() or ".." in parts or not parts:
+        return None
+    return Path(root) / relative
+
+
 class MediaFiles:
     """`root/originals/ab/<hash><ext>` and `root/thumbs/ab/<hash>.webp`, written atomically."""
 

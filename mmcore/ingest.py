@@ -48,15 +48,12 @@ class SourceFile:
         self.name = display_name(self.name)  # the bytes are stored under their hash; the name is only shown
 
     def read(self, max_bytes: int) -> bytes:
+        """Its bytes. Raises MediaError: missing, not a regular file (a FIFO, a device), or over `max_bytes`."""
+        from .safe_io import read_bounded
+
         if self.data is not None:
             return self.data
-        try:
-            size = self.path.stat().st_size
-            if size > max_bytes:
-                raise MediaError(self.name, f"the file is {size / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit (raise MMCORE_MAX_FILE_MB to accept it)")
-            return self.path.read_bytes()
-        except OSError as e:
-            raise MediaError(self.name, f"could not be read ({e.strerror or e})") from None
+        return read_bounded(self.path, max_bytes, "MMCORE_MAX_FILE_MB", name=self.name)
 
 
 @dataclass
@@ -98,7 +95,8 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[F
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            for found in sorted(p for p in path.rglob("*") if p.is_file()):
+            # Not only regular files: a FIFO or a link to a device is named and refused when read, not left out unsaid.
+            for found in sorted(p for p in path.rglob("*") if not p.is_dir()):
                 rel = found.relative_to(path)
                 if any(part.startswith(".") for part in rel.parts):
                     continue
@@ -107,7 +105,7 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[F
                     files.append(SourceFile(name, path=found))
                 else:
                     results.append(FileResult(name, "skipped", reason=f"unsupported file type ({found.suffix or 'none'})"))
-        elif path.is_file():
+        elif os.path.lexists(path):  # a file, or something else that reading refuses by name (a FIFO, a device)
             files.append(SourceFile(path.name, path=path))
         else:
             results.append(FileResult(str(given), "failed", reason="no such file or folder"))

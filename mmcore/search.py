@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 
 from .errors import MMError
+from .files import stored_path
 from .ingest import LOCATOR_KEYS
 from .media import ReadOptions, read_media
 from .media.base import SPACE_OF_MODALITY
@@ -340,8 +341,8 @@ def _hits(ws: Workspace, matches, space: str) -> list[Hit]:
                 locator={k: meta[k] for k in LOCATOR_KEYS if k in meta},
                 metadata=meta,
                 document=m.document,
-                thumbnail=str(root / meta["thumbnail"]) if meta.get("thumbnail") else None,
-                original=str(root / meta["original"]) if meta.get("original") else None,
+                thumbnail=str(thumb) if (thumb := stored_path(root, meta.get("thumbnail"))) else None,
+                original=str(orig) if (orig := stored_path(root, meta.get("original"))) else None,
                 space=space,
             )
         )

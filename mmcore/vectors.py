@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import re
+import io
+import math
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,11 +20,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
 from .ingest import SourceFile
 from .journal import Journal, journal_dir, recover
 from .media import ReadOptions
 from .media.image import read_image
+from .safe_io import read_bounded
 from .spaces import KNOWN_SPACES, SpaceInfo
 from .workspace import Workspace
 
@@ -101,16 +105,17 @@ def import_vectors(
     vectors_path = Path(vectors_path)
     name = collection or ws.settings.collection
     check_space_name(space)
-    vectors = normalized(read_vectors(vectors_path), vectors_path.name)
-    digest = _sha256(vectors_path)
+    matrix, digest, size = read_vectors(vectors_path, ws.settings.max_vectors_bytes)
+    vectors = normalized(matrix, vectors_path.name)
+    del matrix
     info = SpaceInfo(space, f"imported:{vectors_path.name}", digest[:12], vectors.shape[1])
     if meta_path is None:
         rows = [MetaRow(f"row-{i}") for i in range(len(vectors))]
     else:
-        rows = read_meta(Path(meta_path), len(vectors), vectors_path.name)
+        rows = read_meta(Path(meta_path), len(vectors), vectors_path.name, ws.settings.max_vectors_bytes)
     check_existing(ws, name, info)
     report = ImportReport(name, info, vectors_path.name, rows=len(rows))
-    base = {"source_hash": digest, "mime": MIME[vectors_path.suffix.lower()], "bytes": vectors_path.stat().st_size}
+    base = {"source_hash": digest, "mime": MIME[vectors_path.suffix.lower()], "bytes": size}
     images_root = Path(meta_path).parent if meta_path is not None else None
     options = ReadOptions(token_spans=lambda _: [], max_tokens=1, max_file_bytes=ws.settings.max_file_bytes,
                           max_image_pixels=ws.settings.max_image_pixels)
@@ -138,24 +143,23 @@ def import_vectors(
     return report
 
 
-def read_vectors(path: Path) -> np.ndarray:
-    """The vectors of a .npy or .parquet file as float64 [n, d] (see `import_vectors`).
+def read_vectors(path: Path, max_bytes: int = Settings.max_vectors_bytes) -> tuple[np.ndarray, str, int]:
+    """The vectors of a .npy or .parquet file as float64 [n, d] (see `import_vectors`), with the SHA-256 and size
+    of the file's bytes. The file is read once, through `mmcore.safe_io.read_bounded`, and holds no more values
+    than its bytes do (a header or footer claiming more is refused).
 
     Raises:
-        MMError: the file is missing, of another type, unreadable, or not a non-empty 2-D numeric table.
+        MMError: the file is missing, not a regular file, over `max_bytes` (MMCORE_MAX_VECTORS_MB), of another
+            type, unreadable, or not a non-empty 2-D numeric table.
     """
-    if not path.is_file():
-        raise MMError(f"{path}: no such vectors file")
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        matrix = _read_npy(path)
-    elif suffix == ".parquet":
-        matrix = _read_parquet(path)
-    else:
+    if suffix not in MIME:
         raise MMError(f"{path.name}: unsupported vectors file type ({suffix or 'no extension'}); use .npy or .parquet")
+    data = read_bounded(path, max_bytes, "MMCORE_MAX_VECTORS_MB")
+    matrix = _read_npy(data, path.name) if suffix == ".npy" else _read_parquet(data, path.name, max_bytes)
     if matrix.ndim != 2 or 0 in matrix.shape:
         raise MMError(f"{path.name}: expected vectors as a 2-D array [n, d] with n, d >= 1, got shape {matrix.shape}")
-    return matrix
+    return matrix, hashlib.sha256(data).hexdigest(), len(data)
 
 
 def normalized(matrix: np.ndarray, name: str) -> np.ndarray:
@@ -175,20 +179,19 @@ def normalized(matrix: np.ndarray, name: str) -> np.ndarray:
     return (matrix / norms[:, None]).astype(np.float32)
 
 
-def read_meta(path: Path, expected_rows: int, vectors_name: str) -> list[MetaRow]:
+def read_meta(path: Path, expected_rows: int, vectors_name: str, max_bytes: int = Settings.max_vectors_bytes) -> list[MetaRow]:
     """One `MetaRow` per data row of a metadata CSV (see `import_vectors` for its columns).
 
     Raises:
-        MMError: the file is missing or not UTF-8, has no header, a ragged or repeated column, an empty
-            or repeated id, or not `expected_rows` data rows.
+        MMError: the file is missing, not a regular file, over `max_bytes` (MMCORE_MAX_VECTORS_MB) or not
+            UTF-8, has no header, a ragged or repeated column, an empty or repeated id, or not `expected_rows`
+            data rows.
     """
+    raw = read_bounded(path, max_bytes, "MMCORE_MAX_VECTORS_MB")
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            lines = [(reader.line_num, cells) for cells in reader if cells]
-    except FileNotFoundError:
-        raise MMError(f"{path}: no such metadata file") from None
-    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        reader = csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline=""))
+        lines = [(reader.line_num, cells) for cells in reader if cells]
+    except (UnicodeDecodeError, csv.Error) as e:
         raise MMError(f"{path.name}: not a readable UTF-8 CSV file ({e})") from None
     if not lines:
         raise MMError(f"{path.name}: empty; expected a header row and one row per vector")
@@ -362,33 +365,55 @@ def _bool(value: str) -> bool:
     return value.lower() == "true"
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read_npy(data: bytes, name: str) -> np.ndarray:
+    """The array of a .npy file's bytes, viewed in place: its header's shape is believed only when the bytes
+    after it hold that many values (np.load would allocate whatever the header claims first)."""
+    fmt = np.lib.format
+    buffer = io.BytesIO(data)
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise MMError(f"{path.name}: not a readable .npy array ({e})") from None
-    if array.dtype.kind not in "fiu":
-        raise MMError(f"{path.name}: holds {array.dtype} values; vectors must be numbers")
-    return array.astype(np.float64)
+        version = fmt.read_magic(buffer)
+        header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if header is None:
+            raise ValueError(f"format version {version[0]}.{version[1]} holds only structured data")
+        shape, fortran_order, dtype = header(buffer)
+    except (ValueError, EOFError, SyntaxError) as e:
+        raise MMError(f"{name}: not a readable .npy array ({e})") from None
+    if dtype.kind not in "fiu":
+        raise MMError(f"{name}: holds {dtype} values; vectors must be numbers")
+    count, held = math.prod(shape), len(data) - buffer.tell()
+    if count * dtype.itemsize > held:
+        raise MMError(f"{name}: its header declares shape {shape} of {dtype} ({count * dtype.itemsize:,} bytes) but "
+                      f"only {held:,} bytes follow it; the file is cut short or not a .npy array")
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=buffer.tell())
+    return array.reshape(shape, order="F" if fortran_order else "C").astype(np.float64)
 
 
-def _read_parquet(path: Path) -> np.ndarray:
+def _read_parquet(data: bytes, name: str, max_bytes: int) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        footer = parquet.metadata
+        # Compressed and run-length-encoded pages can decode to far more than the file's size: allow as many
+        # values as a .npy file of float32 within the limit holds.
+        values = sum(footer.row_group(i).column(j).num_values
+                     for i in range(footer.num_row_groups) for j in range(footer.num_columns))
+        if values > max_bytes // 4:
+            raise MMError(f"{name}: decodes to {values:,} values, more than the {max_bytes // 4:,} a vectors file "
+                          f"within MMCORE_MAX_VECTORS_MB ({max_bytes / 2**20:,.0f} MB at 4 bytes a value) may hold")
+        table = parquet.read()
     except (pa.ArrowException, OSError) as e:
-        raise MMError(f"{path.name}: not a readable Parquet file ({e})") from None
+        raise MMError(f"{name}: not a readable Parquet file ({e})") from None
     by_lower = {c.lower(): c for c in table.column_names}
     wanted = next((by_lower[c] for c in VECTOR_COLUMNS if c in by_lower), None)
     if wanted is not None:
-        return _list_column(table.column(wanted).combine_chunks(), wanted, path.name)
+        return _list_column(table.column(wanted).combine_chunks(), wanted, name)
     numeric = lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)  # noqa: E731
     bad = [f"{f.name!r} ({f.type})" for f in table.schema if not numeric(f.type)]
     if bad or not table.column_names:
-        raise MMError(f"{path.name}: expected a list column named 'vector' or 'embedding', or only numeric columns "
+        raise MMError(f"{name}: expected a list column named 'vector' or 'embedding', or only numeric columns "
                       f"(one per dimension); not numeric: {', '.join(bad) or 'no columns at all'}")
     return np.column_stack([pc.cast(c, pa.float64()).to_numpy() for c in table.columns])
 
@@ -413,10 +438,3 @@ def _list_column(column, name: str, file_name: str) -> np.ndarray:
     values = pc.cast(column.flatten(), pa.float64()).to_numpy(zero_copy_only=False)
     return values.reshape(len(column), int(lengths[0]) if len(lengths) else 0)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

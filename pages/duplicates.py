@@ -6,6 +6,7 @@ from mmcore.analysis.duplicates import (
     keep_one, review_queue,
 )
 from mmcore.errors import MMError
+from mmcore.files import stored_path
 
 SETS_PER_PAGE = 5
 COLUMNS = 5
@@ -65,7 +66,7 @@ def review(action, message: str, tags_changed: bool = False) -> None:
 
 def member(item: dict, score: float, suggested: bool) -> None:
     meta, document = item["metadata"], item["document"]
-    thumbnail = ws.files.root / meta["thumbnail"] if meta.get("thumbnail") else None
+    thumbnail = stored_path(ws.files.root, meta.get("thumbnail"))
     if thumbnail and thumbnail.exists():
         st.image(str(thumbnail), width="stretch")
     elif document:

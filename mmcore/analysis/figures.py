@@ -122,12 +122,13 @@ def _data_uri(path: object) -> str:
     """A stored thumbnail (a few KB of WebP) inline, so the card needs no file server; "" when missing."""
     if not isinstance(path, str) or not path:
         return ""
+    from ..errors import MediaError
+    from ..safe_io import read_bounded
+
     file = Path(path)
     try:
-        if file.stat().st_size > MAX_THUMBNAIL_BYTES:
-            return ""
-        data = file.read_bytes()
-    except OSError:
+        data = read_bounded(file, MAX_THUMBNAIL_BYTES, "MAX_THUMBNAIL_BYTES")  # a path in metadata could name a device
+    except MediaError:
         return ""
     mime = mimetypes.guess_type(file.name)[0] or "image/webp"
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..files import stored_path
 from ..store import ItemCollection
 from .maps import Analysis
 
@@ -43,7 +44,7 @@ def analysis_frame(
             "source": meta.get("source", id_),
             "snippet": (doc or "")[:SNIPPET_CHARS],
             "document": doc or "",
-            "thumbnail": str(media_root / thumb) if (thumb and media_root is not None) else "",
+            "thumbnail": str(stored_path(media_root, thumb) or "") if media_root is not None else "",
             "tags": list(meta.get("tags") or []),
         })
     first = ["id", "x", "y", "cluster", "cluster_name", "probability", "outlier_score", "modality", "source", "snippet",

@@ -1,0 +1,378 @@
+"""Hostile paths (issue 11): nothing the command line writes lands inside the data dir or replaces a file unasked,
+and every read of a path a user names is bounded by what is read, not by what the file says about itself
+(devices, FIFOs, /proc files, crafted archives). The real command line runs on a real store throughout."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmcore.cli import main
+from mmcore.config import Settings
+from mmcore.safe_io import write_output
+from mmcore.search import search_like
+from mmcore.vectors import import_vectors
+from mmcore.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 1 << 20
+EXPORT = ["export", "--collection", "ex", "--no-analysis"]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A data dir holding collection `ex` (four imported vectors, one with an image), which the CLI is pointed at;
+    the working directory is the data dir's parent."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    np.save(folder / "v.npy", np.random.default_rng(3).normal(size=(4, 8)))
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(folder / "green.png")
+    (folder / "meta.csv").write_text("id,image\na,green.png\nb,\nc,\nd,\n")
+    data_dir = tmp_path / "data"
+    ws = Workspace(Settings(data_dir=data_dir))
+    assert import_vectors(ws, folder / "v.npy", folder / "meta.csv", collection="ex").images == 1
+    ws.close()
+    for key in [k for k in os.environ if k.startswith("MMCORE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(tmp_path)
+    return data_dir
+
+
+def searches(capsys) -> bool:
+    """Whether the store still opens, answers a query by item (as the pages' "more like this" does), and
+    `check` (the real command) finds it healthy."""
+    hits = search_like(Workspace(Settings.from_env()), "a", "ex", k=3, space="custom")
+    capsys.readouterr()
+    healthy = main(["check"]) == 0 and "healthy" in capsys.readouterr().out
+    return sorted(h.id for h in hits) == ["b", "c", "d"] and healthy
+
+
+# --- 1. nothing the CLI writes lands inside the data dir, or replaces a file unasked ------------------------
+
+
+def _inside(tmp_path: Path, data_dir: Path, how: str) -> Path:
+    """A path that leads into the data dir: directly, through `..`, a symlinked file or a symlinked folder."""
+    if how == "direct":
+        return data_dir / "chroma" / "chroma.sqlite3"
+    if how == "dotdot":
+        (tmp_path / "elsewhere").mkdir()
+        return tmp_path / "elsewhere" / ".." / "data" / "chroma" / "chroma.sqlite3"
+    if how == "file link":
+        (tmp_path / "innocent.out").symlink_to(data_dir / "chroma" / "chroma.sqlite3")
+        return tmp_path / "innocent.out"
+    (tmp_path / "reports").symlink_to(data_dir / "media")
+    return tmp_path / "reports" / "new.out"
+
+
+@pytest.mark.parametrize("command", ["export", "backup"])
+@pytest.mark.parametrize("how", ["direct", "dotdot", "file link", "folder link"])
+def test_a_write_into_the_data_dir_is_refused_even_with_force_and_the_store_still_works(store, tmp_path, capsys, command, how):
+    target = _inside(tmp_path, store, how)
+    sqlite = store / "chroma" / "chroma.sqlite3"
+    before = {p.relative_to(store) for p in store.rglob("*") if p.is_file()}
+    args = [*EXPORT, "--force", "--out", str(target)] if command == "export" else ["backup", "--force", str(target)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{target} is inside the data dir {store}" in err and "nothing was written" in err, err
+    assert sqlite.read_bytes()[:16] == b"SQLite format 3\x00"
+    assert not any(p.name.endswith(".part") for p in tmp_path.rglob("*"))
+    assert searches(capsys)
+    assert {p.relative_to(store) for p in store.rglob("*") if p.is_file()} <= before | {Path("chroma/.mmscope.lock")}
+
+
+def test_the_default_export_name_is_refused_when_run_from_inside_the_data_dir(store, monkeypatch, capsys):
+    monkeypatch.chdir(store)
+    assert main(EXPORT) == 2 and "is inside the data dir" in capsys.readouterr().err
+    assert not (store / "ex.csv").exists() and searches(capsys)
+
+
+def test_an_existing_file_is_replaced_only_with_force(store, tmp_path, capsys):
+    out = tmp_path / "ex.csv"
+    out.write_text("precious")
+    assert main([*EXPORT, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} exists already: add --force" in err and out.read_text() == "precious"
+    assert main([*EXPORT, "--out", str(out), "--force"]) == 0
+    assert out.read_text().startswith("id,") and out.read_text().count("\n") == 5
+
+    archive = tmp_path / "b.tar.gz"
+    archive.write_bytes(b"an older backup")
+    assert main(["backup", str(archive)]) == 2 and "exists already" in capsys.readouterr().err
+    assert archive.read_bytes() == b"an older backup"
+    assert main(["backup", "--force", str(archive)]) == 0
+    with tarfile.open(archive) as tar:
+        assert "data/chroma/chroma.sqlite3" in tar.getnames()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz", "data", "ex.csv", "in"], "no temporary file left"
+
+
+def test_a_folder_or_a_fifo_is_never_a_target_even_with_force(store, tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe")
+    assert main([*EXPORT, "--force", "--out", str(tmp_path / "pipe")]) == 2
+    assert "is a FIFO (named pipe), not a file" in capsys.readouterr().err
+    assert main([*EXPORT, "--force", "--out", str(tmp_path / "in")]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
+    assert (tmp_path / "in" / "v.npy").exists()
+
+
+def test_a_failed_write_leaves_the_target_as_it_was_and_no_temporary_file(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def fail(f):
+        f.write(b"half of it")
+        raise RuntimeError("the disk is on fire")
+
+    with pytest.raises(RuntimeError, match="on fire"):
+        write_output(target, tmp_path / "data", fail, force=True)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+# --- 2. a read is bounded by what is read, not by what the file says about itself ---------------------------
+
+# The child's whole address space (it needs about 1.2 GB): an unbounded read fails there with a MemoryError, so
+# its refusal is missing, instead of filling the machine. Memory is bounded by construction, not measured.
+ADDRESS_SPACE = 4 << 30
+BOUNDED = f"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE}, {ADDRESS_SPACE}))
+from mmcore.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_bounded(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m mmcore ARGS` in a child whose address space is capped at ADDRESS_SPACE."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
+    environ.update(MMCORE_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), **env)
+    process = subprocess.Popen([sys.executable, "-c", BOUNDED, *args], cwd=ROOT, env=environ, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = process.communicate(timeout=240)  # a safety net only: the reader never blocks
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"mmcore {' '.join(args)} hung: {stderr[-2000:]}")
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def test_import_vectors_refuses_rows_naming_a_device_a_fifo_or_a_proc_file_within_a_capped_address_space(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    np.save(folder / "v.npy", np.random.default_rng(0).normal(size=(5, 8)))
+    Image.new("RGB", (12, 12), (200, 20, 20)).save(folder / "red.png")
+    os.mkfifo(folder / "pipe.png")
+    # /proc/self/pagemap says it is 0 bytes long and reads as 8 bytes per page of the address space: gigabytes.
+    (folder / "meta.csv").write_text("id,image\nzero,/dev/zero\npipe,pipe.png\nproc,/proc/self/pagemap\nred,red.png\nnone,\n")
+    result = run_bounded(tmp_path / "data", "import-vectors", str(folder / "v.npy"), "--meta",
+                                  str(folder / "meta.csv"), "--collection", "hostile", MMCORE_MAX_FILE_MB="16")
+    assert result.returncode == 1, result.stderr  # imported, with problems
+    assert "5 rows, 5 added, 0 already there, 1 images stored" in result.stdout
+    out = result.stdout
+    assert "problem: row 0: /dev/zero: not a regular file but a character device; only regular files are read" in out
+    assert "problem: row 1: pipe.png: not a regular file but a FIFO (named pipe)" in out
+    assert ("problem: row 2: /proc/self/pagemap: more than 16 MB came out of it (its size says 0 bytes), over the "
+            "16 MB limit (raise MMCORE_MAX_FILE_MB to accept it)") in out
+    items = Workspace(Settings(data_dir=tmp_path / "data")).store.open("hostile", "custom").get(["zero", "red"])
+    assert "thumbnail" not in items[0]["metadata"] and "thumbnail" in items[1]["metadata"]
+
+
+@pytest.mark.parametrize("which", ["vectors", "meta"])
+def test_import_vectors_refuses_a_vectors_file_or_metadata_csv_that_is_not_a_regular_file(tmp_path, which):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    np.save(folder / "v.npy", np.ones((2, 4)))
+    (folder / "meta.csv").write_text("id\na\nb\n")
+    target = folder / ("v.npy" if which == "vectors" else "meta.csv")
+    target.unlink()
+    os.mkfifo(target)
+    result = run_bounded(tmp_path / "data", "import-vectors", str(folder / "v.npy"), "--meta", str(folder / "meta.csv"),
+                            "--collection", "c")
+    assert result.returncode == 2 and f"{target}: not a regular file but a FIFO (named pipe)" in result.stderr
+
+
+def test_a_npy_header_claiming_more_values_than_the_file_holds_is_refused(tmp_path, monkeypatch, capsys):
+    """np.load allocates whatever the header claims before it reads: a 100-byte file could ask for terabytes."""
+    path = tmp_path / "liar.npy"
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 768), }".ljust(117) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * 64)
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["import-vectors", str(path), "--collection", "c"]) == 2
+    assert "liar.npy: its header declares shape (1000000000000, 768) of float32" in capsys.readouterr().err
+
+
+def test_a_parquet_file_that_decodes_past_the_limit_is_refused_before_it_is_decoded(tmp_path, monkeypatch, capsys):
+    """Run-length encoding and compression make a few KB of Parquet into millions of values."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"a": np.ones(3_000_000, dtype=np.float32), "b": np.ones(3_000_000, dtype=np.float32)}), path)
+    assert path.stat().st_size < 64 * 1024
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MMCORE_MAX_VECTORS_MB", "4")
+    assert main(["import-vectors", str(path), "--collection", "c"]) == 2
+    assert "bomb.parquet: decodes to 6,000,000 values, more than the 1,048,576" in capsys.readouterr().err
+
+
+def test_ingest_names_a_fifo_and_a_link_to_dev_zero_and_adds_the_rest(tmp_path, monkeypatch, capsys, clip_dir, media):
+    album = tmp_path / "album"
+    album.mkdir()
+    shutil.copy(media["img.png"], album / "good.png")
+    os.mkfifo(album / "pipe.png")
+    (album / "zero.txt").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "named.jpg")
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MMCORE_CLIP_MODEL", str(clip_dir))
+    assert main(["ingest", str(album), str(tmp_path / "named.jpg"), "--json"]) == 1
+    results = {r["name"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert results["album/good.png"]["status"] == "added"
+    for name, kind in [("album/pipe.png", "a FIFO (named pipe)"), ("album/zero.txt", "a character device"),
+                       ("named.jpg", "a FIFO (named pipe)")]:  # named: not "no such file or folder"
+        assert results[name]["status"] == "failed"
+        assert results[name]["reason"] == f"not a regular file but {kind}; only regular files are read"
+
+
+@pytest.mark.parametrize("flag, path", [("--image", "/dev/zero"), ("--audio", "fifo")])
+def test_search_by_a_device_or_a_fifo_is_refused_by_name(store, tmp_path, capsys, flag, path):
+    if path == "fifo":
+        path = str(tmp_path / "query.wav")
+        os.mkfifo(path)
+    assert main(["search", flag, path, "--collection", "ex"]) == 2
+    assert f"{path}: not a regular file but" in capsys.readouterr().err
+
+
+def test_media_paths_in_stored_metadata_never_lead_outside_the_media_folder(store):
+    """A crafted (say, restored) store can name /dev/zero as a thumbnail: the pages would read whatever it names."""
+    from mmcore.analysis.frame import analysis_frame
+    from mmcore.files import stored_path
+
+    ws = Workspace(Settings(data_dir=store))
+    target = ws.store.open("ex", "custom")
+    [a] = target.get(["a"])
+    target.raw.update(ids=["b", "c"], metadatas=[{"thumbnail": "/dev/zero", "original": "../../../../../../etc/passwd"},
+                                                 {"thumbnail": "thumbs/../../../../../../dev/zero"}])
+    ws.close()
+    hits = {h.id: h for h in search_like(Workspace(Settings(data_dir=store)), "d", "ex", k=3, space="custom")}
+    assert hits["b"].thumbnail is hits["b"].original is hits["c"].thumbnail is None
+    assert hits["a"].thumbnail == str(store / "media" / a["metadata"]["thumbnail"])
+    assert main([*EXPORT, "--format", "json", "--out", "ex.json"]) == 0
+    rows = {r["id"]: r for r in json.loads(Path("ex.json").read_text())}
+    assert rows["b"]["thumbnail"] is rows["b"]["original"] is rows["c"]["thumbnail"] is None
+    assert rows["a"]["thumbnail"] == hits["a"].thumbnail
+
+    class Everything:  # an analysis that covers every item, for the table the Map, Clusters and Outliers pages show
+        ids = ["a", "b", "c", "d"]
+        xy = np.zeros((4, 2))
+        labels = probabilities = outlier_scores = np.zeros(4)
+
+    frame = analysis_frame(target, Everything(), media_root=ws.files.root).set_index("id")
+    assert list(frame.loc[["b", "c"], "thumbnail"]) == ["", ""] and frame.loc["a", "thumbnail"] == hits["a"].thumbnail
+    assert stored_path(store, "thumbs/ab/x.webp") == store / "thumbs/ab/x.webp"
+
+
+# --- restore: the archive is bounded before anything is written ---------------------------------------------
+
+
+def _manifest_tar(tar: tarfile.TarFile) -> None:
+    body = json.dumps({"schema": 1, "written_by": "mmscope 0.1.0"}).encode()
+    info = tarfile.TarInfo("mmscope-backup.json")
+    info.size = len(body)
+    tar.addfile(info, io.BytesIO(body))
+
+
+def too_many_members(path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        _manifest_tar(tar)
+        for i in range(30):
+            info = tarfile.TarInfo(f"data/media/f{i}.txt")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    return path
+
+
+def huge_declared_size(path: Path) -> Path:
+    """A member whose header says 2 TiB, with nothing after it: a reader that trusts it seeks or allocates."""
+    raw = io.BytesIO()
+    tar = tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT)
+    _manifest_tar(tar)
+    huge = tarfile.TarInfo("data/chroma/huge.bin")
+    huge.size = 2 << 40
+    path.write_bytes(gzip_bytes(raw.getvalue() + huge.tobuf(tarfile.PAX_FORMAT)))
+    return path
+
+
+def expands_past_the_cap(path: Path) -> Path:
+    """3 x 600 KB of zeros in a few KB of gzip whose trailer claims 1,000 bytes uncompressed."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        _manifest_tar(tar)
+        for i in range(3):
+            info = tarfile.TarInfo(f"data/media/zeros{i}.bin")
+            info.size = 600_000
+            tar.addfile(info, io.BytesIO(bytes(info.size)))
+    packed = gzip_bytes(raw.getvalue())
+    path.write_bytes(packed[:-4] + struct.pack("<I", 1000))
+    assert len(packed) < 20_000
+    return path
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+@pytest.mark.parametrize("make, env, refusal", [
+    (too_many_members, {"MMCORE_MAX_RESTORE_FILES": "10"}, ["holds more than 10 files and folders (MMCORE_MAX_RESTORE_FILES)"]),
+    (huge_declared_size, {}, ["unpacks to more than 262,144 MB (MMCORE_MAX_RESTORE_MB): its headers declare 2,199,023,25",
+                              "bytes up to 'data/chroma/huge.bin'"]),  # the defaults protect
+    (expands_past_the_cap, {"MMCORE_MAX_RESTORE_MB": "1"}, ["unpacks to more than 1 MB (MMCORE_MAX_RESTORE_MB): its headers "
+                                                            "declare 1,200,", "bytes up to 'data/media/zeros1.bin'"]),
+])
+def test_restore_refuses_an_archive_past_its_limits_before_writing_anything(tmp_path, monkeypatch, capsys, make, env, refusal):
+    archive = make(tmp_path / "crafted.tar.gz")
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(tmp_path / "target" / "data"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["restore", str(archive)]) == 2
+    err = capsys.readouterr().err
+    assert all(part in err for part in refusal), err
+    assert [p.name for p in tmp_path.iterdir()] == ["crafted.tar.gz"], "nothing written, no staging folder left"
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
+def test_restore_refuses_an_archive_that_is_not_a_regular_file(tmp_path, monkeypatch, capsys, source):
+    if source == "fifo":
+        source = str(tmp_path / "backup.tar.gz")
+        os.mkfifo(source)
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(tmp_path / "target"))
+    assert main(["restore", source]) == 2
+    assert f"{source}: not a regular file but" in capsys.readouterr().err
+    assert not (tmp_path / "target").exists()
+
+
+def test_unpacking_counts_the_bytes_it_writes_not_the_ones_the_headers_declared(tmp_path):
+    """The second line of defence: were a header to lie past the scan, the bytes written are counted anyway."""
+    from mmcore.backup import _unpack
+    from mmcore.errors import MMError
+
+    archive = expands_past_the_cap(tmp_path / "a.tar.gz")
+    staging = tmp_path / "staging"
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar if m.name.startswith("data/")]
+        with pytest.raises(MMError, match="more than its headers declared"):
+            _unpack(tar, members, staging, archive, max_bytes=1_000_000)
+    written = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+    assert 0 < written <= 1_000_000
