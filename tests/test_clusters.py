@@ -158,7 +158,7 @@ def test_cached_parameter_sets_are_bounded_and_the_least_recently_used_go(ws):
         analyze(ws, "bounded", "vecs", hdbscan=Hdbscan(size))
         analyze(ws, "bounded", "vecs", hdbscan=Hdbscan(sizes[0]))  # the first set stays in use
     cache = AnalysisCache(ws.settings.data_dir / "cache", "bounded", "vecs", Umap(), Hdbscan())
-    kept = cache.parameter_sets()
+    kept = list(cache.parameter_sets())
     assert len(kept) == KEPT_PARAMETER_SETS
     assert [h.min_cluster_size for _, h, _ in kept[:2]] == [sizes[0], sizes[-1]]
     assert Hdbscan(sizes[1]) not in [h for _, h, _ in kept]

@@ -374,19 +374,15 @@ class AnalysisCache:
                 path.unlink(missing_ok=True)
         return dropped
 
-    def parameter_sets(self) -> list[tuple[Umap, Hdbscan, Sampling]]:
-        """The parameter sets with a cached result in this folder, the most recently used first."""
-        found = []
+    def parameter_sets(self) -> Iterator[tuple[Umap, Hdbscan, Sampling]]:
+        """The parameter sets with a cached result in this folder, the most recently used first (read lazily)."""
         for path in sorted(self.dir.glob("result-*.npz"), key=_mtime, reverse=True):
             state = self.read(path)
             try:
                 meta = state[0]
-                params = (Umap(**meta["umap"]), Hdbscan(**meta["requested"]), Sampling(**meta["sampling"]))
+                yield Umap(**meta["umap"]), Hdbscan(**meta["requested"]), Sampling(**meta["sampling"])
             except (TypeError, KeyError, ValueError, MMError):  # TypeError also for state None
                 continue
-            if params not in found:
-                found.append(params)
-        return found
 
     def load_fit(self) -> dict | None:
         return _decoded(_fit_from, self.read(self.dir / f"fit-{self.key}.npz"))
@@ -442,8 +438,9 @@ def _touch(path: Path) -> None:
 def latest_parameters(ws: Workspace, collection: str, space: str) -> tuple[Umap, Hdbscan] | None:
     """The parameters of the most recently used analysis of a collection's space (what an editor last chose),
     or None when none is cached: a read-only viewer sees that one."""
-    found = AnalysisCache(ws.settings.data_dir / "cache", collection, space, Umap(), Hdbscan()).parameter_sets()
-    return (found[0][0], found[0][1]) if found else None
+    for umap, hdbscan, _ in AnalysisCache(ws.settings.data_dir / "cache", collection, space, Umap(), Hdbscan()).parameter_sets():
+        return umap, hdbscan
+    return None
 
 
 def _decoded(decode, state):
