@@ -146,6 +146,6 @@ def test_a_coarse_clustering_is_named_and_the_finer_one_is_one_click_away(tmp_pa
         assert int(metric.locator("[data-testid='stMetricValue']").inner_text()) >= 5
         page.screenshot(path=ARTIFACTS / "clusters-finer.png", full_page=True)
         page.get_by_role("link", name="Map").click()  # the Map shows the same, finer clustering
-        expect(page.get_by_text("fine clusters", exact=False).first).to_be_visible()
+        expect(page.get_by_text("fine clusters · fitted on every item", exact=False)).to_be_visible()
         expect(page.get_by_text("too coarse")).to_have_count(0)
         page.screenshot(path=ARTIFACTS / "map-finer.png")
