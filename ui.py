@@ -339,9 +339,9 @@ def analysis(space: str, umap, hdbscan, refit: bool = False):
 def finer_clusters(analysis, space: str) -> None:
     """When the clusters are too coarse to review, say so and offer the finer clustering in one click."""
     reason = analysis.coarse
-    if reason is None:
-        return
     finer = analysis.finer
+    if reason is None or finer == analysis.requested:  # nothing finer to offer (the smallest cluster size)
+        return
     how = ("leaf selection: the smallest dense groups of HDBSCAN's tree" if analysis.hdbscan.selection != "leaf"
            else f"a min cluster size of {finer.min_cluster_size}")
     denied = write_denied()

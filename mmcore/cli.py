@@ -238,8 +238,8 @@ def _analyze(args) -> int:
     else:
         print(frame[columns + ["source"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if reason := analysis.coarse:
-        print(f"note: these clusters are too coarse to review: {reason}. For finer ones: {_finer_flags(analysis)}",
-              file=sys.stderr)
+        finer = f" For finer ones: {_finer_flags(analysis)}" if analysis.finer != analysis.requested else ""
+        print(f"note: these clusters are too coarse to review: {reason}.{finer}", file=sys.stderr)
     return 0
 
 
