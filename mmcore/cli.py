@@ -196,7 +196,8 @@ def _analysis_arguments(p) -> None:
     p.add_argument("--neighbors", type=int, default=None, help="UMAP neighbours (default 15)")
     p.add_argument("--min-dist", type=float, default=None, help="UMAP min_dist (default 0.1)")
     p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN (default: from the size)")
-    p.add_argument("--min-samples", type=int, default=None, help="HDBSCAN's density smoothing (default 5, at most the cluster size)")
+    p.add_argument("--min-samples", type=int, default=None,
+                   help="HDBSCAN's density smoothing (default 10, at most the cluster size)")
     p.add_argument("--selection", choices=("leaf", "eom"), default=None,
                    help="clusters from HDBSCAN's tree: leaf = fine, homogeneous (default); eom = broad (excess of mass)")
     p.add_argument("--refit", action="store_true", help="fit from scratch instead of placing new items")

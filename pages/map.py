@@ -19,7 +19,8 @@ with st.expander("Map and cluster settings", icon=":material/tune:"):
     a, b, c, d = st.columns(4)
     neighbors = a.slider("UMAP neighbours", MIN_NEIGHBORS, MAX_NEIGHBORS, umap.n_neighbors, disabled=bool(denied),
                          help="Larger values show more global structure, smaller more local detail.")
-    min_dist = b.slider("UMAP min_dist", 0.0, 0.99, umap.min_dist, step=0.05, disabled=bool(denied), help="How tightly points pack.")
+    min_dist = b.slider("UMAP min_dist", 0.0, 0.99, umap.min_dist, step=0.05, disabled=bool(denied),
+                        help="How tightly points pack.")
     size = c.number_input("Min cluster size (0 = automatic)", 0, MAX_CLUSTER_SIZE, hdbscan.min_cluster_size or 0,
                           disabled=bool(denied), help=f"At least {MIN_CLUSTER_SIZE}; automatic grows with the collection.")
     fine = d.toggle("Fine clusters", hdbscan.selection == "leaf", disabled=bool(denied),

@@ -49,7 +49,8 @@ def analysis_frame(
             "thumbnail": str(media_root / thumb) if (thumb and media_root is not None) else "",
             "tags": list(meta.get("tags") or []),
         })
-    first = ["id", "x", "y", "cluster", "cluster_name", "cluster_stability", "probability", "outlier_score", "modality", "source", "snippet",
+    first = ["id", "x", "y", "cluster", "cluster_name", "cluster_stability", "probability", "outlier_score", "modality", "source",
+             "snippet",
              "document", "thumbnail", "tags"]
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -518,7 +518,8 @@ def _fit_from(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
         parts = state("outliers")
         outliers = OutlierModel(parts.pop("components"), parts.pop("mean"), restore_clusterer(meta["outliers"], parts))
     return {
-        "ids": ids, "xy": xy, "clusters": Clusters(labels, probabilities, scores, _stability(arrays["stability"])), "umap": Umap(**meta["umap"]),
+        "ids": ids, "xy": xy, "clusters": Clusters(labels, probabilities, scores, _stability(arrays["stability"])),
+        "umap": Umap(**meta["umap"]),
         "hdbscan": Hdbscan(**meta["hdbscan"]), "sampling": Sampling(**meta["sampling"]), "sample": int(meta["sample"]),
         "key": str(meta["key"]), "vectors": vectors, "layout_2d": layouts["layout_2d"], "layout_nd": layouts["layout_nd"],
         "clusterer": clusterer, "outliers": outliers,
