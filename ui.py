@@ -332,27 +332,65 @@ def analysis_or_stop(space: str, umap=None, hdbscan=None, refit: bool = False):
 
 
 def analysis_params():
-    """The (Umap, Hdbscan) parameters last chosen on the Map page, else the defaults."""
+    """The (Umap, Hdbscan) parameters to show: those last chosen in this session (Map page, finer clusters), else
+    the defaults. A read-only viewer always gets those of the collection's most recently used cached analysis
+    (what an editor last chose), else the defaults."""
     from mmcore.analysis.clusters import Hdbscan
+    from mmcore.analysis.maps import latest_parameters
     from mmcore.analysis.projection import Umap
 
+    if write_denied():
+        current = space()
+        return (current and latest_parameters(workspace(), collection(), current)) or (Umap(), Hdbscan())
     return st.session_state.get("analysis_params") or (Umap(), Hdbscan())
 
 
 def analysis(space: str, umap, hdbscan, refit: bool = False):
-    """The current collection's analysis (from the disk cache when unchanged), with live progress."""
-    from mmcore.analysis.maps import analyze
+    """The current collection's analysis (from the disk cache when unchanged), with live progress.
 
-    st.session_state["analysis_params"] = (umap, hdbscan)
+    Server-side guard for read-only viewers, whatever their widgets sent: they get the analysis of
+    `analysis_params()`, from the cache (new items placed on its fit at most), never a fit, a refit or other
+    parameters: fitting costs minutes and a folder of cache files per parameter set.
+    """
+    from mmcore.analysis.maps import NotAnalysed, analyze
+
+    viewer = write_denied() is not None
+    if viewer:
+        umap, hdbscan = analysis_params()
+        refit = False
+    else:
+        st.session_state["analysis_params"] = (umap, hdbscan)
     slot = st.empty()
     try:
-        return analyze(workspace(), collection(), space, umap, hdbscan, refit=refit,
+        return analyze(workspace(), collection(), space, umap, hdbscan, refit=refit, may_fit=not viewer,
                        on_progress=lambda stage: slot.info(f"{stage}…", icon=":material/hourglass_top:"))
+    except NotAnalysed as e:
+        st.info(str(e), icon=":material/lock:")
+        return None
     except MMError as e:
         st.error(str(e), icon=":material/error:")
         return None
     finally:
         slot.empty()
+
+
+def finer_clusters(analysis, space: str) -> None:
+    """When the clusters are too coarse to review, say so and offer the finer clustering in one click."""
+    reason = analysis.coarse
+    finer = analysis.finer
+    if reason is None or finer == analysis.requested:  # nothing finer to offer (the smallest cluster size)
+        return
+    how = ("leaf selection: the smallest dense groups of HDBSCAN's tree" if analysis.hdbscan.selection != "leaf"
+           else f"a min cluster size of {finer.min_cluster_size}")
+    denied = write_denied()
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    left.warning(f"These clusters are too coarse to review: {reason}. A finer clustering ({how}) splits them into "
+                 "groups worth reviewing one by one.", icon=":material/zoom_in:")
+    if right.button("Show finer clusters", type="primary", icon=":material/zoom_in:", disabled=bool(denied),
+                    help=denied or "Fits the clusters again with finer settings (the map stays as it is)."):
+        require_write()
+        st.session_state["analysis_params"] = (analysis.umap, finer)
+        st.rerun()
 
 
 TABLES_KEPT = 4  # items tables shared by the sessions of this server, newest used last (50,000 items: about 20 MB)

@@ -6,8 +6,10 @@ with a caption-length document, the rest images with dataset-style source paths.
 nothing. Vector reads: the vector cache's first read (from the store), its next one (from disk), and one
 after 1% more items were added (incremental). The cold analysis then reads from the cache, like any
 analysis after the first. The figure size is what st.plotly_chart sends the browser (plotly.io.to_json).
-Usage: python bench/analysis.py [--figure-only] [N ...]   (default: 10000 50000; --figure-only skips the
-analysis and measures the figure of a frame with random coordinates, in seconds)
+Usage: python bench/analysis.py [--figure-only | --clustering-ab] [N ...]   (default: 10000 50000; --figure-only
+skips the analysis and measures the figure of a frame with random coordinates, in seconds; --clustering-ab times
+the clustering stage alone, the defaults before issue 12 against today's, in alternating rounds on the same points,
+so a machine's changing load hits both alike)
 """
 
 from __future__ import annotations
@@ -99,6 +101,48 @@ def timed(work) -> float:
     return time.perf_counter() - started
 
 
+def clustering_ab(sizes: list[int], rounds: int = 3) -> None:
+    """The clustering stage (10-D UMAP, HDBSCAN, and now stability) on N items (a sample of at most 20,000, as
+    analyze fits), before and after issue 12, alternating."""
+    from dataclasses import replace
+
+    from mmcore.analysis import clusters
+    from mmcore.analysis.clusters import Hdbscan, find_clusters, stability
+    from mmcore.analysis.maps import Sampling
+    from mmcore.analysis.projection import CLUSTER_DIMS, Umap, fit_projection, nearest, use_numba_cache
+
+    use_numba_cache()
+    rng = np.random.default_rng(0)
+    centers = normalize(rng.standard_normal((40, DIM)))
+    for n in sizes:
+        fitted = min(n, Sampling().size)
+        labels = rng.integers(0, 40, fitted)
+        vectors = normalize(centers[labels] + rng.uniform(0.02, 0.06, 40)[labels][:, None] * rng.standard_normal((fitted, DIM)))
+        share = fitted / n
+        own = nearest(vectors, vectors, 15)
+        resolved = Hdbscan().resolved(n)
+        old = Hdbscan(resolved.min_cluster_size, resolved.min_cluster_size, "eom")
+        old, new = (p if share == 1 else p.scaled(share) for p in (old, resolved))
+        times: dict[str, list[float]] = {"before": [], "now": []}
+        for _ in range(rounds):
+            for which in ("before", "now"):
+                started = time.perf_counter()
+                if which == "before":
+                    saved, clusters.MAX_CLUSTER_SHARE = clusters.MAX_CLUSTER_SHARE, 2.0  # no second look
+                    _, coords = fit_projection(vectors, Umap(), CLUSTER_DIMS, own)
+                    find_clusters(coords, old)
+                    clusters.MAX_CLUSTER_SHARE = saved
+                else:
+                    _, coords = fit_projection(vectors, replace(Umap(), min_dist=0.0), CLUSTER_DIMS, own)
+                    _, found = find_clusters(coords, new)
+                    stability(coords, found.labels, new)
+                times[which].append(time.perf_counter() - started)
+        print(f"n={n:>7,} (fitted on {fitted:,}): clustering stage before {np.median(times['before']):.1f}s "
+              f"(HDBSCAN min_samples {old.min_samples}), now {np.median(times['now']):.1f}s (min_samples {new.min_samples}, "
+              f"stability included); rounds {[round(t, 1) for t in times['before']]} / {[round(t, 1) for t in times['now']]}; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def main(sizes: list[int]) -> None:
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; numba cache {os.environ['NUMBA_CACHE_DIR']}")
     for n in sizes:
@@ -126,8 +170,10 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    sizes = [int(a) for a in sys.argv[1:] if a != "--figure-only"] or [10_000, 50_000]
+    sizes = [int(a) for a in sys.argv[1:] if not a.startswith("--")] or [10_000, 50_000]
     if "--figure-only" in sys.argv:
         figure_only(sizes)
+    elif "--clustering-ab" in sys.argv:
+        clustering_ab(sizes)
     else:
         main(sizes)

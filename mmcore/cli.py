@@ -207,20 +207,25 @@ def _analysis_arguments(p) -> None:
     p.add_argument("--neighbors", type=int, default=None, help="UMAP neighbours (default 15)")
     p.add_argument("--min-dist", type=float, default=None, help="UMAP min_dist (default 0.1)")
     p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN (default: from the size)")
+    p.add_argument("--min-samples", type=int, default=None,
+                   help="HDBSCAN's density smoothing (default 10, at most the cluster size)")
+    p.add_argument("--selection", choices=("leaf", "eom"), default=None,
+                   help="clusters from HDBSCAN's tree: leaf = fine, homogeneous (default); eom = broad (excess of mass)")
     p.add_argument("--refit", action="store_true", help="fit from scratch instead of placing new items")
 
 
 def _taxonomy_analysis(ws, name: str, space: str, args):
     """The cached analysis with the taxonomy's labels and names, as the Clusters page shows them:
     (analysis, labels, names)."""
-    from .analysis.clusters import Hdbscan
+    from .analysis.clusters import DEFAULT_SELECTION, Hdbscan
     from .analysis.maps import analyze
     from .analysis.naming import cluster_names
     from .analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, Umap
     from .analysis.taxonomy import load_taxonomy
 
     umap = Umap(args.neighbors or DEFAULT_NEIGHBORS, DEFAULT_MIN_DIST if args.min_dist is None else args.min_dist)
-    analysis = analyze(ws, name, space, umap, Hdbscan(args.min_cluster_size), refit=args.refit,
+    hdbscan = Hdbscan(args.min_cluster_size, args.min_samples, args.selection or DEFAULT_SELECTION)
+    analysis = analyze(ws, name, space, umap, hdbscan, refit=args.refit,
                        on_progress=lambda stage: print(f"{stage}…", file=sys.stderr))
     labels, names = load_taxonomy(ws.settings.data_dir, name, space).apply(analysis, cluster_names(ws, analysis))
     return analysis, labels, names
@@ -233,17 +238,38 @@ def _analysis_frame(args):
     name = args.collection or ws.settings.collection
     space = _space_of(ws, name, args.space)
     analysis, labels, names = _taxonomy_analysis(ws, name, space, args)
-    return name, analysis_frame(ws.store.open(name, space), analysis, names, media_root=ws.files.root, labels=labels)
+    return analysis, analysis_frame(ws.store.open(name, space), analysis, names, media_root=ws.files.root, labels=labels)
 
 
 def _analyze(args) -> int:
-    _, frame = _analysis_frame(args)
-    columns = ["id", "x", "y", "cluster", "cluster_name", "outlier_score", "probability"]
+    analysis, frame = _analysis_frame(args)
+    columns = ["id", "x", "y", "cluster", "cluster_name", "cluster_stability", "outlier_score", "probability"]
     if args.json:
-        print(json.dumps(frame[columns].to_dict(orient="records"), indent=1))
+        records = frame[columns].astype(object).where(frame[columns].notna(), None).to_dict(orient="records")
+        print(json.dumps(records, indent=1))  # no stability (noise): null, not NaN, which isn't JSON
     else:
         print(frame[columns + ["source"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if reason := analysis.coarse:
+        finer = f" For finer ones: {_finer_flags(analysis)}" if analysis.finer != analysis.requested else ""
+        print(f"note: these clusters are too coarse to review: {reason}.{finer}", file=sys.stderr)
     return 0
+
+
+def _finer_flags(analysis) -> str:
+    """The `analyze` flags that ask for `analysis.finer`."""
+    from .analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS
+
+    finer = analysis.finer
+    flags = [f"--selection {finer.selection}"]
+    if finer.min_cluster_size is not None:
+        flags.append(f"--min-cluster-size {finer.min_cluster_size}")
+    if finer.min_samples is not None:
+        flags.append(f"--min-samples {finer.min_samples}")
+    if analysis.umap.n_neighbors != DEFAULT_NEIGHBORS:
+        flags.append(f"--neighbors {analysis.umap.n_neighbors}")
+    if analysis.umap.min_dist != DEFAULT_MIN_DIST:
+        flags.append(f"--min-dist {analysis.umap.min_dist}")
+    return " ".join(flags)
 
 
 def _export(args) -> int:
@@ -273,7 +299,7 @@ def _analysis_for_export(ws, name: str, space: str, args):
         print(f"note: exporting without map and cluster columns: {e}", file=sys.stderr)
         return None
     return SimpleNamespace(ids=analysis.ids, xy=analysis.xy, labels=labels, probabilities=analysis.probabilities,
-                           outlier_scores=analysis.outlier_scores, names=names)
+                           outlier_scores=analysis.outlier_scores, names=names, stabilities=analysis.stabilities(labels))
 
 
 def _demo(args) -> int:

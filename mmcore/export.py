@@ -20,7 +20,7 @@ from .workspace import Workspace
 
 FORMATS = ("csv", "json", "parquet")
 DROPPED = ("snippet",)  # the full `document` is exported instead
-ANALYSIS_COLUMNS = ("x", "y", "cluster", "cluster_name", "probability", "outlier_score")
+ANALYSIS_COLUMNS = ("x", "y", "cluster", "cluster_name", "cluster_stability", "probability", "outlier_score")
 FIRST = ("id", "source", "modality", "mime", "added_at", *LOCATOR_KEYS, "tags", "document", "original", "thumbnail")
 
 
@@ -34,7 +34,8 @@ def export_items(
     Columns: id, source, modality, mime, added_at (ISO 8601, UTC), locator fields, tags ("|"-joined in CSV,
     a list in JSON and Parquet), document, original and thumbnail (absolute paths), then every other metadata
     key. With `analysis` (any object with `ids`, `xy`, `labels`, `probabilities`, `outlier_scores` and
-    optionally `names`), also x, y, cluster, cluster_name, probability and outlier_score, joined by id (empty
+    optionally `names` and `stabilities` ({label: stability})), also x, y, cluster, cluster_name, cluster_stability,
+    probability and outlier_score, joined by id (empty
     for items the analysis doesn't cover). `names` ({label: name}, e.g. from `mmcore.analysis.naming.
     cluster_names`) wins over the analysis's own; unnamed clusters are "cluster N", noise is "noise". A
     metadata key named like one of those columns is kept as `meta_<key>`. `analysis` may also be a table
@@ -111,12 +112,15 @@ def _join(frame: pd.DataFrame, analysis, names: dict[int, str] | None) -> pd.Dat
         return frame.merge(columns, on="id", how="left")
     names = names if names is not None else getattr(analysis, "names", None) or {}
     labels = [int(label) for label in analysis.labels]
+    stabilities = getattr(analysis, "stabilities", None) or {}
+    stabilities = stabilities() if callable(stabilities) else stabilities  # an Analysis computes its own
     columns = pd.DataFrame({
         "id": list(analysis.ids),
         "x": np.asarray(analysis.xy, dtype=float)[:, 0],
         "y": np.asarray(analysis.xy, dtype=float)[:, 1],
         "cluster": pd.array(labels, dtype="Int64"),
         "cluster_name": [names.get(label, "noise" if label < 0 else f"cluster {label}") for label in labels],
+        "cluster_stability": [stabilities.get(label, np.nan) for label in labels],
         "probability": np.asarray(analysis.probabilities, dtype=float),
         "outlier_score": np.asarray(analysis.outlier_scores, dtype=float),
     })

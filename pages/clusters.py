@@ -3,7 +3,7 @@ import json
 import streamlit as st
 
 import ui
-from mmcore.analysis.clusters import NOISE
+from mmcore.analysis.clusters import NOISE, stability_words
 from mmcore.analysis.naming import cluster_names
 from mmcore.analysis.taxonomy import export_taxonomy, load_taxonomy, save_as_tags
 from mmcore.errors import MMError
@@ -25,6 +25,7 @@ except MMError as e:
     st.stop()
 frame = ui.analysis_table(analysis)
 denied = ui.write_denied()
+ui.finer_clusters(analysis, space)
 
 
 def edit(action, done: str) -> None:
@@ -70,6 +71,10 @@ with d:
                        icon=":material/download:")
 st.caption("Rename a cluster in its box and press Enter, then Save. Review a cluster to see its items, merge others "
            "into it, split it in two or tag its items. Edits are saved with the collection and shown on the Map.")
+st.caption("**Stability**: how much of a cluster comes back when the clustering is redone on random halves of the "
+           "items (1 = always the same items). From 0.75 a cluster is stable; at 0.5 or below it falls apart, so "
+           "review it before you trust or name it. Merged and split clusters have none.")
+stabilities = frame.groupby("cluster")["cluster_stability"].first()
 
 
 def samples(members) -> None:
@@ -110,7 +115,10 @@ def cluster_row(label: int) -> None:
                 current = names.get(label, f"cluster {label}")
                 # the name is part of the key so a merge, split or undo elsewhere shows the new name
                 name = st.text_input("Name", current, key=f"name-{label}-{current}", label_visibility="collapsed")
-                st.caption(f"{len(members):,} items · cluster {label}")
+                stability = stabilities.get(label)
+                st.caption(f"{len(members):,} items · cluster {label}"
+                           + ("" if stability is None or stability != stability else f" · stability {stability:.2f}, "
+                              f"{stability_words(stability)}"))
                 save, toggle = st.columns(2, vertical_alignment="center")
                 if save.button("Save name", key=f"save-{label}", disabled=name.strip() in ("", current) or bool(denied),
                                help=denied):

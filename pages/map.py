@@ -5,25 +5,36 @@ from mmcore.analysis.clusters import MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE, Hdbscan
 from mmcore.analysis.figures import color_options, map_figure, selected_ids
 from mmcore.analysis.frame import with_3d
 from mmcore.analysis.maps import map_3d
-from mmcore.analysis.projection import DEFAULT_MIN_DIST, DEFAULT_NEIGHBORS, MAX_NEIGHBORS, MIN_NEIGHBORS, Umap
+from mmcore.analysis.projection import MAX_NEIGHBORS, MIN_NEIGHBORS, Umap
 from mmcore.search import Query, search
 
 ui.page("Map")
 space = ui.space_or_stop()
 denied = ui.write_denied()  # a refit replaces the fit that everyone's map and taxonomy edits rest on
 
+umap, hdbscan = ui.analysis_params()  # a viewer's are the cached map's, and the server ignores what the widgets send
 with st.expander("Map and cluster settings", icon=":material/tune:"):
-    a, b, c = st.columns(3)
-    neighbors = a.slider("UMAP neighbours", MIN_NEIGHBORS, MAX_NEIGHBORS, DEFAULT_NEIGHBORS,
+    if denied:
+        st.caption(f"{denied} New settings start a fit of minutes, so viewers see the map an editor made.")
+    a, b, c, d = st.columns(4)
+    neighbors = a.slider("UMAP neighbours", MIN_NEIGHBORS, MAX_NEIGHBORS, umap.n_neighbors, disabled=bool(denied),
                          help="Larger values show more global structure, smaller more local detail.")
-    min_dist = b.slider("UMAP min_dist", 0.0, 0.99, DEFAULT_MIN_DIST, step=0.05, help="How tightly points pack.")
-    size = c.number_input("Min cluster size (0 = automatic)", 0, MAX_CLUSTER_SIZE, 0,
-                          help=f"At least {MIN_CLUSTER_SIZE}; automatic grows with the collection.")
+    min_dist = b.slider("UMAP min_dist", 0.0, 0.99, umap.min_dist, step=0.05, disabled=bool(denied),
+                        help="How tightly points pack.")
+    size = c.number_input("Min cluster size (0 = automatic)", 0, MAX_CLUSTER_SIZE, hdbscan.min_cluster_size or 0,
+                          disabled=bool(denied), help=f"At least {MIN_CLUSTER_SIZE}; automatic grows with the collection.")
+    fine = d.toggle("Fine clusters", hdbscan.selection == "leaf", disabled=bool(denied),
+                    help="On: the smallest dense groups (HDBSCAN leaf selection). Off: HDBSCAN's broader excess-of-mass "
+                         "clusters, which on embeddings often lump most items into one or two.")
     refit = st.button("Refit the map", icon=":material/refresh:", disabled=bool(denied), help=denied)
     if refit:
         ui.require_write()
+    if not denied:
+        umap = Umap(neighbors, min_dist, umap.seed)
+        hdbscan = Hdbscan(size or None, hdbscan.min_samples, "leaf" if fine else "eom")
 
-analysis = ui.analysis_or_stop(space, Umap(neighbors, min_dist), Hdbscan(size or None), refit=refit)
+analysis = ui.analysis_or_stop(space, umap, hdbscan, refit=refit)
+ui.finer_clusters(analysis, space)
 frame = ui.analysis_table(analysis)
 
 if analysis.stale:
@@ -32,7 +43,7 @@ if analysis.stale:
                  "a refit may draw it differently.", icon=":material/update:")
     if right.button("Refit now", type="primary", disabled=bool(denied), help=denied):
         ui.require_write()
-        ui.analysis(space, analysis.umap, Hdbscan(size or None), refit=True)
+        ui.analysis(space, analysis.umap, analysis.requested, refit=True)
         st.rerun()
 
 a, b, c = st.columns([2, 3, 1])
@@ -51,7 +62,8 @@ clusters = frame.loc[frame["cluster"] >= 0, "cluster"].nunique()  # after the ta
 noise = int((frame["cluster"] < 0).sum())
 st.caption(f"{len(frame):,} items · {clusters} clusters · {noise:,} noise · "
            f"UMAP neighbours {analysis.umap.n_neighbors}, min_dist {analysis.umap.min_dist} · "
-           f"min cluster size {analysis.hdbscan.min_cluster_size} · {analysis.method}" + (" · from cache" if analysis.from_cache else ""))
+           f"min cluster size {analysis.hdbscan.min_cluster_size}, {'fine' if analysis.hdbscan.selection == 'leaf' else 'broad'} "
+           f"clusters · {analysis.method}" + (" · from cache" if analysis.from_cache else ""))
 # theme=None: Streamlit's theme re-plots the whole figure once more in the browser (0.9 s of 3.4 at 50k points)
 event = st.plotly_chart(map_figure(frame, color_by, highlight, three_d), on_select="rerun",
                         selection_mode=("points", "box", "lasso"), key="map-chart", config={"displaylogo": False}, theme=None)

@@ -115,3 +115,37 @@ def test_a_renamed_cluster_survives_a_restart_and_names_the_map(tmp_path, browse
         page.get_by_role("link", name="Map").click()
         expect(page.locator(".js-plotly-plot .legendtext").filter(has_text="sea birds")).to_have_count(1)
         page.screenshot(path=ARTIFACTS / "map-review.png")
+
+
+def test_a_coarse_clustering_is_named_and_the_finer_one_is_one_click_away(tmp_path, browser_page):
+    """Two plain blobs of 600 items: two clusters, too coarse to review; one click gives leaf selection's finer
+    clusters, whose stability says they are fragments (a plain blob has no real sub-groups)."""
+    page = browser_page
+    ARTIFACTS.mkdir(exist_ok=True)
+    data_dir = tmp_path / "data"
+    with Workspace(Settings(data_dir=data_dir)) as ws:
+        rng = np.random.default_rng(0)
+        centers = normalize(rng.standard_normal((2, DIM)))
+        truth = np.repeat([0, 1], 600)
+        vectors = normalize(centers[truth] + 0.05 * rng.standard_normal((1200, DIM)))
+        collection = ws.store.collection("plain", SpaceInfo("vecs", "synthetic", "", DIM))
+        collection.add([f"p{i:04d}" for i in range(1200)], vectors, [{"modality": "vector", "blob": int(t)} for t in truth],
+                       [None] * 1200)
+    env = {"MMCORE_DATA_DIR": str(data_dir), "MMCORE_COLLECTION": "plain", "HF_HUB_OFFLINE": "1"}
+    metric = page.get_by_test_id("stMetric").filter(has_text="Clusters")
+    warning = page.get_by_text("These clusters are too coarse to review: only 2 clusters for 1,200 items")
+    with streamlit_server(env, ARTIFACTS / "streamlit-coarse.log") as url:
+        page.goto(f"{url}/clusters")
+        expect(warning).to_be_visible()
+        expect(metric).to_contain_text("2")
+        expect(page.get_by_text("stability 1.00, stable")).to_have_count(2)
+        page.screenshot(path=ARTIFACTS / "clusters-coarse.png")
+        page.get_by_role("button", name="Show finer clusters").click()
+        expect(warning).to_have_count(0)
+        expect(page.get_by_text(", unstable").first).to_be_visible()
+        assert int(metric.locator("[data-testid='stMetricValue']").inner_text()) >= 5
+        page.screenshot(path=ARTIFACTS / "clusters-finer.png", full_page=True)
+        page.get_by_role("link", name="Map").click()  # the Map shows the same, finer clustering
+        expect(page.get_by_text("fine clusters · fitted on every item", exact=False)).to_be_visible()
+        expect(page.get_by_text("too coarse")).to_have_count(0)
+        page.screenshot(path=ARTIFACTS / "map-finer.png")

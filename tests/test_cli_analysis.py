@@ -32,11 +32,21 @@ def demo_dir(tmp_path_factory):
 def test_analyze_prints_every_item_with_its_cluster_and_scores(demo_dir):
     rows = json.loads(mmcore(demo_dir, "analyze", "--collection", "digits-demo", "--json").stdout)
     assert len(rows) == 1797
-    assert set(rows[0]) == {"id", "x", "y", "cluster", "cluster_name", "outlier_score", "probability"}
+    assert set(rows[0]) == {"id", "x", "y", "cluster", "cluster_name", "cluster_stability", "outlier_score", "probability"}
     clustered = [r for r in rows if r["cluster"] >= 0]
     assert len({r["cluster"] for r in clustered}) >= 8
     assert all(r["cluster_name"].startswith("label ") for r in clustered)  # named by the dominant digit
     assert all(0 <= r["outlier_score"] <= 1 for r in rows)
+    assert all(0 <= r["cluster_stability"] <= 1 for r in clustered)
+    assert all(r["cluster_stability"] is None for r in rows if r["cluster"] < 0)
+
+
+def test_analyze_says_when_the_clusters_are_too_coarse_and_which_flags_give_finer_ones(demo_dir):
+    coarse = mmcore(demo_dir, "analyze", "--collection", "digits-demo", "--min-cluster-size", "500")
+    assert "note: these clusters are too coarse to review: only" in coarse.stderr
+    assert "For finer ones: --selection leaf --min-cluster-size 500" in coarse.stderr
+    fine = mmcore(demo_dir, "analyze", "--collection", "digits-demo", "--json")
+    assert "too coarse" not in fine.stderr
 
 
 def test_export_carries_the_taxonomy_names(demo_dir, tmp_path):
@@ -50,6 +60,6 @@ def test_export_carries_the_taxonomy_names(demo_dir, tmp_path):
     assert "wrote 1,797 items" in mmcore(demo_dir, "export", "--collection", "digits-demo", "--out", str(out)).stdout
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1797
-    assert {"x", "y", "cluster", "cluster_name", "outlier_score", "label", "thumbnail"} <= set(rows[0])
+    assert {"x", "y", "cluster", "cluster_name", "cluster_stability", "outlier_score", "label", "thumbnail"} <= set(rows[0])
     renamed = [r for r in rows if r["cluster"] == str(label)]
     assert renamed and all(r["cluster_name"] == "loops" for r in renamed)

@@ -14,13 +14,15 @@ SNIPPET_CHARS = 160
 def analysis_frame(
     collection: ItemCollection, analysis: Analysis, names: dict[int, str] | None = None, media_root=None, labels=None
 ) -> pd.DataFrame:
-    """Items in the analysis's order: id, x, y, cluster, cluster_name, probability, outlier_score, modality,
+    """Items in the analysis's order: id, x, y, cluster, cluster_name, cluster_stability (NaN for noise and for
+    clusters a taxonomy merged or split), probability, outlier_score, modality,
     source, snippet, thumbnail (absolute path, or "" for none: pandas 3 would turn None into NaN), tags, and every other metadata key.
 
     `labels` overrides the analysis's cluster labels (a taxonomy's effective ones). Items deleted since the
     analysis are left out; items added since it aren't in it (analyze again).
     """
     labels = analysis.labels if labels is None else labels
+    stabilities = analysis.stabilities(labels)
     items = collection.all(with_vectors=False)
     by_id = {id_: (meta, doc) for id_, meta, doc in zip(items.ids, items.metadatas, items.documents)}
     names = names or {}
@@ -38,6 +40,7 @@ def analysis_frame(
             "y": float(analysis.xy[i, 1]),
             "cluster": label,
             "cluster_name": names.get(label, "noise" if label < 0 else f"cluster {label}"),
+            "cluster_stability": stabilities.get(label, float("nan")),
             "probability": float(analysis.probabilities[i]),
             "outlier_score": float(analysis.outlier_scores[i]),
             "modality": meta.get("modality", ""),
@@ -47,7 +50,8 @@ def analysis_frame(
             "thumbnail": str(stored_path(media_root, thumb) or "") if media_root is not None else "",
             "tags": list(meta.get("tags") or []),
         })
-    first = ["id", "x", "y", "cluster", "cluster_name", "probability", "outlier_score", "modality", "source", "snippet",
+    first = ["id", "x", "y", "cluster", "cluster_name", "cluster_stability", "probability", "outlier_score", "modality", "source",
+             "snippet",
              "document", "thumbnail", "tags"]
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 import uuid
 import zipfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,13 +29,20 @@ import numpy as np
 from ..errors import MMError
 from ..vector_cache import Vectors, read_vectors, vector_cache_dir
 from ..workspace import Workspace
-from .clusters import (Clusters, Hdbscan, OutlierModel, assign, clusterer_state, find_clusters, fit_outliers, restore_clusterer,
-                       score_outliers)
-from .projection import CLUSTER_DIMS, Layout, Umap, fit_projection, nearest, place, use_numba_cache
+from .clusters import (Clusters, Hdbscan, OutlierModel, assign, clusterer_state, coarse, find_clusters, fit_outliers,
+                       restore_clusterer, score_outliers, stability)
+from .projection import CLUSTER_DIMS, CLUSTER_MIN_DIST, Layout, Umap, fit_projection, nearest, place, use_numba_cache
 
 # Past this share of new items, placing them on the old map would misrepresent the collection: refit.
 MAX_PLACED_SHARE = 0.5
 DEFAULT_SAMPLE, MIN_SAMPLE = 20_000, 50
+# Parameter sets whose files are kept per collection and space; the least recently used beyond them are removed
+# (each set is a fit, a result and what derives from them: about 40 MB at 100,000 items).
+KEPT_PARAMETER_SETS = 6
+
+
+class NotAnalysed(MMError):
+    """The analysis asked for isn't cached and may not be computed here (a read-only viewer's session)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class Analysis:
     fit_key: str = ""  # identifies the fit (items + parameters): cluster labels mean the same while it holds
     sampling: Sampling = Sampling()  # as asked (part of the cache key)
     sample: int = 0  # items the UMAPs and HDBSCANs were fitted on; 0 = all of them
+    stability: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # per cluster label (clusters.stability)
 
     @property
     def method(self) -> str:
@@ -91,6 +100,28 @@ class Analysis:
     @property
     def cluster_ids(self) -> list[int]:
         return sorted(int(c) for c in set(self.labels.tolist()) if c >= 0)
+
+    @property
+    def coarse(self) -> str | None:
+        """Why these clusters are too coarse to review (clusters.coarse), or None."""
+        return coarse(self.labels)
+
+    @property
+    def finer(self) -> Hdbscan:
+        """The parameters to ask for a finer clustering than this one."""
+        return self.requested.finer(self.hdbscan)
+
+    def stabilities(self, labels: np.ndarray | None = None) -> dict[int, float]:
+        """{label: stability in [0, 1]} (clusters.stability) of the clusters of `labels` (a taxonomy's effective
+        labels; default these) that hold exactly the items of a fitted cluster: merged or split ones have none."""
+        labels = self.labels if labels is None else np.asarray(labels)
+        found = {}
+        for label in self.cluster_ids:
+            if label < len(self.stability) and np.isfinite(self.stability[label]):
+                mine = self.labels == label
+                if np.array_equal(mine, labels == label):
+                    found[label] = float(self.stability[label])
+        return found
 
     def position(self, item_id: str) -> int:
         return self._index()[item_id]
@@ -113,26 +144,40 @@ def analyze(
     sampling: Sampling = Sampling(),
     refit: bool = False,
     on_progress: Progress | None = None,
+    may_fit: bool = True,
 ) -> Analysis:
     """Map, clusters and outlier scores for a collection, from the cache when nothing changed.
+
+    Two calls for the same parameters at once fit once: the second waits and reads the first's result.
 
     Args:
         collection: its name (default: the configured one); space: which of its spaces.
         umap, hdbscan, sampling: parameters (recorded in the result and part of the cache key).
         refit: fit from scratch even when new items could be placed on the existing map.
         on_progress: called with a short description of each stage.
+        may_fit: False for a caller who may only read (a viewer): the cached result, or new items placed on the
+            cached fit (linear, and what every later visitor would need), never a fit.
     Raises:
-        NotFound: no such collection. MMError: the collection is empty.
+        NotFound: no such collection. MMError: the collection is empty. NotAnalysed: may_fit is False and there
+        is nothing cached to show or place on.
     """
-    say = on_progress or (lambda _: None)
     name = collection or ws.settings.collection
     target = ws.store.open(name, space)
     version = target.version
     cache = AnalysisCache(ws.settings.data_dir / "cache", name, space, umap, hdbscan, sampling)
+    refit = refit and may_fit
     if not refit and (cached := cache.load_result(version)) is not None:
         cached.from_cache = True
         return cached
+    with cache.lock:
+        if not refit and (cached := cache.load_result(version)) is not None:  # made while this call waited
+            cached.from_cache = True
+            return cached
+        return _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, refit, may_fit, on_progress)
 
+
+def _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, refit, may_fit, on_progress) -> Analysis:
+    say = on_progress or (lambda _: None)
     say("Reading vectors")
     seconds: dict[str, float] = {}
     with _stage("read", seconds):
@@ -145,6 +190,10 @@ def analyze(
     if fit is not None and _can_place(fit, items.ids):
         analysis = _place_new(fit, items, say, seconds)
     else:
+        if not may_fit:
+            raise NotAnalysed(f"The map of {name!r} with these settings is out of date or not made yet, and making it is "
+                              f"an editor's action: an editor opens the Map page, or runs python -m mmcore analyze "
+                              f"--collection {name}.")
         fit = _fit(items, umap, hdbscan.resolved(len(items)), sampling, say, seconds)
         cache.save_fit(fit)
         analysis = _from_fit(fit, items.ids, seconds)
@@ -173,12 +222,16 @@ def _fit(items: Vectors, umap: Umap, hdbscan: Hdbscan, sampling: Sampling, say: 
             xy = _merge(fit_rows, rest, xy, place(layout_2d, others, 2))
     with _stage("clusters", seconds):
         say("Finding clusters")
-        layout_nd, coords = fit_projection(vectors, umap, CLUSTER_DIMS, own)
+        layout_nd, coords = fit_projection(vectors, replace(umap, min_dist=CLUSTER_MIN_DIST), CLUSTER_DIMS, own)
         clusterer, clusters = find_clusters(coords, params)
+        fitted_labels = clusters.labels
         if len(rest):
             placed = assign(clusterer, place(layout_nd, others, CLUSTER_DIMS))
             clusters.labels = _merge(fit_rows, rest, clusters.labels, placed.labels)
             clusters.probabilities = _merge(fit_rows, rest, clusters.probabilities, placed.probabilities)
+    with _stage("stability", seconds):
+        say("Checking how stable the clusters are")
+        clusters.stability = stability(coords, fitted_labels, params)
     with _stage("outliers", seconds):
         say("Scoring outliers")
         outlier_model, clusters.outlier_scores = fit_outliers(vectors, params)
@@ -222,6 +275,7 @@ def _from_fit(fit: dict, ids: list[str], seconds: dict) -> Analysis:
         collection="", space="", version="", umap=fit["umap"], hdbscan=fit["hdbscan"], ids=list(ids), xy=fit["xy"],
         labels=c.labels, probabilities=c.probabilities, outlier_scores=c.outlier_scores,
         fitted=len(ids), placed=0, seconds=seconds, fit_key=fit["key"], sampling=fit["sampling"], sample=fit["sample"],
+        stability=c.stability,
     )
 
 
@@ -250,16 +304,22 @@ def _place_new(fit: dict, items: Vectors, say: Progress, seconds: dict) -> Analy
     return Analysis(
         collection="", space="", version="", umap=fit["umap"], hdbscan=fit["hdbscan"], ids=list(items.ids), xy=xy,
         labels=labels, probabilities=probabilities, outlier_scores=scores, fitted=len(old), placed=len(new), fit_key=fit["key"],
-        seconds=seconds, sampling=fit["sampling"], sample=fit["sample"],
+        seconds=seconds, sampling=fit["sampling"], sample=fit["sample"], stability=c.stability,
     )
 
 
-CACHE_FORMAT = 1  # of the files below; a file of another format (or an old pickle) is ignored and recomputed
+CACHE_FORMAT = 2  # of the files below; a file of another format (or an old pickle) is ignored and recomputed
 _META = "__meta__"  # the npz member holding the JSON part
 
 
+_locks: dict[tuple[Path, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
 class AnalysisCache:
-    """Files under data_dir/cache/analysis/<collection>.<space>/, one fit and one result per parameter set.
+    """Files under data_dir/cache/analysis/<collection>.<space>/, one fit and one result per parameter set, for at
+    most KEPT_PARAMETER_SETS parameter sets (the least recently used beyond them are removed with what derives
+    from them: a viewer trying settings can't fill the disk, and neither can an editor).
 
     Each file is an .npz of plain arrays plus one JSON string, read with allow_pickle=False: a data dir may be
     restored from someone else's backup, and reading its caches must never run code. A file that can't be read
@@ -270,6 +330,12 @@ class AnalysisCache:
         self.dir = root / "analysis" / f"{collection}.{space}"
         params = json.dumps({"umap": asdict(umap), "hdbscan": asdict(hdbscan), "sampling": asdict(sampling)}, sort_keys=True)
         self.key = hashlib.sha1(params.encode()).hexdigest()[:12]
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while this parameter set is computed in this process."""
+        with _locks_guard:
+            return _locks.setdefault((self.dir, self.key), threading.Lock())
 
     @classmethod
     def of(cls, ws: Workspace, analysis: Analysis) -> "AnalysisCache":
@@ -282,12 +348,41 @@ class AnalysisCache:
         return self.dir / f"{kind}-{self.key}-{analysis.version}-{analysis.placed}{suffix}"
 
     def load_result(self, version: str) -> Analysis | None:
-        return _decoded(_analysis_from, self.read(self.dir / f"result-{self.key}-{version}.npz"))
+        path = self.dir / f"result-{self.key}-{version}.npz"
+        result = _decoded(_analysis_from, self.read(path))
+        if result is not None:
+            _touch(path)  # recently used: kept longest
+        return result
 
     def save_result(self, version: str, analysis: Analysis) -> None:
         for old in self.dir.glob(f"result-{self.key}-*.npz"):
             old.unlink(missing_ok=True)
         self.write(self.dir / f"result-{self.key}-{version}.npz", *_analysis_state(analysis))
+        self.prune()
+
+    def prune(self, keep: int = KEPT_PARAMETER_SETS) -> list[str]:
+        """Remove the files of all but the `keep` most recently used parameter sets (by their result file; this
+        one counts as used); returns the keys removed."""
+        used: dict[str, float] = {}
+        for path in self.dir.glob("result-*.npz"):
+            key = _key_of(path)
+            used[key] = max(used.get(key, 0.0), _mtime(path))
+        used[self.key] = float("inf")
+        dropped = sorted(used, key=used.get, reverse=True)[keep:]
+        for path in self.dir.iterdir() if dropped else ():
+            if not path.name.startswith(".") and _key_of(path) in dropped:  # a file being written starts with "."
+                path.unlink(missing_ok=True)
+        return dropped
+
+    def parameter_sets(self) -> Iterator[tuple[Umap, Hdbscan, Sampling]]:
+        """The parameter sets with a cached result in this folder, the most recently used first (read lazily)."""
+        for path in sorted(self.dir.glob("result-*.npz"), key=_mtime, reverse=True):
+            state = self.read(path)
+            try:
+                meta = state[0]
+                yield Umap(**meta["umap"]), Hdbscan(**meta["requested"]), Sampling(**meta["sampling"])
+            except (TypeError, KeyError, ValueError, MMError):  # TypeError also for state None
+                continue
 
     def load_fit(self) -> dict | None:
         return _decoded(_fit_from, self.read(self.dir / f"fit-{self.key}.npz"))
@@ -321,6 +416,33 @@ class AnalysisCache:
             tmp.unlink(missing_ok=True)
 
 
+def _key_of(path: Path) -> str:
+    """The parameter set of a cache file: <kind>-<key>[-<version>...].<suffix>."""
+    return path.name.split("-")[1].split(".")[0] if "-" in path.name else ""
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a read-only data dir: the order of use is only a hint
+        pass
+
+
+def latest_parameters(ws: Workspace, collection: str, space: str) -> tuple[Umap, Hdbscan] | None:
+    """The parameters of the most recently used analysis of a collection's space (what an editor last chose),
+    or None when none is cached: a read-only viewer sees that one."""
+    for umap, hdbscan, _ in AnalysisCache(ws.settings.data_dir / "cache", collection, space, Umap(), Hdbscan()).parameter_sets():
+        return umap, hdbscan
+    return None
+
+
 def _decoded(decode, state):
     """`decode(meta, arrays)`, or None when the state is missing or malformed: a cache is only ever a shortcut."""
     if state is None:
@@ -335,7 +457,8 @@ def _analysis_state(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
     meta = {"collection": a.collection, "space": a.space, "version": a.version, "umap": asdict(a.umap), "hdbscan": asdict(a.hdbscan),
             "requested": asdict(a.requested), "sampling": asdict(a.sampling), "ids": list(a.ids), "fitted": a.fitted,
             "placed": a.placed, "seconds": a.seconds, "fit_key": a.fit_key, "sample": a.sample}
-    return meta, {"xy": a.xy, "labels": a.labels, "probabilities": a.probabilities, "outlier_scores": a.outlier_scores}
+    return meta, {"xy": a.xy, "labels": a.labels, "probabilities": a.probabilities, "outlier_scores": a.outlier_scores,
+                  "stability": a.stability}
 
 
 def _analysis_from(meta: dict, arrays: dict[str, np.ndarray]) -> Analysis:
@@ -349,7 +472,7 @@ def _analysis_from(meta: dict, arrays: dict[str, np.ndarray]) -> Analysis:
         hdbscan=Hdbscan(**meta["hdbscan"]), ids=ids, xy=xy, labels=labels, probabilities=probabilities, outlier_scores=scores,
         fitted=int(meta["fitted"]), placed=int(meta["placed"]), seconds={str(k): float(v) for k, v in meta["seconds"].items()},
         requested=Hdbscan(**meta["requested"]), fit_key=str(meta["fit_key"]), sampling=Sampling(**meta["sampling"]),
-        sample=int(meta["sample"]),
+        sample=int(meta["sample"]), stability=_stability(arrays["stability"]),
     )
 
 
@@ -358,7 +481,7 @@ def _fit_state(fit: dict) -> tuple[dict, dict[str, np.ndarray]]:
     meta = {"ids": list(fit["ids"]), "umap": asdict(fit["umap"]), "hdbscan": asdict(fit["hdbscan"]),
             "sampling": asdict(fit["sampling"]), "sample": fit["sample"], "key": fit["key"]}
     arrays = {"xy": fit["xy"], "labels": c.labels, "probabilities": c.probabilities, "outlier_scores": c.outlier_scores,
-              "vectors": fit["vectors"]}
+              "stability": c.stability, "vectors": fit["vectors"]}
     for name in ("layout_2d", "layout_nd"):
         layout: Layout | None = fit[name]
         if layout is not None:
@@ -395,7 +518,8 @@ def _fit_from(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
         parts = state("outliers")
         outliers = OutlierModel(parts.pop("components"), parts.pop("mean"), restore_clusterer(meta["outliers"], parts))
     return {
-        "ids": ids, "xy": xy, "clusters": Clusters(labels, probabilities, scores), "umap": Umap(**meta["umap"]),
+        "ids": ids, "xy": xy, "clusters": Clusters(labels, probabilities, scores, _stability(arrays["stability"])),
+        "umap": Umap(**meta["umap"]),
         "hdbscan": Hdbscan(**meta["hdbscan"]), "sampling": Sampling(**meta["sampling"]), "sample": int(meta["sample"]),
         "key": str(meta["key"]), "vectors": vectors, "layout_2d": layouts["layout_2d"], "layout_nd": layouts["layout_nd"],
         "clusterer": clusterer, "outliers": outliers,
@@ -407,6 +531,12 @@ def _layout_from(params: dict, coords: np.ndarray) -> Layout:
         raise ValueError("not a layout")
     return Layout(coords, float(params["a"]), float(params["b"]), float(params["learning_rate"]), float(params["repulsion_strength"]),
                   int(params["negative_sample_rate"]), float(params["local_connectivity"]), int(params["seed"]))
+
+
+def _stability(values: np.ndarray) -> np.ndarray:
+    if values.ndim != 1 or values.dtype.kind != "f":
+        raise ValueError("not a stability per cluster")
+    return values
 
 
 def _strings(values) -> list[str]:

@@ -21,6 +21,9 @@ DEFAULT_NEIGHBORS, MIN_NEIGHBORS, MAX_NEIGHBORS = 15, 2, 200
 DEFAULT_MIN_DIST, MIN_MIN_DIST, MAX_MIN_DIST = 0.1, 0.0, 0.99
 DEFAULT_SEED = 42
 CLUSTER_DIMS = 10
+# The clustering's UMAP packs points as tightly as it can (min_dist 0, the umap docs' advice for clustering, as
+# BERTopic does): HDBSCAN then sees dense clumps with gaps between them. The display map keeps its own min_dist.
+CLUSTER_MIN_DIST = 0.0
 BLOCK_FLOATS = 32_000_000  # similarities held at once while finding neighbours (128 MB)
 
 
