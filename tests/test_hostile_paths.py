@@ -277,6 +277,9 @@ def test_media_paths_in_stored_metadata_never_lead_outside_the_media_folder(stor
         xy = np.zeros((4, 2))
         labels = probabilities = outlier_scores = np.zeros(4)
 
+        def stabilities(self, labels):
+            return {}
+
     frame = analysis_frame(target, Everything(), media_root=ws.files.root).set_index("id")
     assert list(frame.loc[["b", "c"], "thumbnail"]) == ["", ""] and frame.loc["a", "thumbnail"] == hits["a"].thumbnail
     assert stored_path(store, "thumbs/ab/x.webp") == store / "thumbs/ab/x.webp"
