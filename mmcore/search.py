@@ -21,6 +21,7 @@ from .media.base import SPACE_OF_MODALITY
 from .media.image import read_image
 from .nearest import nearest
 from .spaces import normalize
+from .store import Match
 from .vector_cache import vector_cache_dir
 from .workspace import Workspace
 
@@ -55,6 +56,11 @@ class Filters:
         if not clauses:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def added_bounds(self) -> tuple[int | None, int | None]:
+        """The first and last second (Unix time, inclusive) an item's `added_at` may have; None where unbounded."""
+        return (_epoch(self.added_from, time.min) if self.added_from else None,
+                _epoch(self.added_to, time.max) if self.added_to else None)
 
     def matches(self, meta: dict[str, Any]) -> bool:
         """Whether an item with this metadata meets the filters: the same conditions as `to_where`, decided here."""
@@ -240,6 +246,17 @@ def search_like(
 ) -> list[Hit]:
     """Items nearest to an item already in the collection, the item itself left out. Needs no model."""
     return search(ws, Query(like=item_id), collection, k, filters, space)
+
+
+def get_item(ws: Workspace, item_id: str, collection: str | None = None, space: str = "clip") -> Hit:
+    """One item as a Hit (score 1): its metadata, document, locator and the paths of its thumbnail and original.
+
+    Raises:
+        NotFound: no such collection or item.
+    """
+    target = ws.store.open(collection or ws.settings.collection, space)
+    item = target.get([item_id])[0]
+    return _hits(ws, [Match(item["id"], 1.0, item["metadata"], item["document"])], space)[0]
 
 
 def collection_spaces(ws: Workspace, name: str) -> list[str]:
