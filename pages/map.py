@@ -57,9 +57,22 @@ map_col, side = st.columns([7, 3], gap="medium")
 with side:
     filters = ui.facet_panel(frame)
 kept = keep_mask(frame, filters)
-lassoed = selected_ids(frame, (st.session_state.get("map-chart") or {}).get("selection", {}).get("points", []))
+
+
+def remember_selection(frame) -> None:
+    """Keep the map's selection apart from the chart: a figure that changes (rings, filters) is a new chart to
+    Streamlit, whose own selection starts empty. Called only when someone selects or deselects on the map."""
+    event = st.session_state.get("map-chart") or {}
+    st.session_state["map-selection"] = selected_ids(frame, event.get("selection", {}).get("points", []))
+
+
+lassoed = [i for i in st.session_state.get("map-selection", []) if i in set(frame["id"])]
 table = st.container()  # below the map, filled first: the rows picked in it are ringed on the map
 with table:
+    if lassoed:
+        # Double-clicking the map clears a selection too, but only until the figure is redrawn (a new chart to it).
+        st.button("Clear the map selection", icon=":material/deselect:", key="clear-selection",
+                  on_click=lambda: st.session_state.update({"map-selection": []}))
     rows = frame[frame["id"].isin(set(lassoed))] if lassoed else frame[kept]
     picked = ui.items_table(table_view(rows), "map-table",
                             "selected on the map" if lassoed else ("kept by the filters" if filters.active else "in the map"))
@@ -67,11 +80,11 @@ with map_col:
     # theme=None: Streamlit's theme re-plots the whole figure once more in the browser (0.9 s of 3.4 at 50k points)
     figure = map_figure(frame, ui.map_color("map-chart"), highlight | set(picked), three_d,
                         shown=kept if filters.active else None, selected=lassoed)
-    event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map-chart",
-                            config={"displaylogo": False}, theme=None)
+    st.plotly_chart(figure, on_select=lambda: remember_selection(frame), selection_mode=("points", "box", "lasso"),
+                    key="map-chart", config={"displaylogo": False}, theme=None)
     ui.map_hover(frame, "map-chart")
 
-selected = picked or selected_ids(frame, event.selection.points if event else [])
+selected = picked or lassoed
 if selected:
     ui.selection_panel(frame, selected, space)
 else:

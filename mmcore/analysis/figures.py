@@ -113,8 +113,10 @@ def map_figure(
         figure.update_xaxes(visible=False)
         figure.update_yaxes(visible=False, scaleanchor="x")
     else:
-        figure.update_scenes(xaxis_visible=False, yaxis_visible=False, zaxis_visible=False, aspectmode="data",
-                             domain=dict(x=[0, 1], y=[0, 1]))
+        # The whole plot area, each axis scaled to the same cube, and the camera close enough (plotly's default
+        # eye, 2.2 cube widths away, leaves the cloud a small blot in the middle) that the cloud fills it.
+        figure.update_scenes(xaxis_visible=False, yaxis_visible=False, zaxis_visible=False, aspectmode="cube",
+                             domain=dict(x=[0, 1], y=[0, 1]), camera=dict(eye=dict(x=1.1, y=1.1, z=0.75)))
     return figure
 
 
