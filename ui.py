@@ -494,7 +494,7 @@ def map_hover(frame, chart_key: str) -> None:
     _map_hover(key=key, data=data, on_row_change=lambda: None, on_color_change=lambda: None)
 
 
-MAX_TABLE_ROWS = 5_000
+MAX_TABLE_ROWS = 1_000
 
 
 def items_table(view, key: str, what: str) -> list[str]:

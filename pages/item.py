@@ -70,6 +70,9 @@ with right:
             ui.tags_changed()
             st.rerun()
 
+    if st.button("More like this", icon=":material/travel_explore:", help="Search with this item's own vector."):
+        st.session_state["like"] = (hit.id, space)
+        st.switch_page("pages/search.py")
     pair = hit.metadata.get("pair_of")
     if isinstance(pair, str) and pair and st.button("Open its pair", icon=":material/link:"):
         ui.open_item(pair, space)

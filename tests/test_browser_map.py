@@ -12,7 +12,7 @@ from PIL import Image
 from playwright.sync_api import expect
 from streamlit.proto.BackMsg_pb2 import BackMsg
 
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, screenshot_main, streamlit_server
 from mmcore.config import Settings
 from mmcore.demo import load_digits_demo
 from mmcore.workspace import Workspace
@@ -101,6 +101,7 @@ def cloud_extent(page) -> float:
 def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
     page = browser_page
     ARTIFACTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     data_dir = tmp_path / "data"
     with Workspace(Settings(data_dir=data_dir)) as ws:
         load_digits_demo(ws)
@@ -123,6 +124,7 @@ def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
         bar, first = page.locator(f"{CHART} .modebar").bounding_box(), page.locator(f"{CHART} .legend").bounding_box()
         assert first["y"] >= bar["y"] + bar["height"] or first["x"] >= bar["x"] + bar["width"]
         page.screenshot(path=ARTIFACTS / "map.png")
+        screenshot_main(page, SCREENSHOTS / "map.png")
 
         # Colour by: switched in the browser, with no run of the page's script (the chart's menu reports its
         # choice to the hover card's fragment only).
@@ -178,8 +180,7 @@ def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
         assert sum(counts) == threes  # each cluster counts its threes only
         page.keyboard.press("Escape")
         page.screenshot(path=ARTIFACTS / "map-facets.png", full_page=True)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.locator("[data-testid='stMainBlockContainer']").screenshot(path=SCREENSHOTS / "map-facets.png")
+        screenshot_main(page, SCREENSHOTS / "map-facets.png")
 
         # 3D: no card left floating from a hover in 2D; the cloud fills its canvas.
         page.get_by_role("combobox", name="label").click()
