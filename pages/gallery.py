@@ -5,7 +5,7 @@ import streamlit as st
 import ui
 from mmcore.analysis.frame import SORTS, filter_items, sort_items
 
-COLUMNS = 8
+COLUMNS = 6
 
 ui.page("Gallery")
 space = ui.space_or_stop()
@@ -37,5 +37,5 @@ for start in range(0, len(window), COLUMNS):
                 ui.snippet(row.snippet)
             st.caption(ui.literal(str(row.source)))
             st.caption(ui.literal(f"{row.cluster_name} · outlier {row.outlier_score:.2f}"))
-            if st.button("Open", key=f"open-{row.id}", icon=":material/open_in_full:", width="stretch"):
+            if st.button("Open", key=f"open-{row.id}", width="stretch"):
                 ui.open_item(row.id, space)
