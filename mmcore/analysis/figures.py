@@ -201,7 +201,7 @@ def cluster_labels(frame: pd.DataFrame, coords: Mapping[str, np.ndarray] | None 
     return labels
 
 
-def _medoid(points: np.ndarray, rng, sample: int = 400) -> int:
+def _medoid(points: np.ndarray, rng, sample: int = 200) -> int:
     """The index of the member closest to all others (on a sample of a big cluster)."""
     pick = rng.choice(len(points), sample, replace=False) if len(points) > sample else np.arange(len(points))
     part = points[pick]
