@@ -10,10 +10,12 @@ PAGES = [
     st.Page("pages/upload.py", title="Upload", icon=":material/upload:", url_path="upload"),
     st.Page("pages/search.py", title="Search", icon=":material/search:", url_path="search"),
     st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:", url_path="map"),
+    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:", url_path="gallery"),
     st.Page("pages/clusters.py", title="Clusters", icon=":material/category:", url_path="clusters"),
     st.Page("pages/outliers.py", title="Outliers", icon=":material/crisis_alert:", url_path="outliers"),
     st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:", url_path="duplicates"),
     st.Page("pages/collections.py", title="Collections", icon=":material/folder_open:", url_path="collections"),
+    st.Page("pages/item.py", title="Item", icon=":material/image:", url_path="item", visibility="hidden"),
 ]
 
 

@@ -250,6 +250,32 @@ def literal(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~:$&])", r"\\\1", text)
 
 
+PLURAL = {"image": "Images", "text": "Texts", "page": "Document pages", "video": "Video segments", "audio": "Audio"}
+
+
+def filter_widgets(key: str):
+    """The Search page's filters (kinds of media, tags, source names, dates added), for any page listing items;
+    `key` keeps each page's choices apart. Returns mmcore.search.Filters."""
+    from mmcore.search import MODALITIES, Filters
+
+    a, b, c = st.columns(3)
+    modalities = a.multiselect("Show", MODALITIES, default=list(MODALITIES), format_func=PLURAL.get, key=f"{key}-kinds")
+    tags = b.text_input("Has all tags (comma-separated)", key=f"{key}-tags")
+    sources = c.text_input("Source file names (comma-separated, exact)", key=f"{key}-sources")
+    dates = st.columns([2, 1])[0].date_input("Added between", value=(), format="YYYY-MM-DD", key=f"{key}-dates")
+
+    def split(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    return Filters(modalities=tuple(modalities), tags=split(tags), sources=split(sources),
+                   added_from=dates[0] if len(dates) > 0 else None, added_to=dates[1] if len(dates) > 1 else None)
+
+
+def open_item(item_id: str, space: str) -> None:
+    """Go to the item view of one item."""
+    st.switch_page("pages/item.py", query_params={"item": item_id, "space": space})
+
+
 def hit_card(hit, rank: int) -> None:
     """One search result: thumbnail or text snippet, score and space, source, where in the source, and actions.
 
@@ -278,15 +304,17 @@ def hit_card(hit, rank: int) -> None:
             if st.button("More like this", key=f"like-{rank}-{hit.id}", icon=":material/travel_explore:"):
                 st.session_state["like"] = (hit.id, hit.space)
                 st.rerun()
+            if st.button("Open", key=f"open-{rank}-{hit.id}", icon=":material/open_in_full:"):
+                open_item(hit.id, hit.space)
 
 
 def like_banner(item_id: str, space: str) -> None:
     """What a "more like this" search started from: the item's thumbnail (or text), source and place, and a
     button that clears it."""
-    from mmcore.search import item_hit
+    from mmcore.search import get_item
 
     with st.container(border=True, horizontal=True, vertical_alignment="center", key="like-banner"):
-        hit = guarded(lambda: item_hit(workspace(), collection(), item_id, space), needs_model=False)
+        hit = guarded(lambda: get_item(workspace(), item_id, collection(), space), needs_model=False)
         if hit is not None and hit.thumbnail:
             st.image(hit.thumbnail, width=72)
         with st.container():
@@ -393,6 +421,20 @@ def finer_clusters(analysis, space: str) -> None:
         st.rerun()
 
 
+def cached_analysis(space: str):
+    """The current collection's analysis with the Map page's last parameters if it is on disk, else None (never
+    computes one: pages that only show an item's cluster shouldn't start a fit)."""
+    from mmcore.analysis.maps import AnalysisCache
+
+    ws = workspace()
+    umap, hdbscan = analysis_params()
+    try:
+        version = ws.store.open(collection(), space).version
+    except MMError:
+        return None
+    return AnalysisCache(ws.settings.data_dir / "cache", collection(), space, umap, hdbscan).load_result(version)
+
+
 TABLES_KEPT = 4  # items tables shared by the sessions of this server, newest used last (50,000 items: about 20 MB)
 
 
@@ -488,12 +530,15 @@ def selection_panel(frame, ids: list[str], space: str) -> None:
     chosen = frame[frame["id"].isin(set(ids))]
     st.subheader(f"{len(chosen):,} selected", divider="gray")
     tag_form(list(chosen["id"]), space, key="tag-selection")
-    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    left, right = st.columns([3, 2], vertical_alignment="bottom")
     sources = dict(zip(chosen["id"], chosen["source"]))
-    pick = left.selectbox("Find more like", list(sources), format_func=lambda i: f"{sources[i]} ({i})", key="like-pick")
-    if right.button("Search", icon=":material/travel_explore:", key="like-search"):
-        st.session_state["like"] = (pick, space)
-        st.switch_page("pages/search.py")
+    pick = left.selectbox("Item", list(sources), format_func=lambda i: f"{sources[i]} ({i})", key="like-pick")
+    with right.container(horizontal=True, gap="small"):
+        if st.button("More like this", icon=":material/travel_explore:", key="like-search"):
+            st.session_state["like"] = (pick, space)
+            st.switch_page("pages/search.py")
+        if st.button("Open", icon=":material/open_in_full:", key="open-pick"):
+            open_item(pick, space)
     gallery(chosen)
 
 
@@ -504,12 +549,118 @@ _map_hover = st.components.v2.component(
 )
 
 
+def map_color(chart_key: str) -> str:
+    """The column the map with key `chart_key` was last coloured by in this session (its in-figure menu tells
+    ui.map_hover), so a redrawn figure opens with it."""
+    return (st.session_state.get(f"{chart_key}-hover") or {}).get("color") or "cluster"
+
+
 @st.fragment
 def map_hover(frame, chart_key: str) -> None:
     """A card that follows the pointer over the chart with key `chart_key` and shows the hovered point's thumbnail
-    or text. Each hover reruns only this fragment; the chart's customdata must be rows of `frame`."""
+    or text. Each hover reruns only this fragment; the chart's customdata must be rows of `frame`. It also remembers
+    the column picked in the chart's "Colour by" menu (see `map_color`)."""
+    from mmcore.analysis.colors import color_options
     from mmcore.analysis.figures import point_preview
 
     key = f"{chart_key}-hover"
-    row = (st.session_state.get(key) or {}).get("row")
-    _map_hover(key=key, data={"chart": chart_key, "preview": point_preview(frame, row)}, on_row_change=lambda: None)
+    state = st.session_state.get(key) or {}
+    data = {"chart": chart_key, "options": color_options(frame),
+            "preview": point_preview(frame, state.get("row"), state.get("color"))}
+    _map_hover(key=key, data=data, on_row_change=lambda: None, on_color_change=lambda: None)
+
+
+MAX_TABLE_ROWS = 1_000
+
+
+def items_table(view, key: str, what: str) -> list[str]:
+    """The items of `view` (mmcore.analysis.frame.table_view) as a table whose rows can be picked; returns the
+    picked items' ids. A new set of rows starts a new selection."""
+    import hashlib
+
+    shown = view.head(MAX_TABLE_ROWS)
+    digest = hashlib.sha1("\n".join(shown["id"]).encode()).hexdigest()[:10]
+    more = f" (the first {MAX_TABLE_ROWS:,} shown)" if len(view) > MAX_TABLE_ROWS else ""
+    st.caption(f"{len(view):,} items {what}{more}; pick rows to ring them on the map.")
+    event = st.dataframe(
+        shown.drop(columns=["id"]), key=f"{key}-{digest}", on_select="rerun", selection_mode="multi-row", hide_index=True,
+        height=320, width="stretch",
+        column_config={
+            "source": st.column_config.TextColumn("Source", width="medium"),
+            "cluster_name": st.column_config.TextColumn("Cluster"),
+            "modality": st.column_config.TextColumn("Kind", width="small"),
+            "outlier_score": st.column_config.ProgressColumn("Outlier", format="%.2f", min_value=0.0, max_value=1.0, width="small"),
+            "added_at": st.column_config.DatetimeColumn("Added", format="YYYY-MM-DD HH:mm"),
+            "tags": st.column_config.TextColumn("Tags"),
+            "snippet": st.column_config.TextColumn("Text"),
+        },
+    )
+    rows = event.selection.rows if event else []
+    return [shown["id"].iloc[r] for r in rows if 0 <= r < len(shown)]
+
+
+FACETS_HEIGHT = 680  # the map's
+
+
+def facet_panel(frame):
+    """A facet per metadata field (counts per value; histograms of numbers and dates with a range), each counting
+    the items the other facets keep. Returns the mmcore.analysis.facets.FacetFilters they set."""
+    from datetime import datetime, timedelta, timezone
+
+    from mmcore.analysis.facets import FacetFilters, facets, histogram, value_counts, value_range
+
+    values, ranges = {}, {}
+
+    def current() -> FacetFilters:
+        return FacetFilters(dict(values), dict(ranges))
+
+    found = facets(frame)
+    # Read every facet's last choice first, so each one counts with all the others' filters.
+    for facet in found:
+        chosen = st.session_state.get(f"facet-{facet.column}")
+        if facet.kind in ("category", "tags") and chosen:
+            values[facet.column] = tuple(chosen)
+        elif facet.kind in ("number", "date") and chosen:
+            lo, hi = (v.replace(tzinfo=timezone.utc).timestamp() if isinstance(v, datetime) else v for v in chosen)
+            full = value_range(frame, facet.column)
+            if lo > full[0] or hi < full[1]:
+                ranges[facet.column] = (lo, hi)
+    with st.container(height=FACETS_HEIGHT, border=True, key="facets"):
+        st.caption("Filter the map by metadata: each facet counts the items the others keep.")
+        for facet in found:
+            label = facet.column.replace("_", " ")
+            if facet.kind in ("category", "tags"):
+                counts = value_counts(frame, facet.column, current())
+                labels = {v: f"{name} ({n:,})" for v, name, n in counts}
+                st.multiselect(label, list(labels), format_func=lambda v, labels=labels: labels.get(v, str(v)),
+                               key=f"facet-{facet.column}", placeholder="any")
+            else:
+                lo, hi = value_range(frame, facet.column)
+                if lo == hi:
+                    continue
+                bars = histogram(frame, facet.column, current())
+                st.caption(label)
+                st.plotly_chart(_histogram_figure(bars, facet.kind == "date"), config={"staticPlot": True},
+                                theme=None, key=f"facet-hist-{facet.column}")
+                if facet.kind == "date":
+                    lo_d, hi_d = (datetime.fromtimestamp(v, tz=timezone.utc).replace(tzinfo=None) for v in (lo, hi))
+                    step = max(timedelta(minutes=1), (hi_d - lo_d) / 200)
+                    st.slider(label, lo_d, hi_d, (lo_d, hi_d), step=step, format="YYYY-MM-DD HH:mm", key=f"facet-{facet.column}",
+                              label_visibility="collapsed")
+                else:
+                    st.slider(label, lo, hi, (lo, hi), key=f"facet-{facet.column}", label_visibility="collapsed")
+    return current()
+
+
+def _histogram_figure(bars, dates: bool):
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    x = (bars["start"] + bars["end"]) / 2
+    if dates:
+        x = pd.to_datetime(x, unit="s")
+    figure = go.Figure(go.Bar(x=x, y=bars["count"], marker_color="#6366f1", width=None))
+    figure.update_layout(height=70, margin=dict(l=0, r=0, t=0, b=18), bargap=0.05, plot_bgcolor="white",
+                         xaxis=dict(tickfont=dict(size=9), nticks=4), yaxis=dict(visible=False),
+                         font=dict(family='"Source Sans", sans-serif'))
+    return figure

@@ -63,7 +63,8 @@ window.WebSocket = class extends NativeSocket {
 DRAWN = """(n) => {
   const gd = document.querySelector('.st-key-map-chart .js-plotly-plot');
   if (!gd || !gd._fullData || !gd._fullLayout || getComputedStyle(gd).visibility === 'hidden') return false;
-  const points = gd._fullData.reduce((sum, t) => sum + (t.visible === false || !t.x ? 0 : t.x.length), 0);
+  // the points' trace (the legend's entries are traces of one empty point each)
+  const points = gd._fullData.reduce((sum, t) => sum + (t.name === 'items' && t.x ? t.x.length : 0), 0);
   if (points !== n || !gd.querySelector('canvas.gl-canvas-focus, canvas.gl-canvas-context')) return false;
   return performance.now();
 }"""

@@ -1,10 +1,13 @@
 // The Map page's hover card: follows the pointer over the plotly chart and shows the hovered point's
 // thumbnail or text, which Python sends back after each (debounced) hover. Mounted by ui.map_hover.
+// It also tells Python which column the chart's own "Colour by" menu shows (the switch itself happens in
+// plotly, in the browser), so a figure redrawn later opens with it.
 const DEBOUNCE_MS = 120;
 const attached = new WeakMap();  // plotly div -> the `on` it had when we attached (plotly replaces it on purge)
 // `latest` is the card data of the row last sent to Python. Every rerun recomputes it from the current frame,
 // so unlike a cache of older rows it is never stale when the map changes.
 let setRow = null, chartKey = "", hovered = null, latest = null, timer = 0, card = null, observer = null, generation = 0;
+let options = [];
 const mouse = { x: 0, y: 0 };
 
 function element(tag, className, text) {
@@ -64,11 +67,17 @@ function attach() {
   for (const gd of document.querySelectorAll(`.st-key-${chartKey} .js-plotly-plot`)) {
     if (typeof gd.on !== "function" || attached.get(gd) === gd.on) continue;
     attached.set(gd, gd.on);
+    unhover();  // a new or redrawn chart (the 3D toggle): whatever was hovered is gone, and plotly won't say so
     gd.on("plotly_hover", (e) => {
       const row = e.points?.[0]?.customdata;
       if (typeof row === "number") hover(row);
     });
     gd.on("plotly_unhover", unhover);
+    gd.on("plotly_buttonclicked", (e) => {
+      const column = options[e.active];
+      if (column !== undefined) setRow?.("color", column);
+    });
+    gd.addEventListener("mouseleave", unhover);
   }
 }
 
@@ -81,6 +90,7 @@ function track(e) {
 export default function ({ data, setStateValue }) {
   setRow = setStateValue;
   chartKey = data.chart;
+  options = data.options || [];
   if (!card) {
     card = element("div", "mm-hover-card");
     card.hidden = true;

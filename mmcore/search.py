@@ -58,6 +58,11 @@ class Filters:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
+    def added_bounds(self) -> tuple[int | None, int | None]:
+        """The first and last second (Unix time, inclusive) an item's `added_at` may have; None where unbounded."""
+        return (_epoch(self.added_from, time.min) if self.added_from else None,
+                _epoch(self.added_to, time.max) if self.added_to else None)
+
     def matches(self, meta: dict[str, Any]) -> bool:
         """Whether an item with this metadata meets the filters: the same conditions as `to_where`, decided here."""
         tags = meta.get("tags")
@@ -245,6 +250,17 @@ def search_like(
     return search(ws, Query(like=item_id), collection, k, filters, space)
 
 
+def get_item(ws: Workspace, item_id: str, collection: str | None = None, space: str = "clip") -> Hit:
+    """One item as a Hit (score 1): its metadata, document, locator and the paths of its thumbnail and original.
+
+    Raises:
+        NotFound: no such collection or item.
+    """
+    target = ws.store.open(collection or ws.settings.collection, space)
+    item = target.get([item_id])[0]
+    return _hits(ws, [Match(item["id"], 1.0, item["metadata"], item["document"])], space)[0]
+
+
 def collection_spaces(ws: Workspace, name: str) -> list[str]:
     """The spaces a collection has items in."""
     return ws.store.spaces(name)
@@ -347,16 +363,6 @@ def _hits(ws: Workspace, matches, space: str) -> list[Hit]:
             )
         )
     return hits
-
-
-def item_hit(ws: Workspace, collection: str | None, item_id: str, space: str = "clip") -> Hit:
-    """One stored item as a Hit (score 1: itself), to show what a "more like this" query started from.
-
-    Raises:
-        NotFound: no such collection or item.
-    """
-    item = ws.store.open(collection or ws.settings.collection, space).get([item_id])[0]
-    return _hits(ws, [Match(item["id"], 1.0, item["metadata"], item["document"])], space)[0]
 
 
 def _clock(seconds: float) -> str:

@@ -2,8 +2,9 @@ import streamlit as st
 
 import ui
 from mmcore.analysis.clusters import MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE, Hdbscan
-from mmcore.analysis.figures import color_options, map_figure, selected_ids
-from mmcore.analysis.frame import with_3d
+from mmcore.analysis.facets import keep_mask
+from mmcore.analysis.figures import map_figure, selected_ids
+from mmcore.analysis.frame import table_view, with_3d
 from mmcore.analysis.maps import map_3d
 from mmcore.analysis.projection import MAX_NEIGHBORS, MIN_NEIGHBORS, Umap
 from mmcore.search import Query, search
@@ -46,10 +47,9 @@ if analysis.stale:
         ui.analysis(space, analysis.umap, analysis.requested, refit=True)
         st.rerun()
 
-a, b, c = st.columns([2, 3, 1])
-color_by = a.selectbox("Colour by", color_options(frame))
-query = b.text_input("Highlight search hits", placeholder="a text query (clip space)", disabled=space != "clip")
-three_d = c.toggle("3D")
+a, b = st.columns([5, 1], vertical_alignment="bottom")
+query = a.text_input("Highlight search hits", placeholder="a text query (clip space)", disabled=space != "clip")
+three_d = b.toggle("3D")
 highlight = set()
 if query.strip() and space == "clip":
     hits = ui.guarded(lambda: search(ui.workspace(), Query(text=query), ui.collection(), k=25))
@@ -64,13 +64,40 @@ st.caption(f"{len(frame):,} items · {clusters} clusters · {noise:,} noise · "
            f"UMAP neighbours {analysis.umap.n_neighbors}, min_dist {analysis.umap.min_dist} · "
            f"min cluster size {analysis.hdbscan.min_cluster_size}, {'fine' if analysis.hdbscan.selection == 'leaf' else 'broad'} "
            f"clusters · {analysis.method}" + (" · from cache" if analysis.from_cache else ""))
-# theme=None: Streamlit's theme re-plots the whole figure once more in the browser (0.9 s of 3.4 at 50k points)
-event = st.plotly_chart(map_figure(frame, color_by, highlight, three_d), on_select="rerun",
-                        selection_mode=("points", "box", "lasso"), key="map-chart", config={"displaylogo": False}, theme=None)
-ui.map_hover(frame, "map-chart")
 
-selected = selected_ids(frame, event.selection.points if event else [])
+map_col, side = st.columns([7, 3], gap="medium")
+with side:
+    filters = ui.facet_panel(frame)
+kept = keep_mask(frame, filters)
+
+
+def remember_selection(frame) -> None:
+    """Keep the map's selection apart from the chart: a figure that changes (rings, filters) is a new chart to
+    Streamlit, whose own selection starts empty. Called only when someone selects or deselects on the map."""
+    event = st.session_state.get("map-chart") or {}
+    st.session_state["map-selection"] = selected_ids(frame, event.get("selection", {}).get("points", []))
+
+
+lassoed = [i for i in st.session_state.get("map-selection", []) if i in set(frame["id"])]
+table = st.container()  # below the map, filled first: the rows picked in it are ringed on the map
+with table:
+    if lassoed:
+        # Double-clicking the map clears a selection too, but only until the figure is redrawn (a new chart to it).
+        st.button("Clear the map selection", icon=":material/deselect:", key="clear-selection",
+                  on_click=lambda: st.session_state.update({"map-selection": []}))
+    rows = frame[frame["id"].isin(set(lassoed))] if lassoed else frame[kept]
+    picked = ui.items_table(table_view(rows), "map-table",
+                            "selected on the map" if lassoed else ("kept by the filters" if filters.active else "in the map"))
+with map_col:
+    # theme=None: Streamlit's theme re-plots the whole figure once more in the browser (0.9 s of 3.4 at 50k points)
+    figure = map_figure(frame, ui.map_color("map-chart"), highlight | set(picked), three_d,
+                        shown=kept if filters.active else None, selected=lassoed)
+    st.plotly_chart(figure, on_select=lambda: remember_selection(frame), selection_mode=("points", "box", "lasso"),
+                    key="map-chart", config={"displaylogo": False}, theme=None)
+    ui.map_hover(frame, "map-chart")
+
+selected = picked or lassoed
 if selected:
     ui.selection_panel(frame, selected, space)
 else:
-    st.caption("Draw a lasso or box on the map to see and tag the items inside.")
+    st.caption("Draw a lasso or box on the map, or pick rows in the table, to see, tag and open the items.")

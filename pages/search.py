@@ -2,38 +2,20 @@ import streamlit as st
 
 import ui
 from mmcore.media import AUDIO_EXTENSIONS
-from mmcore.search import MODALITIES, MODEL_SPACES, Filters, Query, collection_spaces, search_each_modality, search_fused
+from mmcore.search import MODEL_SPACES, Query, collection_spaces, search_each_modality, search_fused
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 AUDIO_TYPES = [e.lstrip(".") for e in AUDIO_EXTENSIONS]
 COLUMNS = 5
-PLURAL = {"image": "Images", "text": "Texts", "page": "Document pages", "video": "Video segments", "audio": "Audio"}
 
 ui.page("Search")
 spaces = collection_spaces(ui.workspace(), ui.collection()) or ["clip"]
 space = ui.space() or "clip"
 
 with st.expander("Filters", icon=":material/filter_list:"):
-    a, b, c = st.columns(3)
-    modalities = a.multiselect("Show", MODALITIES, default=list(MODALITIES), format_func=PLURAL.get)
-    tags = b.text_input("Has all tags (comma-separated)")
-    sources = c.text_input("Source file names (comma-separated, exact)")
-    d, e = st.columns([2, 1])
-    dates = d.date_input("Added between", value=(), format="YYYY-MM-DD")
-    k = e.slider("Results per kind", 5, 100, 10, step=5)
-
-
-def split(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
-filters = Filters(
-    modalities=tuple(modalities),
-    tags=split(tags),
-    sources=split(sources),
-    added_from=dates[0] if len(dates) > 0 else None,
-    added_to=dates[1] if len(dates) > 1 else None,
-)
+    filters = ui.filter_widgets("search")
+    k = st.columns(3)[0].slider("Results per kind", 5, 100, 10, step=5)
+modalities = filters.modalities
 
 query, like_space = None, None
 like = st.session_state["like"]
@@ -89,5 +71,5 @@ if query is not None and modalities:
         if results is not None and not results:
             st.caption("Nothing matches.")
         for modality, hits in (results or {}).items():
-            st.subheader(PLURAL.get(modality, modality.title()), divider="gray")
+            st.subheader(ui.PLURAL.get(modality, modality.title()), divider="gray")
             grid(hits)

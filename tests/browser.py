@@ -105,3 +105,16 @@ def chromium_page(timeout_ms: int, width: int = 1400, height: int = 1000):
     """A page in headless Debian Chromium, with actions and `expect` both waiting up to `timeout_ms`."""
     with chromium_browser(timeout_ms) as browser:
         yield new_page(browser, timeout_ms, width, height)
+
+
+def screenshot_main(page, path, height: int = 1700) -> None:
+    """The page's main column for the README, from its top down to `height` pixels: Streamlit scrolls it inside
+    the window, so the window is made that tall for the shot."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": height})
+    page.wait_for_timeout(1500)  # charts and images redraw at the new size
+    main = page.locator("[data-testid='stMain']")
+    main.evaluate("el => el.scrollTo(0, 0)")
+    box = page.locator("[data-testid='stMainBlockContainer']").bounding_box()
+    page.screenshot(path=path, clip={"x": box["x"], "y": 0, "width": box["width"], "height": min(height, box["y"] + box["height"])})
+    page.set_viewport_size(size)

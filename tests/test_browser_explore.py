@@ -30,7 +30,7 @@ def test_demo_map_clusters_outliers_duplicates(tmp_path, browser_page):
 
         page.get_by_role("link", name="Map").click()
         expect(page.locator(".js-plotly-plot .legendtext").first).to_be_visible()
-        expect(page.get_by_text("1,797 items")).to_be_visible()
+        expect(page.get_by_text("1,797 items ·")).to_be_visible()
         page.screenshot(path=ARTIFACTS / "map.png")
         lasso_and_tag(page, tmp_path / "data")
 

@@ -14,9 +14,13 @@ from test_browser_clusters import NOTES, TIMEOUT_MS, make_collection
 ARTIFACTS = ROOT / "test-artifacts"
 
 POINT_JS = """([name, index]) => {
-  // The page pixel of point `index` of the first trace whose legend name contains `name`.
+  // The page pixel of point `index` of the category whose legend entry contains `name` (every category when
+  // `name` is empty). A category's code in the points' colours is its place in the shown legend.
   const gd = document.querySelector('.st-key-map-chart .js-plotly-plot');
-  const trace = gd._fullData.find(t => t.name.includes(name));
+  const code = gd._fullData.filter(t => t.legendgroup && t.visible === true).findIndex(t => t.name.includes(name));
+  const items = gd._fullData.find(t => t.name === 'items');
+  const points = Array.from(items.marker.color).map((c, i) => [c, i]).filter(([c]) => !name || c === code);
+  const trace = {x: points.map(([, i]) => items.x[i]), y: points.map(([, i]) => items.y[i])};
   const {xaxis, yaxis, _size} = gd._fullLayout;
   const box = gd.getBoundingClientRect();
   return {x: box.left + _size.l + xaxis.l2p(trace.x[index]), y: box.top + _size.t + yaxis.l2p(trace.y[index])};
@@ -72,7 +76,8 @@ def test_hovering_a_point_shows_its_thumbnail_or_text(tmp_path, browser_page):
         card = hover(page, "forest", 5)  # another image blob: a second round trip, not the first card again
         expect(card.locator(".mm-hover-title")).to_have_text(re.compile(r"^forest-\d{3}\.png$"))
 
-        names = page.evaluate("() => document.querySelector('.st-key-map-chart .js-plotly-plot')._fullData.map(t => t.name)")
+        names = page.evaluate("() => document.querySelector('.st-key-map-chart .js-plotly-plot')._fullData"
+                              ".filter(t => t.legendgroup && t.visible === true).map(t => t.name)")
         notes = next(n for n in names if not re.search("sea|forest|noise", n))  # text clusters get keywords
         card = hover(page, notes, 2)
         expect(card.locator(".mm-hover-title")).to_have_text(re.compile(r"^notes-\d{3}\.txt$"))
@@ -81,10 +86,17 @@ def test_hovering_a_point_shows_its_thumbnail_or_text(tmp_path, browser_page):
         expect(snippet).to_have_text(re.compile("|".join(NOTES)))
         page.screenshot(path=ARTIFACTS / "map-hover-text.png")
 
-        page.get_by_role("combobox", name="Colour by").click()
-        page.get_by_role("option", name="outlier_score").click()
-        expect(page.locator(".js-plotly-plot .colorbar")).to_have_count(1)  # a new figure, one continuous trace
-        card = hover(page, "outlier_score", 10)  # the card re-attached to the redrawn chart
+        chart = page.locator(".st-key-map-chart .js-plotly-plot")
+        chart.locator(".updatemenu-header-group").click()  # the chart's own menu: no rerun
+        chart.locator(".updatemenu-item-text", has_text="label").click()
+        expect(chart.locator(".legendtext").first).to_have_text("label")
+        card = hover(page, "forest", 7)  # the card says what the map is coloured by
+        expect_card_for_hovered_point(page)
+        expect(card.locator(".mm-hover-caption")).to_contain_text(re.compile(r"outlier \d\.\d\d · label forest$"))
+
+        chart.locator(".updatemenu-header-group").click()
+        chart.locator(".updatemenu-item-text", has_text="outlier score").click()
+        expect(chart.locator(".colorbar")).to_have_count(1)  # one continuous colouring, a colour bar
+        card = hover(page, "", 10)
         expect_card_for_hovered_point(page)
         expect(card.locator(".mm-hover-title")).to_have_text(re.compile(r"^(sea|forest|notes)-\d{3}\.(png|txt)$"))
-        expect(page.locator(".js-plotly-plot .hoverlayer .hovertext")).to_contain_text(re.compile(r"outlier score \d\.\d\d"))

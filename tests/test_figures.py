@@ -1,4 +1,5 @@
-"""The Map figure: lean at 50,000 points, selections and hovers map back to items through row numbers."""
+"""The Map figure: lean at 50,000 points with every colouring aboard, a Glasbey palette, colour bars for numbers and
+dates, cluster names at robust centres; selections and hovers map back to items through row numbers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pandas as pd
 import plotly.io
 from PIL import Image
 
-from mmcore.analysis.figures import map_figure, point_preview, selected_ids
+from mmcore.analysis.colors import MISSING, NOISE_COLOR, PALETTE, STEPS, coloring
+from mmcore.analysis.figures import MAX_LABELS, cluster_labels, map_figure, point_preview, selected_ids
 from mmcore.files import MediaFiles
 
 SNIPPET = "A black dog runs through the long grass beside a wooden fence while a child in a red coat watches the path"
@@ -38,30 +40,153 @@ def sent(figure) -> dict:
     return json.loads(plotly.io.to_json(figure, validate=False))
 
 
-def test_fifty_thousand_points_stay_under_five_megabytes():
-    spec = plotly.io.to_json(map_figure(frame_of(50_000)), validate=False)
-    assert len(spec) < 5_000_000  # 1 MB now; 12.6 MB with per-point ids and hover text
+def typed(spec) -> np.ndarray:
+    """A typed array spec (as plotly.py writes it, or as we write it into the menu's arguments) as numpy."""
+    return np.frombuffer(base64.b64decode(spec["bdata"]), {"u1": "u1", "u2": "<u2", "i4": "<i4", "f4": "<f4"}[spec["dtype"]])
+
+
+def menu(spec: dict) -> dict:
+    """The "Colour by" menu's buttons by label."""
+    return {b["label"]: b for b in spec["layout"]["updatemenus"][0]["buttons"]}
+
+
+def test_fifty_thousand_points_with_every_colouring_stay_under_two_megabytes():
+    frame = frame_of(50_000)
+    frame["added_at"] = 1_700_000_000 + np.arange(50_000) * 60
+    spec = plotly.io.to_json(map_figure(frame), validate=False)
+    assert len(menu(json.loads(spec))) == 5  # cluster, modality, outlier score, probability, added at
+    assert len(spec) < 2_000_000  # 1.4 MB: points 0.8 MB + one byte a point per colouring; 12.6 MB with hover text
 
 
 def test_points_go_out_as_typed_arrays_of_rows():
     frame = frame_of(300)
-    traces = sent(map_figure(frame))["data"]
-    assert all(t["x"]["dtype"] == "f4" and t["y"]["dtype"] == "f4" and t["customdata"]["dtype"] == "i4" for t in traces)
-    assert not any("hovertext" in t or "text" in t for t in traces)
-    rows = np.concatenate([np.frombuffer(base64.b64decode(t["customdata"]["bdata"]), "<i4") for t in traces])
+    points = next(t for t in sent(map_figure(frame))["data"] if t["name"] == "items")
+    assert points["x"]["dtype"] == "f4" and points["y"]["dtype"] == "f4" and points["customdata"]["dtype"] == "u2"
+    assert "hovertext" not in points and "text" not in points
+    rows = typed(points["customdata"])
     assert sorted(rows) == list(range(len(frame)))  # every item once, as its row
-    figure = map_figure(frame)
-    for trace in figure.data:
-        np.testing.assert_allclose(trace.x, frame["x"].to_numpy()[trace.customdata], rtol=1e-6)
+    np.testing.assert_allclose(typed(points["x"]), frame["x"].to_numpy()[rows], rtol=1e-6)
+    noise = frame["cluster"].to_numpy()[rows] < 0
+    assert noise[: noise.sum()].all()  # noise first: drawn under the clusters
 
 
-def test_continuous_colour_and_highlight_carry_rows_too():
+def test_every_colouring_switches_in_the_browser_from_codes_sent_once():
+    frame = frame_of(400)
+    frame["added_at"] = 1_700_000_000 + np.arange(400) * 3600
+    spec = sent(map_figure(frame, "cluster"))
+    names = [t["name"] for t in spec["data"]]
+    items = names.index("items")
+    rows = typed(spec["data"][items]["customdata"])
+    buttons = menu(spec)
+    assert list(buttons) == ["cluster", "modality", "outlier score", "probability", "added at"]
+    for label, column in [("cluster", "cluster"), ("modality", "modality"), ("outlier score", "outlier_score"),
+                          ("added at", "added_at")]:
+        data, layout, traces = buttons[label]["args"]
+        assert traces[0] == items
+        codes = typed(data["marker.color"][0])
+        np.testing.assert_array_equal(codes, coloring(frame, column).codes[rows])
+        # the legend entries of this column, and only those, are shown
+        shown = [names[t] for t, visible in zip(traces[1:], data["visible"][1:]) if visible]
+        assert shown == [f"{label} ({count:,})" for label, _, count in coloring(frame, column).legend]
+        assert data["marker.showscale"][0] == coloring(frame, column).continuous
+        assert bool(layout.get("annotations")) == (column == "cluster")  # names on the map only for clusters
+
+
+def test_palette_stays_distinct_for_forty_clusters_and_noise_is_grey_and_faint():
+    lab = np.array([_lab(c) for c in PALETTE[:40]])
+    gaps = np.sqrt(((lab[:, None] - lab[None]) ** 2).sum(-1))[np.triu_indices(40, 1)]
+    assert gaps.min() > 12  # CIE76: every pair tells apart at a glance (the old 20-colour list repeated after 20)
+    grey = np.array(_lab("#9ca3af"))  # the noise colour, before its transparency
+    assert np.sqrt(((lab - grey) ** 2).sum(-1)).min() > 15  # no colour passes for noise (which is faint too)
+    assert len(set(PALETTE[:40])) == 40
+    assert NOISE_COLOR.startswith("rgba(") and float(NOISE_COLOR.rstrip(")").split(",")[-1]) < 0.5
+
+
+def _lab(hex_color: str) -> tuple[float, float, float]:
+    """sRGB (D65) to CIE Lab."""
+    rgb = np.array([int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    f = lambda t: np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16 / 116)  # noqa: E731
+    fx, fy, fz = f(xyz / np.array([0.95047, 1.0, 1.08883]))
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def test_legend_lists_clusters_biggest_first_with_their_names_escaped_and_noise_last():
+    frame = pd.DataFrame({
+        "id": [str(i) for i in range(10)], "x": np.arange(10.0), "y": np.zeros(10),
+        "cluster": [3, 3, 3, 0, -1, 7, 7, 7, 7, -1],
+        "cluster_name": ["gulls"] * 3 + ["<b>harbour</b>", "noise", *["terns & co"] * 4, "noise"],
+        "probability": np.ones(10), "outlier_score": np.zeros(10), "modality": ["image"] * 10,
+    })
+    colour = coloring(frame, "cluster")
+    assert [(label, n) for label, _, n in colour.legend] == [("terns & co", 4), ("gulls", 3), ("<b>harbour</b>", 1), ("noise", 2)]
+    assert colour.legend[-1][1] == NOISE_COLOR and colour.codes[4] == colour.codes[9] == 3
+    names = [t["name"] for t in sent(map_figure(frame))["data"] if t.get("legendgroup") == "cluster"]
+    assert names == ["terns &amp; co (4)", "gulls (3)", "&lt;b&gt;harbour&lt;/b&gt; (1)", "noise (2)"]  # plotly's HTML
+
+
+def test_numbers_and_dates_get_a_colour_bar_and_one_date_a_legend_entry():
+    frame = frame_of(200)
+    frame["added_at"] = 1_733_300_000 + np.arange(200) * 86_400  # 200 days
+    dates = coloring(frame, "added_at")
+    assert dates.kind == "date" and dates.continuous and not dates.legend
+    assert dates.ticks[0][1] == "2024-12-04" and dates.ticks[-1][1] == "2025-06-21" and dates.ticks[-1][0] == STEPS - 1
+    assert dates.codes.min() == 0 and dates.codes.max() == STEPS - 1 and np.all(np.diff(dates.codes.astype(int)) >= 0)
+    bar = next(t for t in sent(map_figure(frame, "added_at"))["data"] if t["name"] == "items")["marker"]
+    assert bar["showscale"] and bar["colorbar"]["ticktext"][0] == "2024-12-04"
+    frame["added_at"] = 1_733_300_000  # one upload: one colour, named in a legend
+    one = coloring(frame, "added_at")
+    assert one.kind == "category" and [(label, n) for label, _, n in one.legend] == [("2024-12-04", 200)]
+    frame["label"] = np.arange(200) % 10  # a digit: few whole numbers read as categories
+    assert coloring(frame, "label").kind == "category" and len(coloring(frame, "label").legend) == 10
+    frame.loc[5, "outlier_score"] = np.nan
+    assert coloring(frame, "outlier_score").codes[5] == MISSING
+
+
+def test_cluster_names_sit_on_a_crescent_not_at_its_empty_middle():
+    angle = np.linspace(0, np.pi, 300)
+    crescent = np.column_stack([np.cos(angle), np.sin(angle)])  # its mean, (0, 0.64), is far from every point
+    blob = np.random.default_rng(1).normal((4, 0), 0.1, (100, 2))
+    xy = np.vstack([crescent, blob])
+    frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "cluster": [0] * 300 + [1] * 100,
+                          "cluster_name": ["crescent"] * 300 + ["blob"] * 100})
+    labels = cluster_labels(frame)
+    assert [label["text"] for label in labels] == ["crescent", "blob"]  # biggest first
+    centre = np.array([labels[0]["x"], labels[0]["y"]])
+    assert np.linalg.norm(crescent - centre, axis=1).min() < 1e-6  # a member of the crescent
+    assert np.linalg.norm(centre - crescent.mean(axis=0)) > 0.3
+
+
+def test_at_eighty_clusters_names_never_pile_up():
+    rng = np.random.default_rng(2)
+    centres = rng.uniform(0, 10, (80, 2))
+    sizes = rng.integers(5, 60, 80)
+    xy = np.vstack([rng.normal(c, 0.05, (n, 2)) for c, n in zip(centres, sizes)])
+    cluster = np.repeat(np.arange(80), sizes)
+    frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "cluster": cluster,
+                          "cluster_name": [f"cluster number {c} with a long name" for c in cluster]})
+    labels = cluster_labels(frame, width_px=760, height_px=680)
+    assert 5 <= len(labels) <= MAX_LABELS
+    assert all(len(label["text"]) <= 28 for label in labels)
+    per_px = max(np.ptp(xy[:, 0]) / 760, np.ptp(xy[:, 1]) / 680)
+    for i, a in enumerate(labels):  # no two boxes (6.5 px a character, 18 px high) overlap
+        for b in labels[i + 1 :]:
+            wide = (len(a["text"]) + len(b["text"])) * 6.5 / 2 * per_px
+            assert abs(a["x"] - b["x"]) >= wide or abs(a["y"] - b["y"]) >= 18 * per_px
+    assert labels[0]["size"] == sizes.max()  # the biggest cluster is always named
+
+
+def test_filters_fade_points_out_and_a_map_selection_is_drawn_again():
     frame = frame_of(100)
-    figure = map_figure(frame, "outlier_score", highlight={frame["id"][7], frame["id"][42]})
-    everything, hits = figure.data
-    assert list(everything.customdata) == list(range(100))
-    assert list(hits.customdata) == [7, 42]
-    assert everything.marker.color.dtype == np.float32
+    shown = (frame["modality"] == "image").to_numpy()
+    spec = sent(map_figure(frame, shown=shown, selected=list(frame["id"][[1, 2]])))
+    faded = next(t for t in spec["data"] if t["name"] == "filtered out")
+    items = next(t for t in spec["data"] if t["name"] == "items")
+    assert len(typed(faded["x"])) == (~shown).sum() and "customdata" not in faded and faded["hoverinfo"] == "skip"
+    rows = typed(items["customdata"])
+    assert set(rows) == set(np.flatnonzero(shown))
+    assert sorted(rows[items["selectedpoints"]]) == [1, 2]
 
 
 def test_selected_points_map_back_to_ids():
@@ -87,3 +212,11 @@ def test_preview_of_a_text_item_or_a_missing_thumbnail_or_a_stale_row(tmp_path):
     assert text["image"] == "" and text["text"] == f"{SNIPPET} 3" and text["title"].endswith(".txt")
     assert point_preview(frame, 1)["image"] == ""  # a thumbnail deleted on disk: no picture
     assert point_preview(frame, 6) is None and point_preview(frame, None) is None and point_preview(frame, -1) is None
+
+
+def test_preview_names_the_value_the_map_is_coloured_by():
+    frame = frame_of(6)
+    frame["added_at"] = 1_733_300_000
+    assert point_preview(frame, 2, "modality")["caption"].endswith(" · modality image")
+    assert point_preview(frame, 2, "added_at")["caption"].endswith(" · added at 2024-12-04")
+    assert point_preview(frame, 2, "cluster")["caption"] == point_preview(frame, 2)["caption"]

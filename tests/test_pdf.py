@@ -180,3 +180,17 @@ def test_concurrent_reads_from_threads(options):
         t.join()
     for i in range(4):
         assert [text for key, text in results[i] if key.startswith("text")] == [f"document {i} page {p}" for p in range(1, 4)]
+
+
+def test_the_item_view_renders_a_stored_pdf_page_as_at_ingest(tmp_path):
+    from mmcore.media.pdf import RENDER_SIZE, render_page
+
+    path = tmp_path / "stored.pdf"
+    path.write_bytes(make_pdf(["first", "second"], colours=[None, (200, 30, 30)]))
+    page = render_page(path, 2)
+    assert max(page.size) == RENDER_SIZE
+    assert page.getpixel((page.width // 2, page.height * 3 // 4))[0] > 150  # the second page's red block
+    with pytest.raises(MediaError, match="no page 3"):
+        render_page(path, 3)
+    with pytest.raises(MediaError, match="can't be read"):
+        render_page(tmp_path / "gone.pdf", 1)

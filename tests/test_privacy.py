@@ -29,7 +29,7 @@ from mmcore.store import open_client
 
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 180_000  # the first map pays numba's compile when its disk cache is cold
-PAGES = ("Upload", "Search", "Map", "Clusters", "Outliers", "Duplicates", "Collections")
+PAGES = ("Upload", "Search", "Map", "Gallery", "Clusters", "Outliers", "Duplicates", "Collections")
 
 
 def streamlit_options(*keys: str) -> dict[str, tuple[object, str]]:
@@ -134,7 +134,7 @@ def test_no_page_loads_anything_from_the_internet(app_url):
             expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible()
             if title == "Map":
                 expect(page.locator(".js-plotly-plot .legendtext").first).to_be_visible()
-            elif title in ("Outliers", "Clusters"):
+            elif title in ("Outliers", "Clusters", "Gallery"):
                 expect(page.locator("[data-testid=stMain] img").first).to_be_visible()
             page.wait_for_timeout(500)  # lazily loaded fonts and images
 

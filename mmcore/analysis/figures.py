@@ -1,8 +1,13 @@
-"""Plotly figures of a map (WebGL, so 50,000 points stay smooth)."""
+"""Plotly figures of a map (WebGL, so 50,000 points stay smooth), coloured by any column without a server round trip.
+
+The figure carries every colouring at once (one byte a point each, see `colors`): its "Colour by" menu restyles the
+points in the browser. Points carry their row in the items table as customdata (see `selected_ids`, `point_preview`).
+"""
 
 from __future__ import annotations
 
 import base64
+import html
 import mimetypes
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,86 +16,216 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-NOISE_COLOR = "#c7cbd1"
-PALETTE = [
-    "#4f46e5", "#e11d48", "#059669", "#d97706", "#0891b2", "#7c3aed", "#65a30d", "#db2777", "#2563eb", "#ea580c",
-    "#0d9488", "#9333ea", "#ca8a04", "#dc2626", "#16a34a", "#4338ca", "#be185d", "#0369a1", "#b45309", "#15803d",
-]
-MAX_CATEGORIES = 40
-CONTINUOUS = ("outlier_score", "probability")
+from .colors import Coloring, color_options, coloring
+
 MAX_THUMBNAIL_BYTES = 256_000  # stored thumbnails are a few KB; never inline a stray big file
+MAX_LABELS = 30  # cluster names drawn on the map, biggest clusters first
+LABEL_CHARS = 28
+FADED_COLOR = "rgba(203, 208, 216, 0.35)"  # points the filters leave out
+HEIGHT = 680
+PLOT_WIDTH = 760  # about the map's width in pixels beside its legend, in the page's wide layout
+MENU_X = 0.0  # the "Colour by" menu sits at the top left, the legend at the right, clear of the toolbar
 
 
-def color_options(frame: pd.DataFrame) -> list[str]:
-    """Columns worth colouring by: cluster, modality, scores, and metadata with few values or numbers."""
-    skip = {"id", "x", "y", "z", "snippet", "document", "thumbnail", "tags", "source_hash", "original", "cluster_name"}
-    options = ["cluster", "modality", "outlier_score", "probability"]
-    for column in frame.columns:
-        if column in skip or column in options:
-            continue
-        values = frame[column].dropna()
-        if values.empty:
-            continue
-        if pd.api.types.is_numeric_dtype(values) or values.nunique() <= MAX_CATEGORIES:
-            options.append(column)
-    return options
+def map_figure(
+    frame: pd.DataFrame,
+    color_by: str = "cluster",
+    highlight: Iterable[str] = frozenset(),
+    three_d: bool = False,
+    shown: np.ndarray | None = None,
+    options: list[str] | None = None,
+    selected: Iterable[str] = (),
+) -> go.Figure:
+    """A scatter of the items (x, y[, z]) that switches between colourings in the browser.
 
-
-def map_figure(frame: pd.DataFrame, color_by: str = "cluster", highlight: set[str] | frozenset = frozenset(), three_d: bool = False) -> go.Figure:
-    """A scatter of the items (x, y[, z]) coloured by a column; `highlight` ids are drawn on top, ringed.
-
-    Lean enough for 50,000 points: every point carries its row in `frame` as customdata (see `selected_ids` and
-    `point_preview`), numbers go out as base64 typed arrays, and the hover label is only the trace's name.
+    Args:
+        color_by: the colouring shown first (one of `options`).
+        highlight: ids drawn ringed on top (search hits, rows picked in a table).
+        shown: a mask of the rows the filters keep (None: all); the others are drawn faint, behind, and can't be
+            hovered or selected.
+        options: the columns to offer in the "Colour by" menu (default `color_options(frame)`).
+        selected: ids of a selection made on the map, drawn selected (the others dimmed) when the figure is redrawn.
     """
+    options = [c for c in (options or color_options(frame)) if c in frame] or ["cluster"]
+    color_by = color_by if color_by in options else options[0]
+    keep = np.ones(len(frame), dtype=bool) if shown is None else np.asarray(shown, dtype=bool)
     Scatter = go.Scatter3d if three_d else go.Scattergl
-    size = _marker_size(len(frame), three_d)
-    rows = np.arange(len(frame), dtype=np.int32)
-    coords = _coords(frame, three_d)  # once: selecting each trace's points from these arrays, not the whole frame
-
-    def at(part) -> dict:
-        return {axis: values[part] for axis, values in coords.items()}
+    size = _marker_size(int(keep.sum()), three_d)
+    coords = _coords(frame, three_d)
+    colorings = {c: coloring(frame, c) for c in options}
+    rows = np.flatnonzero(keep).astype(np.uint16 if len(frame) <= 65536 else np.int32)  # 2 bytes a point where enough
+    # Noise (and other grey points) first, so the clusters are drawn over them.
+    if "cluster" in frame:
+        noise = frame["cluster"].to_numpy()[rows] < 0
+        rows = np.concatenate([rows[noise], rows[~noise]])
 
     figure = go.Figure()
-    values = frame[color_by] if color_by in frame else pd.Series(["?"] * len(frame))
-    continuous = color_by in CONTINUOUS or (pd.api.types.is_numeric_dtype(values) and values.nunique() > MAX_CATEGORIES)
-    if continuous:
-        label, digits = color_by.replace("_", " "), ":.2f" if pd.api.types.is_float_dtype(values) else ""
-        figure.add_trace(Scatter(
-            **coords, mode="markers", customdata=rows,
-            hovertemplate=f"{label} %{{marker.color{digits}}}<extra></extra>",
-            marker=dict(size=size, color=values.fillna(0).to_numpy(np.float32), colorscale="Viridis", showscale=True,
-                        colorbar=dict(title=label, thickness=12)),
-            name=color_by, showlegend=False,
-        ))
-    else:
-        categories = _categories(frame, color_by)
-        for i, (value, label) in enumerate(categories):
-            part = (values == value if value is not None else values.isna()).to_numpy()
-            is_noise = color_by == "cluster" and value == -1
+    if not keep.all():
+        out = ~keep
+        figure.add_trace(Scatter(**{a: v[out] for a, v in coords.items()}, mode="markers", hoverinfo="skip",
+                                 marker=dict(size=size * 0.8, color=FADED_COLOR), showlegend=False, name="filtered out"))
+    main = len(figure.data)
+    active = colorings[color_by]
+    figure.add_trace(Scatter(
+        **{a: v[rows] for a, v in coords.items()}, mode="markers", customdata=rows, name="items", showlegend=False,
+        hoverinfo="none",  # the hover card (ui.map_hover) shows the item; plotly still reports the hover
+        marker=dict(size=size, line=dict(width=0), **_marker(active, rows)),
+    ))
+    chosen = frame["id"].iloc[rows].isin(set(selected)).to_numpy()
+    if chosen.any():
+        figure.data[main].selectedpoints = np.flatnonzero(chosen).tolist()
+    legend_traces: dict[str, list[int]] = {}
+    dummy_colors: list[str] = []
+    for column, colour in colorings.items():
+        legend_traces[column] = []
+        for label, color, count in colour.legend:
+            legend_traces[column].append(len(figure.data))
+            dummy_colors.append(color)
             figure.add_trace(Scatter(
-                **at(part), mode="markers", customdata=rows[part], name=label,
-                hovertemplate="%{fullData.name}<extra></extra>",
-                marker=dict(size=size * (0.7 if is_noise else 1), color=NOISE_COLOR if is_noise else PALETTE[i % len(PALETTE)],
-                            opacity=0.5 if is_noise else 0.85),
+                **{a: [None] for a in coords}, mode="markers", name=f"{_plain(label)} ({count:,})",
+                marker=dict(size=10, color=color), legendgroup=column, visible=column == color_by, hoverinfo="skip",
+                legendgrouptitle=dict(text=_plain(column.replace("_", " "))),
             ))
-    if highlight:
-        part = frame["id"].isin(highlight).to_numpy()
+    ringed = frame["id"].isin(set(highlight)).to_numpy() & keep
+    if ringed.any():
+        part = np.flatnonzero(ringed).astype(rows.dtype)
         figure.add_trace(Scatter(
-            **at(part), mode="markers", customdata=rows[part], name="search hits",
-            hovertemplate="search hit<extra></extra>",
-            marker=dict(size=size * 2.6, color="rgba(0,0,0,0)", line=dict(color="#111827", width=2)),
+            **{a: v[part] for a, v in coords.items()}, mode="markers", customdata=part, name="picked", showlegend=False,
+            hoverinfo="none", marker=dict(size=size * 2.6, color="rgba(0,0,0,0)", line=dict(color="#111827", width=2)),
         ))
+
+    labels = _label_annotations(frame, coords, keep, three_d)
     figure.update_layout(
-        height=640, margin=dict(l=0, r=0, t=10, b=0), legend=dict(itemsizing="constant", font=dict(size=11)),
-        dragmode="lasso", plot_bgcolor="white", hoverlabel=dict(bgcolor="white", font_size=12),
+        height=HEIGHT, margin=dict(l=0, r=0, t=44, b=0), dragmode="lasso", plot_bgcolor="white", showlegend=True,
+        legend=dict(itemsizing="constant", font=dict(size=11), x=1.0, xanchor="left", y=1, yanchor="top",
+                    itemclick=False, itemdoubleclick=False),  # legend entries stand for colours, not traces to hide
+        hoverlabel=dict(bgcolor="white", font_size=12), uirevision="map",
         font=dict(family='"Source Sans", sans-serif'),  # the app's font (the page draws it without Streamlit's theme)
+        updatemenus=[dict(
+            type="dropdown", direction="down", x=MENU_X, xanchor="left", y=1.0, yanchor="bottom", pad=dict(b=6),
+            active=options.index(color_by), showactive=True, bgcolor="white", bordercolor="#d1d5db", font=dict(size=12),
+            buttons=[_button(column, colorings[column], rows, main, legend_traces, dummy_colors, labels, three_d)
+                     for column in options],
+        )],
+        **_annotations(labels if color_by == "cluster" else [], three_d),
     )
     if not three_d:
         figure.update_xaxes(visible=False)
         figure.update_yaxes(visible=False, scaleanchor="x")
     else:
-        figure.update_scenes(xaxis_visible=False, yaxis_visible=False, zaxis_visible=False)
+        # The whole plot area, each axis scaled to the same cube, and the camera close enough (plotly's default
+        # eye, 2.2 cube widths away, leaves the cloud a small blot in the middle) that the cloud fills it.
+        figure.update_scenes(xaxis_visible=False, yaxis_visible=False, zaxis_visible=False, aspectmode="cube",
+                             domain=dict(x=[0, 1], y=[0, 1]), camera=dict(eye=dict(x=1.1, y=1.1, z=0.75)))
     return figure
+
+
+def _marker(colour: Coloring, rows: np.ndarray) -> dict:
+    spec = dict(color=colour.codes[rows], colorscale=colour.colorscale, cmin=colour.cmin, cmax=colour.cmax,
+                showscale=colour.continuous)
+    if colour.continuous:
+        spec["colorbar"] = _colorbar(colour)
+    return spec
+
+
+def _colorbar(colour: Coloring) -> dict:
+    return dict(title=dict(text=_plain(colour.column.replace("_", " ")), side="right"), thickness=12, len=0.8, y=0.5,
+                tickvals=[t for t, _ in colour.ticks], ticktext=[_plain(label) for _, label in colour.ticks])
+
+
+def _button(column: str, colour: Coloring, rows: np.ndarray, main: int, legend_traces: dict[str, list[int]],
+            dummy_colors: list[str], labels: list[dict], three_d: bool) -> dict:
+    """A menu entry that restyles the points with this colouring, shows its legend and, for clusters, the names.
+
+    One update for the points and the legend entries: a value per trace, and null resets an attribute, so the
+    legend entries get their own colours back and nothing else of the points' marker."""
+    dummies = [i for indices in legend_traces.values() for i in indices]
+    traces = [main] + dummies
+    marker = _marker(colour, rows)
+    data = {
+        "marker.color": [_typed(marker["color"])] + dummy_colors,
+        "marker.colorscale": [marker["colorscale"]] + [None] * len(dummies),
+        "marker.cmin": [marker["cmin"]] + [None] * len(dummies),
+        "marker.cmax": [marker["cmax"]] + [None] * len(dummies),
+        "marker.showscale": [marker["showscale"]] + [False] * len(dummies),
+        "marker.colorbar": [marker.get("colorbar", {})] + [None] * len(dummies),
+        "visible": [True] + [i in legend_traces[column] for i in dummies],
+    }
+    layout = _annotations(labels if column == "cluster" else [], three_d)
+    return dict(label=_plain(column.replace("_", " ")), method="update", args=[data, layout, traces])
+
+
+def _typed(values: np.ndarray) -> dict:
+    """A numpy array as plotly.js's typed array spec (plotly.py encodes arrays only where they are dict values)."""
+    values = np.ascontiguousarray(values)
+    dtype = {"uint8": "u1", "uint16": "u2", "int32": "i4", "float32": "f4"}[str(values.dtype)]
+    return {"dtype": dtype, "bdata": base64.b64encode(values.tobytes()).decode()}
+
+
+def cluster_labels(frame: pd.DataFrame, coords: Mapping[str, np.ndarray] | None = None, keep: np.ndarray | None = None,
+                   max_labels: int = MAX_LABELS, width_px: int = PLOT_WIDTH, height_px: int = HEIGHT) -> list[dict]:
+    """Where to write cluster names: at each cluster's medoid (a member point, so a crescent's name sits on the
+    crescent), biggest clusters first, leaving out a name whose box would overlap one already placed.
+
+    Returns dicts with the axes of `coords` (x, y[, z]), `text` (the name, shortened) and `size` (members).
+    Box sizes assume 12 px text on a plot of about `width_px` x `height_px` with equal scales on x and y.
+    """
+    if coords is None:
+        coords = _coords(frame, "z" in frame)
+    keep = np.ones(len(frame), dtype=bool) if keep is None else keep
+    clusters = frame["cluster"].to_numpy()
+    names = frame["cluster_name"].astype(str).to_numpy()
+    axes = list(coords)
+    points = np.column_stack([coords[a] for a in axes]).astype(np.float64)
+    if len(points) == 0:
+        return []
+    span = np.maximum(np.ptp(points[:, :2], axis=0), 1e-9)
+    per_px = max(span[0] / width_px, span[1] / height_px)  # data units per pixel on both axes
+    ids, sizes = np.unique(clusters[(clusters >= 0) & keep], return_counts=True)
+    placed: list[tuple[float, float, float, float]] = []
+    labels = []
+    rng = np.random.default_rng(0)
+    for cluster in ids[np.argsort(-sizes, kind="stable")]:
+        members = np.flatnonzero((clusters == cluster) & keep)
+        centre = points[members[_medoid(points[members], rng)]]
+        text = names[members[0]]
+        text = text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+        # The label's half box in data units: about 6.5 px a character and 18 px a line.
+        half_w, half_h = (len(text) * 6.5 + 6) / 2 * per_px, 18 / 2 * per_px
+        if any(abs(centre[0] - x) < half_w + w and abs(centre[1] - y) < half_h + h for x, y, w, h in placed):
+            continue
+        placed.append((centre[0], centre[1], half_w, half_h))
+        labels.append({**{a: float(centre[i]) for i, a in enumerate(axes)}, "text": text, "size": int(len(members))})
+        if len(labels) == max_labels:
+            break
+    return labels
+
+
+def _medoid(points: np.ndarray, rng, sample: int = 200) -> int:
+    """The index of the member closest to all others (on a sample of a big cluster)."""
+    pick = rng.choice(len(points), sample, replace=False) if len(points) > sample else np.arange(len(points))
+    part = points[pick]
+    distances = np.sqrt(((part[:, None, :] - part[None, :, :]) ** 2).sum(-1)).sum(1)
+    return int(pick[np.argmin(distances)])
+
+
+def _label_annotations(frame: pd.DataFrame, coords: dict, keep: np.ndarray, three_d: bool) -> list[dict]:
+    if "cluster" not in frame or "cluster_name" not in frame:
+        return []
+    style = dict(showarrow=False, font=dict(size=12, color="#111827"), bgcolor="rgba(255,255,255,0.72)", borderpad=2)
+    return [{**{a: label[a] for a in coords}, "text": _plain(label["text"]), **style}
+            for label in cluster_labels(frame, coords, keep)]
+
+
+def _annotations(labels: list[dict], three_d: bool) -> dict:
+    if three_d:
+        return {"scene.annotations": labels}
+    return {"annotations": [{**label, "xref": "x", "yref": "y"} for label in labels]}
+
+
+def _plain(text: str) -> str:
+    """Text for plotly, which renders a subset of HTML in names and labels: item data must show as itself."""
+    return html.escape(str(text), quote=False)
 
 
 def selected_ids(frame: pd.DataFrame, points: Iterable[Mapping]) -> list[str]:
@@ -99,23 +234,24 @@ def selected_ids(frame: pd.DataFrame, points: Iterable[Mapping]) -> list[str]:
     return list(frame["id"].iloc[sorted(rows)])
 
 
-def point_preview(frame: pd.DataFrame, row: object) -> dict | None:
+def point_preview(frame: pd.DataFrame, row: object, color_by: str | None = None) -> dict | None:
     """What the map's hover card shows for the point at `row` (its customdata): the thumbnail as a data: URI,
-    else ("" for none) the text snippet; the source as title; cluster and outlier score as caption.
+    else ("" for none) the text snippet; the source as title; cluster and outlier score as caption, and the value
+    of the column the map is coloured by.
 
     None for a row that isn't one (a stale hover from before the map changed).
     """
     if not isinstance(row, int) or not 0 <= row < len(frame):
         return None
+    from .colors import format_value
+
     item = frame.iloc[row]
     image = _data_uri(item["thumbnail"])
-    return {
-        "row": row,
-        "image": image,
-        "text": "" if image else str(item["snippet"] or ""),
-        "title": str(item["source"]),
-        "caption": f"{item['cluster_name']} · outlier {item['outlier_score']:.2f}",
-    }
+    caption = f"{item['cluster_name']} · outlier {item['outlier_score']:.2f}"
+    if color_by and color_by in frame and color_by not in ("cluster", "outlier_score"):
+        caption += f" · {color_by.replace('_', ' ')} {format_value(item[color_by], color_by)}"
+    return {"row": row, "image": image, "text": "" if image else str(item["snippet"] or ""), "title": str(item["source"]),
+            "caption": caption}
 
 
 def _data_uri(path: object) -> str:
@@ -137,20 +273,6 @@ def _data_uri(path: object) -> str:
 def _coords(frame: pd.DataFrame, three_d: bool) -> dict:
     axes = ("x", "y", "z") if three_d else ("x", "y")
     return {axis: frame[axis].to_numpy(np.float32) for axis in axes}  # float32: half the bytes, plenty for a map
-
-
-def _categories(frame: pd.DataFrame, column: str) -> list[tuple[object, str]]:
-    """(value, legend label) in a stable order: clusters by number with their names, noise last."""
-    if column not in frame:
-        return [("?", "?")]
-    if column == "cluster":
-        first = frame.drop_duplicates("cluster")
-        names = dict(zip(first["cluster"].tolist(), first["cluster_name"].tolist()))
-        ordered = sorted(names, key=lambda c: (c < 0, c))
-        return [(c, f"{c}: {names[c]}" if c >= 0 else "noise") for c in ordered]
-    counts = frame[column].value_counts(dropna=False)
-    values = list(counts.index[:MAX_CATEGORIES])
-    return [(v if not (isinstance(v, float) and np.isnan(v)) else None, str(v)) for v in values]
 
 
 def _marker_size(n: int, three_d: bool) -> float:

@@ -43,6 +43,29 @@ def read_pdf(name: str, data: bytes, options: ReadOptions) -> Decoded:
     return Decoded(mime="application/pdf", stored_ext=".pdf", chunks=chunks, thumbnail=chunks[0].thumbnail)
 
 
+def render_page(path, number: int) -> Image.Image:
+    """Page `number` (from 1) of a stored PDF, rendered as at ingest (RENDER_SIZE on its long side), for display.
+
+    Raises:
+        MediaError: the file can't be read or has no such page.
+    """
+    from pathlib import Path
+
+    name = Path(path).name
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise MediaError(name, f"the stored PDF can't be read ({e.strerror or e})") from None
+    with _PDFIUM_LOCK:
+        try:
+            with pdfium.PdfDocument(data) as pdf:
+                if not 1 <= number <= len(pdf):
+                    raise MediaError(name, f"the PDF has no page {number}")
+                return _render_page(pdf, number - 1)[0]
+        except pdfium.PdfiumError as e:
+            raise MediaError(name, f"the stored PDF can't be rendered ({e})") from None
+
+
 def _render_pages(name: str, data: bytes, max_pages: int) -> list[tuple[Image.Image, str]]:
     """(RGB render, text) per page; every pdfium call, closing included, happens under the lock."""
     with _PDFIUM_LOCK:
