@@ -15,6 +15,7 @@ thirds: 280 ms). A filtered query here goes the first of these ways that can ans
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 import warnings
@@ -86,6 +87,15 @@ class _Loaded:
 _loaded: OrderedDict[tuple, _Loaded] = OrderedDict()
 _refreshing: set[str] = set()
 _lock = threading.Lock()
+_refreshers: list[threading.Thread] = []
+
+
+@atexit.register
+def _finish_refreshes() -> None:
+    # A daemon thread still inside Chroma's native code when the interpreter tears down crashes the process
+    # (a one-shot CLI search exits right after starting one): let it finish and leave its cache written.
+    for thread in list(_refreshers):
+        thread.join()
 
 
 def _snapshot(collection: ItemCollection, cache_dir: Path, version: str) -> _Loaded | None:
@@ -178,5 +188,9 @@ def _refresh_later(collection: ItemCollection, cache_dir: Path) -> None:
         finally:
             with _lock:
                 _refreshing.discard(key)
+                _refreshers.remove(threading.current_thread())
 
-    threading.Thread(target=run, name="vector-cache-refresh", daemon=True).start()
+    thread = threading.Thread(target=run, name="vector-cache-refresh", daemon=True)
+    with _lock:
+        _refreshers.append(thread)
+    thread.start()
