@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.io
 from PIL import Image
 
-from mmcore.analysis.figures import map_figure, point_preview, selected_ids
+from mmcore.analysis.figures import map_figure, plotly_text, point_preview, selected_ids
 from mmcore.files import MediaFiles
 
 SNIPPET = "A black dog runs through the long grass beside a wooden fence while a child in a red coat watches the path"
@@ -87,3 +87,22 @@ def test_preview_of_a_text_item_or_a_missing_thumbnail_or_a_stale_row(tmp_path):
     assert text["image"] == "" and text["text"] == f"{SNIPPET} 3" and text["title"].endswith(".txt")
     assert point_preview(frame, 1)["image"] == ""  # a thumbnail deleted on disk: no picture
     assert point_preview(frame, 6) is None and point_preview(frame, None) is None and point_preview(frame, -1) is None
+
+
+HOSTILE = "<a href='http://evil.example/p'>p</a> <span style='fill:url(http://evil.example/s#a)'>s</span> <b>b</b>&amp;"
+
+
+def test_names_reach_the_legend_and_hover_as_text_not_plotly_html():
+    """Plotly draws names as a small HTML (links, styles that can fetch a URL): cluster names, metadata values
+    and keys go out as entities, which plotly shows as the characters themselves."""
+    frame = frame_of(60).assign(cluster_name=lambda f: [f"{HOSTILE} {c}" for c in f["cluster"]],
+                                **{f"key {HOSTILE}": [f"value {HOSTILE} {i % 3}" for i in range(60)]})
+    for column, start in (("cluster", f"0: {HOSTILE}"), (f"key {HOSTILE}", f"value {HOSTILE}")):
+        names = [trace.name for trace in map_figure(frame, column).data]
+        assert all("<" not in name and ">" not in name for name in names)
+        assert any(name.startswith(plotly_text(start)[:-1]) for name in names), names
+    continuous = map_figure(frame.assign(**{f"score {HOSTILE}": np.linspace(0, 1, 60)}), f"score {HOSTILE}").data[0]
+    assert "evil" not in continuous.hovertemplate  # the name is never template text
+    assert continuous.name == continuous.marker.colorbar.title.text == plotly_text(f"score {HOSTILE}")
+    assert plotly_text("a < b & c > d") == "a &lt; b &amp; c &gt; d"
+    assert plotly_text("x" * 100) == "x" * 59 + "…"  # a legend of long names would leave the map no room

@@ -19,6 +19,7 @@ PALETTE = [
 MAX_CATEGORIES = 40
 CONTINUOUS = ("outlier_score", "probability")
 MAX_THUMBNAIL_BYTES = 256_000  # stored thumbnails are a few KB; never inline a stray big file
+MAX_LABEL_CHARS = 60  # a legend of longer names leaves the map no room; the hover card shows the whole name
 
 
 def color_options(frame: pd.DataFrame) -> list[str]:
@@ -54,13 +55,14 @@ def map_figure(frame: pd.DataFrame, color_by: str = "cluster", highlight: set[st
     values = frame[color_by] if color_by in frame else pd.Series(["?"] * len(frame))
     continuous = color_by in CONTINUOUS or (pd.api.types.is_numeric_dtype(values) and values.nunique() > MAX_CATEGORIES)
     if continuous:
-        label, digits = color_by.replace("_", " "), ":.2f" if pd.api.types.is_float_dtype(values) else ""
+        label, digits = plotly_text(color_by.replace("_", " ")), ":.2f" if pd.api.types.is_float_dtype(values) else ""
         figure.add_trace(Scatter(
             **coords, mode="markers", customdata=rows,
-            hovertemplate=f"{label} %{{marker.color{digits}}}<extra></extra>",
+            # the column's name (a metadata key) comes in through the trace's name, never as template text
+            hovertemplate=f"%{{fullData.name}} %{{marker.color{digits}}}<extra></extra>",
             marker=dict(size=size, color=values.fillna(0).to_numpy(np.float32), colorscale="Viridis", showscale=True,
                         colorbar=dict(title=label, thickness=12)),
-            name=color_by, showlegend=False,
+            name=label, showlegend=False,
         ))
     else:
         categories = _categories(frame, color_by)
@@ -91,6 +93,19 @@ def map_figure(frame: pd.DataFrame, color_by: str = "cluster", highlight: set[st
     else:
         figure.update_scenes(xaxis_visible=False, yaxis_visible=False, zaxis_visible=False)
     return figure
+
+
+def plotly_text(text: object) -> str:
+    """`text` (a cluster name, a metadata key or value) for a legend, hover label or title, shown as itself, cut
+    to MAX_LABEL_CHARS.
+
+    Plotly draws those strings as its own small HTML: `<a href>` links, `<span style>` (whose CSS can fetch a
+    URL), `<b>`, `<br>`; and it decodes entities. As entities, `<`, `>` and `&` start no tag and show as
+    themselves."""
+    text = str(text)
+    if len(text) > MAX_LABEL_CHARS:
+        text = text[: MAX_LABEL_CHARS - 1] + "…"
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def selected_ids(frame: pd.DataFrame, points: Iterable[Mapping]) -> list[str]:
@@ -146,10 +161,10 @@ def _categories(frame: pd.DataFrame, column: str) -> list[tuple[object, str]]:
         first = frame.drop_duplicates("cluster")
         names = dict(zip(first["cluster"].tolist(), first["cluster_name"].tolist()))
         ordered = sorted(names, key=lambda c: (c < 0, c))
-        return [(c, f"{c}: {names[c]}" if c >= 0 else "noise") for c in ordered]
+        return [(c, plotly_text(f"{c}: {names[c]}") if c >= 0 else "noise") for c in ordered]
     counts = frame[column].value_counts(dropna=False)
     values = list(counts.index[:MAX_CATEGORIES])
-    return [(v if not (isinstance(v, float) and np.isnan(v)) else None, str(v)) for v in values]
+    return [(v if not (isinstance(v, float) and np.isnan(v)) else None, plotly_text(v)) for v in values]
 
 
 def _marker_size(n: int, three_d: bool) -> float:
