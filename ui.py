@@ -6,8 +6,6 @@ st.session_state, initialised here, or in st.user (who is logged in).
 
 from __future__ import annotations
 
-import html
-import re
 import threading
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import streamlit as st
 from mmcore.access import Access, verified_email
 from mmcore.config import Settings
 from mmcore.errors import MMError
+from mmcore.plaintext import markdown as plain  # every user string put into Markdown goes through this
 from mmcore.spaces import is_loaded
 from mmcore.speech import is_loaded as speech_loaded
 from mmcore.workspace import Workspace
@@ -75,7 +74,7 @@ def collections() -> list:
     try:
         return workspace().store.list()
     except MMError as e:
-        st.sidebar.error(str(e), icon=":material/error:")
+        st.sidebar.error(plain(e), icon=":material/error:")
         return []
 
 
@@ -174,15 +173,10 @@ def access_panel() -> None:
     """Who is logged in and what they may do, or the open-access note."""
     email = user_email()
     if login_configured() and st.user.is_logged_in and email is None:
-        st.caption(_plain(f"Signed in as {st.user.get('name') or 'a user without a verified email'}."))
-    st.caption(_plain(access().describe(email)))
+        st.caption(plain(f"Signed in as {st.user.get('name') or 'a user without a verified email'}."))
+    st.caption(plain(access().describe(email)))
     if login_configured() and st.user.is_logged_in:
         st.button("Log out", icon=":material/logout:", on_click=st.logout, key="logout")
-
-
-def _plain(text: str) -> str:
-    """`text` shown as is in markdown: names and emails come from the identity provider."""
-    return re.sub(r"([\\`*_\[\]()<>#~|!$])", r"\\\1", text)
 
 
 MODELS = {"clip": "clip_model", "clap": "clap_model"}
@@ -218,19 +212,14 @@ def guarded(action, needs_model: bool | tuple[str, ...] = True):
                 show_model_status()
         return action()
     except MMError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(plain(e), icon=":material/error:")  # our messages quote file names, tags, cluster names
         return None
 
 
 def snippet(text: str) -> None:
-    """A text item's words in a small box, escaped: item text is data, never markup."""
-    # Newlines as entities: a blank line would end the HTML block, and Markdown after it (an image) would render.
-    st.markdown(f"<div class='mm-snippet'>{html.escape(text).replace(chr(10), '&#10;')}</div>", unsafe_allow_html=True)
-
-
-def literal(text: str) -> str:
-    """`text` (a file name, a reason) to show as itself in Markdown: not a link, an image from the internet, bold…"""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~:$&])", r"\\\1", text)
+    """A text item's words (a window, a page, a CSV cell, a transcript) in a small box (STYLE), as text:
+    st.text parses neither Markdown nor HTML."""
+    st.text(text, width="stretch")
 
 
 def hit_card(hit, rank: int) -> None:
@@ -250,8 +239,8 @@ def hit_card(hit, rank: int) -> None:
         elif hit.document:
             snippet(hit.document[:400])
         score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
-        st.markdown(f"{score} · `{hit.space}`")
-        st.caption(literal(hit.source) + (f" · {hit.where}" if hit.where else ""))
+        st.markdown(f"{score} · `{hit.space}`")  # space names are letters, digits, - and _ (checked when made)
+        st.caption(plain(f"{hit.source} · {hit.where}" if hit.where else hit.source))
         with st.container(horizontal=True, gap="small"):
             if playable:
                 if st.button("Stop" if playing else "Play", key=f"play-{rank}-{hit.id}",
@@ -265,8 +254,9 @@ def hit_card(hit, rank: int) -> None:
 
 STYLE = """
 <style>
-.mm-snippet { font-size: 0.85rem; line-height: 1.35; max-height: 11em; overflow: hidden;
-              white-space: pre-wrap; background: #f8fafc; padding: .5em; border-radius: .4em; }
+/* st.text in a page is an item's text (ui.snippet); it centres its text, so a long one would lose its start */
+[data-testid="stMain"] [data-testid="stText"] { display: block; font-size: 0.85rem; line-height: 1.35; max-height: 11em;
+              overflow: hidden; background: #f8fafc; padding: .5em; border-radius: .4em; }
 </style>
 """
 
@@ -311,7 +301,7 @@ def analysis(space: str, umap, hdbscan, refit: bool = False):
         return analyze(workspace(), collection(), space, umap, hdbscan, refit=refit,
                        on_progress=lambda stage: slot.info(f"{stage}…", icon=":material/hourglass_top:"))
     except MMError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(plain(e), icon=":material/error:")
         return None
     finally:
         slot.empty()
@@ -361,7 +351,7 @@ def analysis_table(analysis):
             while len(shared["tables"]) > TABLES_KEPT:
                 del shared["tables"][next(iter(shared["tables"]))]
     if cached[1]:
-        st.warning(cached[1], icon=":material/warning:")
+        st.warning(plain(cached[1]), icon=":material/warning:")
     return cached[0]
 
 
@@ -385,7 +375,7 @@ def gallery(frame, columns: int = 8) -> None:
                     st.image(row.thumbnail, width="stretch")
                 elif row.snippet:
                     snippet(row.snippet)
-                st.caption(literal(str(row.source)))
+                st.caption(plain(row.source))
     if len(frame) > GALLERY_LIMIT:
         st.caption(f"… and {len(frame) - GALLERY_LIMIT:,} more")
 
@@ -405,7 +395,7 @@ def tag_form(ids: list[str], space: str, key: str) -> None:
         if guarded(lambda: target.update_tags(ids, add=[tag] if add else [], remove=[tag.strip()] if remove else []) or True,
                    needs_model=False):
             tags_changed()
-            st.toast(f"{'Tagged' if add else 'Untagged'} {len(ids):,} item(s) '{tag.strip()}'", icon=":material/sell:")
+            st.toast(plain(f"{'Tagged' if add else 'Untagged'} {len(ids):,} item(s) '{tag.strip()}'"), icon=":material/sell:")
 
 
 def selection_panel(frame, ids: list[str], space: str) -> None:

@@ -2,6 +2,7 @@ import streamlit as st
 
 import ui
 from mmcore.media import AUDIO_EXTENSIONS
+from mmcore.plaintext import WORD_JOINER
 from mmcore.search import MODALITIES, MODEL_SPACES, Filters, Query, collection_spaces, search_each_modality, search_fused
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
@@ -24,6 +25,7 @@ with st.expander("Filters", icon=":material/filter_list:"):
 
 
 def split(text: str) -> tuple[str, ...]:
+    text = text.replace(WORD_JOINER, "")  # pasted from a caption of this app (ui.plain)
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
@@ -40,13 +42,13 @@ like = st.session_state["like"]
 if like:
     like_id, like_space = like
     left, right = st.columns([5, 1])
-    left.info(f"More like item `{like_id}`", icon=":material/travel_explore:")
+    left.info(f"More like item {ui.plain(like_id)}", icon=":material/travel_explore:")
     if right.button("Clear", icon=":material/close:"):
         st.session_state["like"] = None
         st.rerun()
     query = Query(like=like_id)
 elif not set(spaces) & set(MODEL_SPACES):
-    st.info(f"This collection holds vectors of space **{space}**, made without a text or image model, so it is "
+    st.info(f"This collection holds vectors of space **{ui.plain(space)}**, made without a text or image model, so it is "
             "searched by item: select items on the Map page and use *More like this*.", icon=":material/info:")
 else:
     kinds = ["Text", "Image"] + (["Sound"] if "clap" in spaces else [])
@@ -93,5 +95,5 @@ if query is not None and modalities:
         if results is not None and not results:
             st.caption("Nothing matches.")
         for modality, hits in (results or {}).items():
-            st.subheader(PLURAL.get(modality, modality.title()), divider="gray")
+            st.subheader(ui.plain(PLURAL.get(modality, modality.title())), divider="gray")
             grid(hits)

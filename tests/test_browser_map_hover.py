@@ -84,7 +84,7 @@ def test_hovering_a_point_shows_its_thumbnail_or_text(tmp_path, browser_page):
         page.get_by_role("combobox", name="Colour by").click()
         page.get_by_role("option", name="outlier_score").click()
         expect(page.locator(".js-plotly-plot .colorbar")).to_have_count(1)  # a new figure, one continuous trace
-        card = hover(page, "outlier_score", 10)  # the card re-attached to the redrawn chart
+        card = hover(page, "outlier score", 10)  # the card re-attached to the redrawn chart (its one trace)
         expect_card_for_hovered_point(page)
         expect(card.locator(".mm-hover-title")).to_have_text(re.compile(r"^(sea|forest|notes)-\d{3}\.(png|txt)$"))
         expect(page.locator(".js-plotly-plot .hoverlayer .hovertext")).to_contain_text(re.compile(r"outlier score \d\.\d\d"))
