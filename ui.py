@@ -6,8 +6,6 @@ st.session_state, initialised here, or in st.user (who is logged in).
 
 from __future__ import annotations
 
-import html
-import re
 import threading
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import streamlit as st
 from mmcore.access import Access, verified_email
 from mmcore.config import Settings
 from mmcore.errors import MMError
+from mmcore.plaintext import WORD_JOINER
+from mmcore.plaintext import markdown as plain  # every user string put into Markdown goes through this
 from mmcore.spaces import is_loaded, load_failure
 from mmcore.speech import is_loaded as speech_loaded
 from mmcore.speech import load_failure as speech_failure
@@ -76,7 +76,7 @@ def collections() -> list:
     try:
         return workspace().store.list()
     except MMError as e:
-        st.sidebar.error(str(e), icon=":material/error:")
+        st.sidebar.error(plain(e), icon=":material/error:")
         return []
 
 
@@ -181,15 +181,10 @@ def access_panel() -> None:
     """Who is logged in and what they may do, or the open-access note."""
     email = user_email()
     if login_configured() and st.user.is_logged_in and email is None:
-        st.caption(_plain(f"Signed in as {st.user.get('name') or 'a user without a verified email'}."))
-    st.caption(_plain(access().describe(email)))
+        st.caption(plain(f"Signed in as {st.user.get('name') or 'a user without a verified email'}."))
+    st.caption(plain(access().describe(email)))
     if login_configured() and st.user.is_logged_in:
         st.button("Log out", icon=":material/logout:", on_click=st.logout, key="logout")
-
-
-def _plain(text: str) -> str:
-    """`text` shown as is in markdown: names and emails come from the identity provider."""
-    return re.sub(r"([\\`*_\[\]()<>#~|!$])", r"\\\1", text)
 
 
 MODELS = {"clip": "clip_model", "clap": "clap_model"}
@@ -217,7 +212,7 @@ def load_state(loaded: bool, failure: str | None) -> str:
     if not failure:
         return "loads on first use"
     first_sentence = failure.split(". ")[0].rstrip(".")  # the rest (how to fix it) shows where the model was needed
-    return f":red[**failed to load**]: {literal(first_sentence)}."
+    return f":red[**failed to load**]: {plain(first_sentence)}."
 
 
 def guarded(action, needs_model: bool | tuple[str, ...] = True):
@@ -235,19 +230,14 @@ def guarded(action, needs_model: bool | tuple[str, ...] = True):
                 show_model_status()
         return action()
     except MMError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(plain(e), icon=":material/error:")  # our messages quote file names, tags, cluster names
         return None
 
 
 def snippet(text: str) -> None:
-    """A text item's words in a small box, escaped: item text is data, never markup."""
-    # Newlines as entities: a blank line would end the HTML block, and Markdown after it (an image) would render.
-    st.markdown(f"<div class='mm-snippet'>{html.escape(text).replace(chr(10), '&#10;')}</div>", unsafe_allow_html=True)
-
-
-def literal(text: str) -> str:
-    """`text` (a file name, a reason) to show as itself in Markdown: not a link, an image from the internet, bold…"""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~:$&])", r"\\\1", text)
+    """A text item's words (a window, a page, a CSV cell, a transcript) in a small box (STYLE), as text:
+    st.text parses neither Markdown nor HTML."""
+    st.text(text, width="stretch")
 
 
 PLURAL = {"image": "Images", "text": "Texts", "page": "Document pages", "video": "Video segments", "audio": "Audio"}
@@ -265,6 +255,7 @@ def filter_widgets(key: str):
     dates = st.columns([2, 1])[0].date_input("Added between", value=(), format="YYYY-MM-DD", key=f"{key}-dates")
 
     def split(text: str) -> tuple[str, ...]:
+        text = text.replace(WORD_JOINER, "")  # pasted from a caption of this app (ui.plain)
         return tuple(x.strip() for x in text.split(",") if x.strip())
 
     return Filters(modalities=tuple(modalities), tags=split(tags), sources=split(sources),
@@ -293,8 +284,8 @@ def hit_card(hit, rank: int) -> None:
         elif hit.document:
             snippet(hit.document[:400])
         score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
-        st.markdown(f"{score} · `{hit.space}`")
-        st.caption(literal(hit.source) + (f" · {hit.where}" if hit.where else ""))
+        st.markdown(f"{score} · `{hit.space}`")  # space names are letters, digits, - and _ (checked when made)
+        st.caption(plain(f"{hit.source} · {hit.where}" if hit.where else hit.source))
         with st.container(horizontal=True, gap="small"):
             if playable:
                 if st.button("Stop" if playing else "Play", key=f"play-{rank}-{hit.id}",
@@ -320,7 +311,7 @@ def like_banner(item_id: str, space: str) -> None:
         with st.container():
             st.markdown(":material/travel_explore: **More like this item**")
             if hit is not None:
-                st.caption(literal(hit.source) + (f" · {hit.where}" if hit.where else "") + f" · `{space}`")
+                st.caption(plain(" · ".join(p for p in (hit.source, hit.where, f"space {space}") if p)))
                 if hit.document and not hit.thumbnail:
                     snippet(hit.document[:200])
         if st.button("Clear", icon=":material/close:", key="like-clear"):
@@ -331,8 +322,9 @@ def like_banner(item_id: str, space: str) -> None:
 STYLE = """
 <style>
 [class*="st-key-uploader-"] [data-testid="stFileUploaderDropzoneInstructions"] { display: none; }
-.mm-snippet { font-size: 0.85rem; line-height: 1.35; max-height: 11em; overflow: hidden;
-              white-space: pre-wrap; background: #f8fafc; padding: .5em; border-radius: .4em; }
+/* st.text in a page is an item's text (ui.snippet); it centres its text, so a long one would lose its start */
+[data-testid="stMain"] [data-testid="stText"] { display: block; font-size: 0.85rem; line-height: 1.35; max-height: 11em;
+              overflow: hidden; background: #f8fafc; padding: .5em; border-radius: .4em; }
 </style>
 """
 
@@ -393,10 +385,10 @@ def analysis(space: str, umap, hdbscan, refit: bool = False):
         return analyze(workspace(), collection(), space, umap, hdbscan, refit=refit, may_fit=not viewer,
                        on_progress=lambda stage: slot.info(f"{stage}…", icon=":material/hourglass_top:"))
     except NotAnalysed as e:
-        st.info(str(e), icon=":material/lock:")
+        st.info(plain(e), icon=":material/lock:")
         return None
     except MMError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(plain(e), icon=":material/error:")
         return None
     finally:
         slot.empty()
@@ -479,7 +471,7 @@ def analysis_table(analysis):
             while len(shared["tables"]) > TABLES_KEPT:
                 del shared["tables"][next(iter(shared["tables"]))]
     if cached[1]:
-        st.warning(cached[1], icon=":material/warning:")
+        st.warning(plain(cached[1]), icon=":material/warning:")
     return cached[0]
 
 
@@ -503,7 +495,7 @@ def gallery(frame, columns: int = 8) -> None:
                     st.image(row.thumbnail, width="stretch")
                 elif row.snippet:
                     snippet(row.snippet)
-                st.caption(literal(str(row.source)))
+                st.caption(plain(row.source))
     if len(frame) > GALLERY_LIMIT:
         st.caption(f"… and {len(frame) - GALLERY_LIMIT:,} more")
 
@@ -523,7 +515,7 @@ def tag_form(ids: list[str], space: str, key: str) -> None:
         if guarded(lambda: target.update_tags(ids, add=[tag] if add else [], remove=[tag.strip()] if remove else []) or True,
                    needs_model=False):
             tags_changed()
-            st.toast(f"{'Tagged' if add else 'Untagged'} {len(ids):,} item(s) '{tag.strip()}'", icon=":material/sell:")
+            st.toast(plain(f"{'Tagged' if add else 'Untagged'} {len(ids):,} item(s) '{tag.strip()}'"), icon=":material/sell:")
 
 
 def selection_panel(frame, ids: list[str], space: str) -> None:
@@ -628,7 +620,7 @@ def facet_panel(frame):
     with st.container(height=FACETS_HEIGHT, border=True, key="facets"):
         st.caption("Filter the map by metadata: each facet counts the items the others keep.")
         for facet in found:
-            label = facet.column.replace("_", " ")
+            label = plain(facet.column.replace("_", " "))  # a metadata key: data
             if facet.kind in ("category", "tags"):
                 counts = value_counts(frame, facet.column, current())
                 labels = {v: f"{name} ({n:,})" for v, name, n in counts}

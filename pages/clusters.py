@@ -21,7 +21,7 @@ try:
     labels, names = taxonomy.apply(analysis, auto)
     target = ws.store.open(ui.collection(), space)
 except MMError as e:
-    st.error(str(e), icon=":material/error:")
+    st.error(ui.plain(e), icon=":material/error:")
     st.stop()
 frame = ui.analysis_table(analysis)
 denied = ui.write_denied()
@@ -35,7 +35,7 @@ def edit(action, done: str) -> None:
         action()
         taxonomy.save()
     except MMError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(ui.plain(e), icon=":material/error:")
         return
     st.session_state["clusters_notice"] = done
     st.rerun()
@@ -65,7 +65,7 @@ with d:
             ui.tags_changed()
             st.success(f"Tagged {count:,} items with their cluster's name (taxon:…).", icon=":material/sell:")
         except MMError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(ui.plain(e), icon=":material/error:")
     st.download_button("Download taxonomy (JSON)", json.dumps(export_taxonomy(analysis, labels, names), indent=1),
                        file_name=f"{ui.collection()}-{space}-taxonomy.json", mime="application/json",
                        icon=":material/download:")
@@ -94,10 +94,10 @@ def review(label: int, members) -> None:
                              format_func=lambda x: f"{names.get(x, x)} ({sizes[x]:,})")
     if middle.button("Merge", key=f"do-merge-{label}", disabled=not merge or bool(denied), help=denied,
                      icon=":material/call_merge:"):
-        edit(lambda: taxonomy.merge(analysis, merge, label), f"Merged {len(merge)} cluster(s) into {names[label]!r}.")
+        edit(lambda: taxonomy.merge(analysis, merge, label), f"Merged {len(merge)} cluster(s) into '{ui.plain(names[label])}'.")
     if right.button("Split in two", key=f"split-{label}", icon=":material/call_split:", disabled=bool(denied),
                     help=denied or "Parts the cluster by k-means on its items' vectors."):
-        edit(lambda: taxonomy.split(analysis, label, target, auto), f"Split {names[label]!r} in two.")
+        edit(lambda: taxonomy.split(analysis, label, target, auto), f"Split '{ui.plain(names[label])}' in two.")
     ui.tag_form(list(members["id"]), space, key=f"tag-cluster-{label}")
     ui.gallery(members)
 
@@ -122,7 +122,7 @@ def cluster_row(label: int) -> None:
                 save, toggle = st.columns(2, vertical_alignment="center")
                 if save.button("Save name", key=f"save-{label}", disabled=name.strip() in ("", current) or bool(denied),
                                help=denied):
-                    edit(lambda: taxonomy.rename(analysis, label, name), f"Renamed {current!r} to {name.strip()!r}.")
+                    edit(lambda: taxonomy.rename(analysis, label, name), f"Renamed '{ui.plain(current)}' to '{ui.plain(name)}'.")
                 opened = toggle.toggle("Review", key=f"review-{label}")
         with right:
             samples(members)

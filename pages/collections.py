@@ -28,7 +28,7 @@ if st.button("Load the demo (handwritten digits, no download)", icon=":material/
         with st.spinner("Loading the digits…"):
             load_digits_demo(ws)
     except MMError as e:
-        st.error(str(e))
+        st.error(ui.plain(e))
     else:
         st.session_state["collection"] = DEMO_COLLECTION
         st.session_state["space"] = "pixels"
@@ -39,7 +39,7 @@ space = ui.space()
 if space is None:
     st.caption("The current collection is empty.")
 else:
-    st.caption(f"Items of **{ui.collection()}** ({space}) with metadata, tags, map coordinates, clusters and "
+    st.caption(f"Items of **{ui.plain(ui.collection())}** ({ui.plain(space)}) with metadata, tags, map coordinates, clusters and "
                "outlier scores (from the Map page's last parameters).")
     fmt = st.segmented_control("Format", ["csv", "json", "parquet"], default="csv")
     if fmt and st.button("Prepare the export", icon=":material/download:"):
@@ -51,11 +51,11 @@ else:
         try:
             data = export_bytes(items_frame(ws, ui.collection(), space, table), fmt)
         except MMError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(ui.plain(e), icon=":material/error:")
         else:
             if table is None:
                 st.caption("The file holds the items without map and cluster columns.")
-            st.download_button(f"Download {ui.collection()}.{fmt}", data, file_name=f"{ui.collection()}.{fmt}",
+            st.download_button(ui.plain(f"Download {ui.collection()}.{fmt}"), data, file_name=f"{ui.collection()}.{fmt}",
                                icon=":material/download:", on_click="ignore")
 
 st.subheader("Import your own vectors", divider="gray")
@@ -92,11 +92,11 @@ if submitted and vectors_file is not None:
                 report = import_vectors(ws, vectors_path, meta_path, target_name.strip(), space_name.strip(),
                                         confine_images=True)
         except MMError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(ui.plain(e), icon=":material/error:")
         else:
-            st.success(f"{report.added:,} vectors added to {report.collection} ({report.space.space}, "
-                       f"{report.space.dim}-d); {report.skipped:,} were already there.", icon=":material/check_circle:")
+            st.success(ui.plain(f"{report.added:,} vectors added to {report.collection} ({report.space.space}, "
+                                f"{report.space.dim}-d); {report.skipped:,} were already there."), icon=":material/check_circle:")
             for problem in report.problems:
-                st.warning(problem)
+                st.warning(ui.plain(problem))
             st.session_state["collection"] = report.collection
             st.session_state["space"] = report.space.space

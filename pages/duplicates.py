@@ -56,7 +56,7 @@ def review(action, message: str, tags_changed: bool = False) -> None:
     try:
         action()
     except MMError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(ui.plain(e), icon=":material/error:")
         return
     if tags_changed:
         ui.tags_changed()
@@ -72,7 +72,7 @@ def member(item: dict, score: float, suggested: bool) -> None:
     elif document:
         ui.snippet(document[:300])
     where = f"chars {meta['char_start']:,}–{meta['char_end']:,}" if "char_start" in meta else ""
-    st.caption(" · ".join(x for x in (f"**{score:.3f}**", ui.literal(str(meta.get("source") or item["id"])), where) if x))
+    st.caption(" · ".join(x for x in (f"**{score:.3f}**", ui.plain(meta.get("source") or item["id"]), where) if x))
     if suggested:
         st.badge("suggested keeper", icon=":material/star:", color="green")
 
@@ -85,7 +85,7 @@ def show(number: int, dup) -> None:
         return str(items[id_]["metadata"].get("source") or id_)
 
     with st.container(border=True, key=f"dupset-{number}"):
-        st.markdown(f"**Set {number} of {len(queue)}** · {len(dup.ids)} items · {' + '.join(dup.modalities) or 'no modality'}"
+        st.markdown(f"**Set {number} of {len(queue)}** · {len(dup.ids)} items · {ui.plain(' + '.join(dup.modalities) or 'no modality')}"
                     f" · similarity up to {dup.max_score:.3f}")
         for start in range(0, len(shown), COLUMNS):
             for col, id_ in zip(st.columns(COLUMNS), shown[start : start + COLUMNS]):
@@ -94,19 +94,19 @@ def show(number: int, dup) -> None:
         if len(dup.ids) > len(shown):
             st.caption(f"… and {len(dup.ids) - len(shown):,} more in this set: raise the thresholds to split it.")
         keep = st.radio("Keep", shown, horizontal=True, key=f"keep-{dup.key}",
-                        format_func=lambda id_: f"{dup.ids.index(id_) + 1} · {name(id_)}")
+                        format_func=lambda id_: ui.plain(f"{dup.ids.index(id_) + 1} · {name(id_)}"))
         which = "first" if keep == dup.ids[0] else "selected"
         rest = len(dup.ids) - 1
         buttons = st.container(horizontal=True)
         if buttons.button(f"Keep {which}, tag the rest", key=f"tag-{dup.key}", icon=":material/sell:", type="primary",
                           disabled=bool(denied), help=denied):
             review(lambda: keep_one(target, dup, keep, "tag"),
-                   f"Kept {name(keep)}; tagged {rest} other item(s) `duplicate`.", tags_changed=True)
+                   f"Kept {ui.plain(name(keep))}; tagged {rest} other item(s) `duplicate`.", tags_changed=True)
         with buttons.popover(f"Keep {which}, delete the rest", icon=":material/delete:", disabled=bool(denied), help=denied):
-            st.write(f"Removes {rest} item(s) from the collection, keeping {name(keep)}. Their original files stay "
-                     "on disk. This can't be undone.")
+            st.markdown(f"Removes {rest} item(s) from the collection, keeping {ui.plain(name(keep))}. Their original "
+                        "files stay on disk. This can't be undone.")
             if st.button("Delete for good", key=f"delete-{dup.key}", type="primary"):
-                review(lambda: keep_one(target, dup, keep, "delete"), f"Kept {name(keep)}; deleted {rest} other item(s).")
+                review(lambda: keep_one(target, dup, keep, "delete"), f"Kept {ui.plain(name(keep))}; deleted {rest} other item(s).")
         if buttons.button("Not duplicates", key=f"dismiss-{dup.key}", icon=":material/close:", disabled=bool(denied), help=denied):
             review(lambda: dismiss(ws, target, dup), f"{len(dup.ids)} items won't be suggested as duplicates of one another again.")
 

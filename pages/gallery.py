@@ -35,7 +35,7 @@ for start in range(0, len(window), COLUMNS):
                 st.image(row.thumbnail, width="stretch")
             elif row.snippet:
                 ui.snippet(row.snippet)
-            st.caption(ui.literal(str(row.source)))
-            st.caption(ui.literal(f"{row.cluster_name} · outlier {row.outlier_score:.2f}"))
+            st.caption(ui.plain(str(row.source)))
+            st.caption(ui.plain(f"{row.cluster_name} · outlier {row.outlier_score:.2f}"))
             if st.button("Open", key=f"open-{row.id}", width="stretch"):
                 ui.open_item(row.id, space)

@@ -21,8 +21,8 @@ hit = ui.guarded(lambda: get_item(ui.workspace(), item_id, ui.collection(), spac
 if hit is None:
     st.stop()
 
-st.subheader(ui.literal(hit.source), anchor=False)
-st.caption(ui.literal(" · ".join(p for p in (hit.modality, hit.where, f"space {space}", hit.id) if p)))
+st.subheader(ui.plain(hit.source), anchor=False)
+st.caption(ui.plain(" · ".join(p for p in (hit.modality, hit.where, f"space {space}", hit.id) if p)))
 left, right = st.columns([3, 2], gap="large")
 
 with left:
@@ -40,7 +40,7 @@ with left:
         elif hit.thumbnail:
             st.image(hit.thumbnail, width="content")
     except MMError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(ui.plain(e), icon=":material/error:")
     if hit.document:
         st.text(hit.document)
 
@@ -90,6 +90,6 @@ for start in range(0, len(neighbours or []), COLUMNS):
                 st.image(near.thumbnail, width="stretch")
             elif near.document:
                 ui.snippet(near.document[:200])
-            st.caption(ui.literal(f"{near.score:.3f} · {near.source}"))
+            st.caption(ui.plain(f"{near.score:.3f} · {near.source}"))
             if st.button("Open", key=f"open-near-{near.id}", icon=":material/open_in_full:", width="stretch"):
                 ui.open_item(near.id, space)

@@ -30,8 +30,8 @@ for start in range(0, len(window), 6):
                 st.image(row.thumbnail, width="stretch")
             elif row.snippet:
                 ui.snippet(row.snippet)
-            st.markdown(f"**{row.outlier_score:.2f}** · {row.cluster_name}")
-            st.caption(ui.literal(str(row.source)))
+            st.markdown(f"**{row.outlier_score:.2f}** · {ui.plain(row.cluster_name)}")
+            st.caption(ui.plain(row.source))
             if st.checkbox("Select", key=f"pick-{row.id}"):
                 chosen.append(row.id)
 

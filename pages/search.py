@@ -24,7 +24,7 @@ if like:
     ui.like_banner(like_id, like_space)
     query = Query(like=like_id)
 elif not set(spaces) & set(MODEL_SPACES):
-    st.info(f"This collection holds vectors of space **{space}**, made without a text or image model, so it is "
+    st.info(f"This collection holds vectors of space **{ui.plain(space)}**, made without a text or image model, so it is "
             "searched by item: select items on the Map page and use *More like this*.", icon=":material/info:")
 else:
     kinds = ["Text", "Image"] + (["Sound"] if "clap" in spaces else [])

@@ -7,7 +7,7 @@ from mmcore.media import SUPPORTED_EXTENSIONS
 
 ui.page("Upload")
 settings = ui.workspace().settings
-st.caption(f"Add images, text, PDFs, video and sound to **{ui.collection()}**. Supported: {' '.join(SUPPORTED_EXTENSIONS)}. "
+st.caption(f"Add images, text, PDFs, video and sound to **{ui.plain(ui.collection())}**. Supported: {' '.join(SUPPORTED_EXTENSIONS)}. "
            f"Video is cut into {settings.video_segment_s} s segments and sound into {settings.audio_segment_s} s windows; "
            "each PDF page is an item, with its text. "
            + (f"Speech in audio and video is transcribed with `{settings.asr_model}` and searchable as text."
@@ -36,7 +36,7 @@ if st.button(f"Add {len(uploads)} file(s)" if uploads else "Add files", type="pr
         bar = st.progress(0.0, text="Starting…")
 
         def progress(done, total, result):
-            bar.progress(done / total, text=f"{done}/{total} · {result.status} · {ui.literal(result.name)}")
+            bar.progress(done / total, text=ui.plain(f"{done}/{total} · {result.status} · {result.name}"))
 
         with st.spinner("Reading and embedding…"):
             return ingest(
@@ -61,7 +61,7 @@ if report is not None:
     f.metric("Refused", len(failed))
     i.metric("Items embedded", report.items_added)
     if failed:
-        lines = "\n".join(f"- **{ui.literal(r.name)}**: {ui.literal(r.reason)}" for r in failed)
+        lines = "\n".join(f"- **{ui.plain(r.name)}**: {ui.plain(r.reason)}" for r in failed)
         st.error(f"Refused, and nothing of them stored:\n{lines}", icon=":material/block:")
     with st.expander(f"Every file ({len(report.results)})"):
         rows = [{"file": r.name, "result": r.status, "items": r.items, "reason": r.reason or ""} for r in report.results]

@@ -145,7 +145,7 @@ def test_many_frames_on_a_small_screen_are_one_image_of_the_first_frame(ws):
 @pytest.mark.parametrize("markup", [mf.SVG, HTML])
 def test_markup_in_a_text_file_is_stored_as_plain_text(ws, markup):
     """An SVG or HTML file named .txt is text like any other: stored and shown as its characters, never rendered
-    (pages show documents through `ui.snippet`, which escapes them)."""
+    (pages show documents through `ui.snippet`, an st.text, which parses neither Markdown nor HTML)."""
     report = ingest(ws, [SourceFile("markup.txt", data=markup)])
     assert report.ok
     items = ws.collection().all(with_vectors=False)

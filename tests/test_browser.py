@@ -106,7 +106,7 @@ def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
     box = page.get_by_label("Describe what you are looking for")
     box.fill("zebra crossing near the old harbour at dawn")
     box.press("Enter")
-    expect(page.locator(".st-key-hit-text-0 .mm-snippet")).to_contain_text("zebra crossing")
+    expect(page.locator(".st-key-hit-text-0").get_by_test_id("stText")).to_contain_text("zebra crossing")
     page.screenshot(path=ARTIFACTS / "search-text.png", full_page=True)
 
 

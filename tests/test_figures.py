@@ -12,7 +12,7 @@ import plotly.io
 from PIL import Image
 
 from mmcore.analysis.colors import MISSING, NOISE_COLOR, PALETTE, STEPS, coloring
-from mmcore.analysis.figures import MAX_LABELS, cluster_labels, map_figure, point_preview, selected_ids
+from mmcore.analysis.figures import MAX_LABELS, cluster_labels, map_figure, plotly_text, point_preview, selected_ids
 from mmcore.files import MediaFiles
 
 SNIPPET = "A black dog runs through the long grass beside a wooden fence while a child in a red coat watches the path"
@@ -220,3 +220,23 @@ def test_preview_names_the_value_the_map_is_coloured_by():
     assert point_preview(frame, 2, "modality")["caption"].endswith(" · modality image")
     assert point_preview(frame, 2, "added_at")["caption"].endswith(" · added at 2024-12-04")
     assert point_preview(frame, 2, "cluster")["caption"] == point_preview(frame, 2)["caption"]
+
+
+HOSTILE = "<a href='http://evil.example/p'>p</a> <span style='fill:url(http://evil.example/s#a)'>s</span> <b>b</b>&amp;"
+
+
+def test_names_reach_the_legend_menu_and_labels_as_text_not_plotly_html():
+    """Plotly draws names as a small HTML (links, styles that can fetch a URL): cluster names, metadata keys and
+    values go out as entities, which plotly shows as the characters themselves."""
+    frame = frame_of(60).assign(cluster_name=lambda f: [f"{HOSTILE} {c}" for c in f["cluster"]],
+                                **{f"key {HOSTILE}": [f"value {HOSTILE} {i % 3}" for i in range(60)],
+                                   f"score {HOSTILE}": np.linspace(0, 1, 60)})
+    figure = map_figure(frame, "cluster")
+    shown = [trace.name for trace in figure.data]
+    shown += [button.label for menu in figure.layout.updatemenus for button in menu.buttons]
+    shown += [a.text for a in figure.layout.annotations]
+    shown += [t.legendgrouptitle.text for t in figure.data if t.legendgrouptitle and t.legendgrouptitle.text]
+    assert any(plotly_text(HOSTILE)[:20] in text for text in shown if text), shown
+    assert all("<" not in text and ">" not in text for text in shown if text), shown
+    assert plotly_text("a < b & c > d") == "a &lt; b &amp; c &gt; d"
+    assert plotly_text("x" * 100) == "x" * 59 + "…"  # a legend of long names would leave the map no room

@@ -25,6 +25,7 @@ FADED_COLOR = "rgba(203, 208, 216, 0.35)"  # points the filters leave out
 HEIGHT = 680
 PLOT_WIDTH = 760  # about the map's width in pixels beside its legend, in the page's wide layout
 MENU_X = 0.0  # the "Colour by" menu sits at the top left, the legend at the right, clear of the toolbar
+MAX_LABEL_CHARS = 60  # a legend of longer names leaves the map no room; the hover card shows the whole name
 
 
 def map_figure(
@@ -82,9 +83,9 @@ def map_figure(
             legend_traces[column].append(len(figure.data))
             dummy_colors.append(color)
             figure.add_trace(Scatter(
-                **{a: [None] for a in coords}, mode="markers", name=f"{_plain(label)} ({count:,})",
+                **{a: [None] for a in coords}, mode="markers", name=f"{plotly_text(label)} ({count:,})",
                 marker=dict(size=10, color=color), legendgroup=column, visible=column == color_by, hoverinfo="skip",
-                legendgrouptitle=dict(text=_plain(column.replace("_", " "))),
+                legendgrouptitle=dict(text=plotly_text(column.replace("_", " "))),
             ))
     ringed = frame["id"].isin(set(highlight)).to_numpy() & keep
     if ringed.any():
@@ -129,8 +130,8 @@ def _marker(colour: Coloring, rows: np.ndarray) -> dict:
 
 
 def _colorbar(colour: Coloring) -> dict:
-    return dict(title=dict(text=_plain(colour.column.replace("_", " ")), side="right"), thickness=12, len=0.8, y=0.5,
-                tickvals=[t for t, _ in colour.ticks], ticktext=[_plain(label) for _, label in colour.ticks])
+    return dict(title=dict(text=plotly_text(colour.column.replace("_", " ")), side="right"), thickness=12, len=0.8, y=0.5,
+                tickvals=[t for t, _ in colour.ticks], ticktext=[plotly_text(label) for _, label in colour.ticks])
 
 
 def _button(column: str, colour: Coloring, rows: np.ndarray, main: int, legend_traces: dict[str, list[int]],
@@ -152,7 +153,7 @@ def _button(column: str, colour: Coloring, rows: np.ndarray, main: int, legend_t
         "visible": [True] + [i in legend_traces[column] for i in dummies],
     }
     layout = _annotations(labels if column == "cluster" else [], three_d)
-    return dict(label=_plain(column.replace("_", " ")), method="update", args=[data, layout, traces])
+    return dict(label=plotly_text(column.replace("_", " ")), method="update", args=[data, layout, traces])
 
 
 def _typed(values: np.ndarray) -> dict:
@@ -213,7 +214,7 @@ def _label_annotations(frame: pd.DataFrame, coords: dict, keep: np.ndarray, thre
     if "cluster" not in frame or "cluster_name" not in frame:
         return []
     style = dict(showarrow=False, font=dict(size=12, color="#111827"), bgcolor="rgba(255,255,255,0.72)", borderpad=2)
-    return [{**{a: label[a] for a in coords}, "text": _plain(label["text"]), **style}
+    return [{**{a: label[a] for a in coords}, "text": plotly_text(label["text"]), **style}
             for label in cluster_labels(frame, coords, keep)]
 
 
@@ -223,9 +224,17 @@ def _annotations(labels: list[dict], three_d: bool) -> dict:
     return {"annotations": [{**label, "xref": "x", "yref": "y"} for label in labels]}
 
 
-def _plain(text: str) -> str:
-    """Text for plotly, which renders a subset of HTML in names and labels: item data must show as itself."""
-    return html.escape(str(text), quote=False)
+def plotly_text(text: object) -> str:
+    """`text` (a cluster name, a metadata key or value) for a legend, label or title, shown as itself, cut to
+    MAX_LABEL_CHARS.
+
+    Plotly draws those strings as its own small HTML: `<a href>` links, `<span style>` (whose CSS can fetch a
+    URL), `<b>`, `<br>`; and it decodes entities. As entities, `<`, `>` and `&` start no tag and show as
+    themselves."""
+    text = str(text)
+    if len(text) > MAX_LABEL_CHARS:
+        text = text[: MAX_LABEL_CHARS - 1] + "…"
+    return html.escape(text, quote=False)
 
 
 def selected_ids(frame: pd.DataFrame, points: Iterable[Mapping]) -> list[str]:
