@@ -16,6 +16,7 @@ import streamlit as st
 from mmcore.access import Access, verified_email
 from mmcore.config import Settings
 from mmcore.errors import MMError
+from mmcore.files import read_stored, read_thumbnail
 from mmcore.spaces import is_loaded, load_failure
 from mmcore.speech import is_loaded as speech_loaded
 from mmcore.speech import load_failure as speech_failure
@@ -239,6 +240,27 @@ def guarded(action, needs_model: bool | tuple[str, ...] = True):
         return None
 
 
+def picture(path: str | None, width: int | str = "stretch") -> bool:
+    """Show the stored thumbnail at `path`; False, showing nothing, when there is none to show.
+
+    Every page shows stored media through here and `player`: the bytes are read by `mmcore.files`, bounded and
+    only from a regular file inside the media folder, never by handing Streamlit a path (it reads one whole,
+    whatever it is: a FIFO, a link to /dev/zero in a copied data dir)."""
+    data = read_thumbnail(workspace().files.root, path)
+    if data is not None:
+        st.image(data, width=width)
+    return data is not None
+
+
+def player(path: str | None, mime: str, **options) -> bool:
+    """Play the stored original video or sound at `path` (see `picture`); False, showing nothing, when it can't be."""
+    ws = workspace()
+    data = read_stored(ws.files.root, path, ws.settings.max_file_bytes)
+    if data is not None:
+        (st.video if mime.startswith("video/") else st.audio)(data, format=mime, **options)
+    return data is not None
+
+
 def snippet(text: str) -> None:
     """A text item's words in a small box, escaped: item text is data, never markup."""
     # Newlines as entities: a blank line would end the HTML block, and Markdown after it (an image) would render.
@@ -258,13 +280,10 @@ def hit_card(hit, rank: int) -> None:
         playing = st.session_state.get("playing") == hit.id
         mime = str(hit.metadata.get("mime", ""))
         playable = bool(hit.original) and "start_s" in hit.locator and mime.startswith(("video/", "audio/"))  # transcripts too
-        if playing and playable:
-            player = st.video if mime.startswith("video/") else st.audio
-            start, end = hit.locator.get("start_s", 0), hit.locator.get("end_s")
-            player(hit.original, start_time=int(start), end_time=int(end + 0.999) if end else None, autoplay=True)
-        elif hit.thumbnail:
-            st.image(hit.thumbnail, width="stretch")
-        elif hit.document:
+        start, end = hit.locator.get("start_s", 0), hit.locator.get("end_s")
+        shown = playing and playable and player(hit.original, mime, start_time=int(start),
+                                                end_time=int(end + 0.999) if end else None, autoplay=True)
+        if not (shown or picture(hit.thumbnail)) and hit.document:
             snippet(hit.document[:400])
         score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
         st.markdown(f"{score} · `{hit.space}`")
@@ -287,8 +306,8 @@ def like_banner(item_id: str, space: str) -> None:
 
     with st.container(border=True, horizontal=True, vertical_alignment="center", key="like-banner"):
         hit = guarded(lambda: item_hit(workspace(), collection(), item_id, space), needs_model=False)
-        if hit is not None and hit.thumbnail:
-            st.image(hit.thumbnail, width=72)
+        if hit is not None:
+            picture(hit.thumbnail, width=72)
         with st.container():
             st.markdown(":material/travel_explore: **More like this item**")
             if hit is not None:
@@ -387,8 +406,9 @@ def analysis_table(analysis):
         if cached is not None:
             shared["tables"][key] = cached  # the most recently used last
     if cached is None:
-        labels, names, warning = None, cluster_names(ws, analysis), None
-        try:
+        labels, names, warning = None, {}, None
+        try:  # a damaged vocabulary or taxonomy file is named, and the map shown all the same
+            names = cluster_names(ws, analysis)
             labels, names = load_taxonomy(ws, analysis.collection, analysis.space).apply(analysis, names)
         except MMError as e:
             warning = f"{e} Until then clusters keep their automatic names."
@@ -419,9 +439,7 @@ def gallery(frame, columns: int = 8) -> None:
     for start in range(0, len(shown), columns):
         for col, row in zip(st.columns(columns), shown.iloc[start : start + columns].itertuples()):
             with col:
-                if row.thumbnail:
-                    st.image(row.thumbnail, width="stretch")
-                elif row.snippet:
+                if not picture(row.thumbnail) and row.snippet:
                     snippet(row.snippet)
                 st.caption(literal(str(row.source)))
     if len(frame) > GALLERY_LIMIT:
