@@ -14,6 +14,7 @@ import streamlit as st
 from mmcore.access import Access, verified_email
 from mmcore.config import Settings
 from mmcore.errors import MMError
+from mmcore.files import read_stored, read_thumbnail
 from mmcore.plaintext import WORD_JOINER
 from mmcore.plaintext import markdown as plain  # every user string put into Markdown goes through this
 from mmcore.spaces import is_loaded, load_failure
@@ -234,6 +235,45 @@ def guarded(action, needs_model: bool | tuple[str, ...] = True):
         return None
 
 
+def picture(path: str | None, width: int | str = "stretch") -> bool:
+    """Show the stored thumbnail at `path`; False, showing nothing, when there is none to show.
+
+    Every page shows stored media through here and `player`: the bytes are read by `mmcore.files`, bounded and
+    only from a regular file inside the media folder, never by handing Streamlit a path (it reads one whole,
+    whatever it is: a FIFO, a link to /dev/zero in a copied data dir)."""
+    data = read_thumbnail(workspace().files.root, path)
+    if data is not None:
+        st.image(data, width=width)
+    return data is not None
+
+
+def original_picture(path: str | None, width: int | str) -> bool:
+    """Show a stored original image (see `picture`) of at most MMCORE_MAX_FILE_MB and MMCORE_MAX_IMAGE_PIXELS;
+    False, showing nothing, when it can't be."""
+    from mmcore.files import read_image
+
+    ws = workspace()
+    data = read_image(ws.files.root, path, ws.settings.max_file_bytes, ws.settings.max_image_pixels,
+                      ws.settings.max_image_pixels)
+    if data is not None:
+        st.image(data, width=width)
+    return data is not None
+
+
+def stored_bytes(path: str | None) -> bytes | None:
+    """A stored original's bytes (bounded as `player`'s), or None when there is none to read."""
+    ws = workspace()
+    return read_stored(ws.files.root, path, ws.settings.max_file_bytes)
+
+
+def player(path: str | None, mime: str, **options) -> bool:
+    """Play the stored original video or sound at `path` (see `picture`); False, showing nothing, when it can't be."""
+    data = stored_bytes(path)
+    if data is not None:
+        (st.video if mime.startswith("video/") else st.audio)(data, format=mime, **options)
+    return data is not None
+
+
 def snippet(text: str) -> None:
     """A text item's words (a window, a page, a CSV cell, a transcript) in a small box (STYLE), as text:
     st.text parses neither Markdown nor HTML."""
@@ -275,13 +315,10 @@ def hit_card(hit, rank: int) -> None:
         playing = st.session_state.get("playing") == hit.id
         mime = str(hit.metadata.get("mime", ""))
         playable = bool(hit.original) and "start_s" in hit.locator and mime.startswith(("video/", "audio/"))  # transcripts too
-        if playing and playable:
-            player = st.video if mime.startswith("video/") else st.audio
-            start, end = hit.locator.get("start_s", 0), hit.locator.get("end_s")
-            player(hit.original, start_time=int(start), end_time=int(end + 0.999) if end else None, autoplay=True)
-        elif hit.thumbnail:
-            st.image(hit.thumbnail, width="stretch")
-        elif hit.document:
+        start, end = hit.locator.get("start_s", 0), hit.locator.get("end_s")
+        shown = playing and playable and player(hit.original, mime, start_time=int(start),
+                                                end_time=int(end + 0.999) if end else None, autoplay=True)
+        if not (shown or picture(hit.thumbnail)) and hit.document:
             snippet(hit.document[:400])
         score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
         st.markdown(f"{score} · `{hit.space}`")  # space names are letters, digits, - and _ (checked when made)
@@ -306,8 +343,8 @@ def like_banner(item_id: str, space: str) -> None:
 
     with st.container(border=True, horizontal=True, vertical_alignment="center", key="like-banner"):
         hit = guarded(lambda: get_item(workspace(), item_id, collection(), space), needs_model=False)
-        if hit is not None and hit.thumbnail:
-            st.image(hit.thumbnail, width=72)
+        if hit is not None:
+            picture(hit.thumbnail, width=72)
         with st.container():
             st.markdown(":material/travel_explore: **More like this item**")
             if hit is not None:
@@ -416,15 +453,17 @@ def finer_clusters(analysis, space: str) -> None:
 def cached_analysis(space: str):
     """The current collection's analysis with the Map page's last parameters if it is on disk, else None (never
     computes one: pages that only show an item's cluster shouldn't start a fit)."""
-    from mmcore.analysis.maps import AnalysisCache
+    from mmcore.analysis.maps import AnalysisCache, size_of
 
     ws = workspace()
     umap, hdbscan = analysis_params()
     try:
-        version = ws.store.open(collection(), space).version
+        target = ws.store.open(collection(), space)
+        version = target.version
     except MMError:
         return None
-    return AnalysisCache(ws.settings.data_dir / "cache", collection(), space, umap, hdbscan).load_result(version)
+    return AnalysisCache(ws.settings.data_dir / "cache", collection(), space, umap, hdbscan,
+                         size=size_of(target)).load_result(version)
 
 
 TABLES_KEPT = 4  # items tables shared by the sessions of this server, newest used last (50,000 items: about 20 MB)
@@ -459,8 +498,9 @@ def analysis_table(analysis):
         if cached is not None:
             shared["tables"][key] = cached  # the most recently used last
     if cached is None:
-        labels, names, warning = None, cluster_names(ws, analysis), None
-        try:
+        labels, names, warning = None, {}, None
+        try:  # a damaged vocabulary or taxonomy file is named, and the map shown all the same
+            names = cluster_names(ws, analysis)
             labels, names = load_taxonomy(ws, analysis.collection, analysis.space).apply(analysis, names)
         except MMError as e:
             warning = f"{e} Until then clusters keep their automatic names."
@@ -491,9 +531,7 @@ def gallery(frame, columns: int = 8) -> None:
     for start in range(0, len(shown), columns):
         for col, row in zip(st.columns(columns), shown.iloc[start : start + columns].itertuples()):
             with col:
-                if row.thumbnail:
-                    st.image(row.thumbnail, width="stretch")
-                elif row.snippet:
+                if not picture(row.thumbnail) and row.snippet:
                     snippet(row.snippet)
                 st.caption(plain(row.source))
     if len(frame) > GALLERY_LIMIT:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 from . import __version__
-from .errors import NewerDataDir, StoreError, StoreLocked
+from .errors import MediaError, NewerDataDir, StoreError, StoreLocked
+from .safe_io import read_json, regular_fd
 
 SCHEMA = 1  # raise when the layout of the data dir or its items' metadata changes incompatibly
 SCHEMA_FILE = "mmscope.json"
@@ -31,14 +32,15 @@ SERVER_HINT = "run a Chroma server (`chroma run --path DIR`) and point every pro
 def read_schema(data_dir: Path) -> dict | None:
     """The data dir's record ({"schema": int, "written_by": str}), or None when it has none (yet)."""
     path = Path(data_dir) / SCHEMA_FILE
+    if not os.path.lexists(path):
+        return None
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
         int(record["schema"])
         return record
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"{path} can't be read ({e}); restore it from a backup, or remove it if this data dir was "
+    except (MediaError, ValueError, KeyError, TypeError) as e:
+        reason = e.reason if isinstance(e, MediaError) else e
+        raise StoreError(f"{path} can't be read ({reason}); restore it from a backup, or remove it if this data dir was "
                          f"made by mmscope {__version__} or older.") from None
 
 
@@ -131,12 +133,12 @@ def lock_path(data_dir: Path) -> Path:
 def _take(data_dir: Path) -> Path:
     path = lock_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path = path.resolve()
+    path = path.parent.resolve() / path.name  # the lock file itself is never followed (see _open_lock)
     with _locks_mutex:
         if path in _locks:
             _locks[path][1] += 1
             return path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -162,10 +164,9 @@ def _give_back(path: Path) -> None:
 def lock_holder(data_dir: Path) -> dict | None:
     """Who holds the embedded store's lock, as they recorded it ({pid, since, command}), or None when nobody does."""
     path = lock_path(data_dir)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
+    fd = _open_lock(path, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -177,6 +178,19 @@ def lock_holder(data_dir: Path) -> dict | None:
         return None
     finally:
         os.close(fd)  # also drops the probe's shared lock
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    """The lock file opened, never followed: a copied data dir could hold a FIFO there (a plain open would hang) or
+    a link to a file of yours (which the lock's record would overwrite).
+
+    Raises:
+        StoreError: it is not a regular file.
+    """
+    try:
+        return regular_fd(path, flags=flags | os.O_NOFOLLOW)
+    except MediaError as e:
+        raise StoreError(f"{e}. That is not the lock file mmscope makes: remove it, then try again.") from None
 
 
 def _locked_message(data_dir: Path, path: Path) -> str:

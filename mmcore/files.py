@@ -3,12 +3,20 @@ only kept, escaped (`display_name`), as the items' `source` metadata."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
 from pathlib import Path
 
+from .errors import MediaError
+from .safe_io import read_bounded
+
 MAX_NAME_CHARS = 255
+# Stored thumbnails are WebP of at most 320 px a side: tens of KB. One past these isn't ours, and decoding it (the
+# pages do) could take whatever memory its header asks for.
+MAX_THUMBNAIL_BYTES = 1 << 20
+MAX_THUMBNAIL_SIDE = 2048
 # Control characters (NUL, newlines, escape), bidirectional overrides (which can show "gnp.exe" as "exe.png")
 # and lone surrogates (an undecodable name on disk), none of which a name should carry into metadata.
 _HIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -34,6 +42,44 @@ def stored_path(root: Path, relative: str | None) -> Path | None:
     if Path(relative).is_absolute() or ".." in parts or not parts:
         return None
     return Path(root) / relative
+
+
+def read_stored(root: Path, path: str | Path | None, limit: int) -> bytes | None:
+    """The bytes of the stored original or thumbnail at `path` (as `stored_path` gave it), or None when there is
+    nothing to show: no path, one that leads outside the media folder `root` through a link, not a regular file,
+    unreadable, or more than `limit` bytes. Read through `mmcore.safe_io.read_bounded`: a data dir copied from
+    someone else could hold a FIFO or a link to /dev/zero named like a thumbnail, and Streamlit reads a path
+    it is given whole."""
+    if not path:
+        return None
+    try:
+        if not Path(path).resolve().is_relative_to(Path(root).resolve()):
+            return None
+        return read_bounded(path, limit, None)
+    except (MediaError, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return None
+
+
+def read_thumbnail(root: Path, path: str | Path | None) -> bytes | None:
+    """The bytes of a stored thumbnail (see `read_stored`), or None unless it is an image of at most
+    MAX_THUMBNAIL_BYTES and MAX_THUMBNAIL_SIDE pixels a side (its header is read, nothing decoded)."""
+    return read_image(root, path, MAX_THUMBNAIL_BYTES, MAX_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE**2)
+
+
+def read_image(root: Path, path: str | Path | None, limit: int, max_side: int, max_pixels: int) -> bytes | None:
+    """The bytes of a stored image (see `read_stored`), or None unless it is an image of at most `limit` bytes,
+    `max_side` pixels a side and `max_pixels` pixels in all (its header is read, nothing decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = read_stored(root, path, limit)
+    if data is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fits = max(image.size) <= max_side and image.size[0] * image.size[1] <= max_pixels
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return data if fits else None
 
 
 class MediaFiles:

@@ -8,7 +8,6 @@ under the media root. Across the data dir: no ingest was cut short with writes s
 from __future__ import annotations
 
 import fcntl
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,8 +16,8 @@ import numpy as np
 
 from .config import Settings
 from .datadir import check_schema
-from .errors import NotFound, StoreError
-from .journal import SUFFIX, journal_dir, open_groups
+from .errors import MMError, NotFound, StoreError
+from .journal import SUFFIX, journal_dir, open_groups, open_journal
 from .store import ItemCollection, Store, open_client
 
 REQUIRED_KEYS = ("source", "source_hash", "modality")
@@ -114,7 +113,7 @@ def _check_collection(target: ItemCollection, media: Path, page: int, problems: 
                 problem("metadata", f"item {id_!r} lacks {', '.join(missing)}")
             for key in ("original", "thumbnail"):
                 if meta.get(key) and not _is_media_file(media, str(meta[key])):
-                    problem(f"missing {key}", f"item {id_!r}: its {key} {meta[key]} is not under {media}")
+                    problem(f"missing {key}", f"item {id_!r}: its {key} {meta[key]} is not a file under {media}")
     if read != counted:
         again = target.count()
         if again != counted:
@@ -149,16 +148,18 @@ def _unfinished_writes(directory: Path) -> list[Problem]:
     problems = []
     for path in sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            with open_journal(path) as journal:
+                try:
+                    fcntl.flock(journal.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)  # a probe: a live writer holds it exclusively
+                except BlockingIOError:
+                    continue
+                groups = open_groups(path, journal)
         except FileNotFoundError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # only probes: a live writer holds it exclusively
-        except BlockingIOError:
+        except MMError as e:  # not a journal mmscope wrote: every command but check refuses to open the store
+            problems.append(Problem(None, "journal", str(e)))
             continue
-        finally:
-            os.close(fd)
-        for collection, ids in open_groups(path).values():
+        for collection, ids in groups.values():
             count = sum(len(v) for v in ids.values())
             problems.append(Problem(None, "unfinished write",
                                     f"an ingest into {collection!r} was cut short with {count} item(s) partly written "

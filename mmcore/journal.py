@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import json
 import os
 import uuid
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import BinaryIO, Mapping, Sequence
 
-from .errors import NotFound
+from .errors import MediaError, MMError, NotFound
+from .safe_io import CHUNK, MAX_RECORD_BYTES, open_regular
 from .store import Store
 
 SUFFIX = ".journal"
@@ -104,49 +106,96 @@ def recover(store: Store, directory: Path) -> int:
     """Roll back the unfinished writes of every writer of `directory` that is gone; returns how many groups.
 
     Safe to call at any time and from any number of processes: journals of live writers are locked and skipped.
-    Raises StoreError when the store can't be reached (the journals stay for the next call).
+    Raises StoreError when the store can't be reached (the journals stay for the next call), MMError for a journal
+    that is not one (see `open_groups`).
     """
     if not directory.is_dir():
         return 0
     removed = 0
     for path in sorted(directory.glob(f"*{SUFFIX}")):
         try:
-            fd = os.open(path, os.O_RDONLY)
+            journal = open_journal(path)
         except FileNotFoundError:  # another recovery got there first
             continue
-        try:
+        with journal:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # its writer is alive
                 continue
-            if os.fstat(fd).st_nlink == 0:  # recovered and removed by another process since we opened it
+            if os.fstat(journal.fileno()).st_nlink == 0:  # recovered and removed by another process since we opened it
                 continue
-            for collection, ids in open_groups(path).values():
+            for collection, ids in open_groups(path, journal).values():
                 _roll_back(store, collection, ids)
                 removed += 1
             path.unlink()
-        finally:
-            os.close(fd)
     return removed
 
 
-def open_groups(path: Path) -> dict[int, tuple[str, dict[str, list[str]]]]:
-    """The groups a journal file began and did not commit: {number: (collection, {space: ids})}.
+def open_groups(path: Path, journal: BinaryIO | None = None) -> dict[int, tuple[str, dict[str, list[str]]]]:
+    """The groups a journal file began and did not commit: {number: (collection, {space: ids})}; read from
+    `journal` (`open_journal(path)`, left open) when given.
 
-    A torn last line (the writer was killed while appending it) is ignored: it was never fsynced, so nothing
-    that depends on it has happened yet.
+    A torn line (the writer was killed while appending it) is ignored: it was never fsynced, so nothing that
+    depends on it has happened yet. The file is read a line at a time, through `mmcore.safe_io`: a data dir may
+    come from someone else's backup.
+
+    Raises:
+        FileNotFoundError: there is no such journal (any more).
+        MMError: it is not a regular file, has a line longer than MAX_RECORD_BYTES or a record no journal writes,
+            or its unfinished groups add up to more than MAX_RECORD_BYTES.
     """
+    if journal is None:
+        with open_journal(path) as journal:
+            return open_groups(path, journal)
     groups: dict[int, tuple[str, dict[str, list[str]]]] = {}
-    for line in path.read_bytes().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if "begin" in record:
-            groups[record["begin"]] = (record["collection"], record["ids"])
-        elif "commit" in record:
-            groups.pop(record["commit"], None)
+    sizes: dict[int, int] = {}  # bytes of each open group's record: what reading the journal holds
+    lines = io.BufferedReader(journal, CHUNK)
+    try:
+        while line := lines.readline(MAX_RECORD_BYTES + 1):
+            if len(line) > MAX_RECORD_BYTES:
+                raise _not_a_journal(path, f"it has a line longer than {MAX_RECORD_BYTES >> 20} MB")
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):  # torn
+                continue
+            if not isinstance(record, dict):
+                raise _not_a_journal(path, f"it holds a record that is not an object: {line[:80]!r}")
+            if "begin" in record:
+                number, collection, ids = record.get("begin"), record.get("collection"), record.get("ids")
+                if not (isinstance(number, int) and isinstance(collection, str) and isinstance(ids, dict) and all(
+                        isinstance(space, str) and isinstance(v, list) and all(isinstance(i, str) for i in v)
+                        for space, v in ids.items())):
+                    raise _not_a_journal(path, f"it holds a 'begin' record unlike mmscope's: {line[:80]!r}")
+                groups[number], sizes[number] = (collection, ids), len(line)
+                if sum(sizes.values()) > MAX_RECORD_BYTES:
+                    raise _not_a_journal(path, f"its unfinished writes take more than {MAX_RECORD_BYTES >> 20} MB")
+            elif "commit" in record and isinstance(record["commit"], int):
+                groups.pop(record["commit"], None)
+                sizes.pop(record["commit"], None)
+    except OSError as e:
+        raise _not_a_journal(path, f"it could not be read ({e.strerror or e})") from None
+    finally:
+        lines.detach()  # the caller's file stays open: recovery holds its lock until the journal is removed
     return groups
+
+
+def open_journal(path: Path) -> BinaryIO:
+    """The journal file `path` opened for reading (through `mmcore.safe_io.open_regular`).
+
+    Raises:
+        FileNotFoundError: there is none (any more). MMError: it is not a regular file or can't be opened.
+    """
+    if not os.path.lexists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such journal", str(path))
+    try:
+        return open_regular(path)
+    except MediaError as e:
+        raise _not_a_journal(path, e.reason) from None
+
+
+def _not_a_journal(path: Path, reason: str) -> MMError:
+    return MMError(f"The ingest journal {path} can't be used: {reason}. mmscope did not write it this way; remove it "
+                   "(an ingest it recorded as unfinished then keeps the items it stored) and try again.")
 
 
 def _roll_back(store: Store, collection: str, ids: Mapping[str, Sequence[str]]) -> None:

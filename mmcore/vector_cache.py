@@ -8,6 +8,9 @@ tokens (no vectors), and only items that are new or were written again since (an
 deleted ones drop out. The write token is the item's Chroma `uri`, set by `ItemCollection.add` to the version
 its write made and the item's modality: a re-added id always gets a new one, even when its deletion was never
 seen here.
+
+A snapshot is read through `mmcore.safe_io.load_npy`, held to what the collection can have (see `_bounds`): the data
+dir may come from someone else's backup. One that isn't such is removed and read from the store again.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import MediaError
+from .safe_io import load_npy
 from .store import ItemCollection, Items
 
 PAGE = 10_000  # ids per store request: one page of ids and uris must stay under SQLite's variable limit
+# Bytes allowed per row of ids.npy and writes.npy (numpy stores every string as wide as the longest, 4 bytes a
+# character): ids of up to 1,024 characters on average. mmscope's own ids and write tokens are under 64.
+MAX_STRING_BYTES = 4 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,10 @@ def read_vectors(collection: ItemCollection, cache_dir: Path) -> Vectors:
     """
     folder = cache_dir / collection.raw.name
     version = collection.version
-    snapshot = _load(folder / version)
+    bounds = _bounds(collection)
+    snapshot = _load(folder / version, bounds)
     if snapshot is None:
-        snapshot = _refresh(collection, _newest(folder))
+        snapshot = _refresh(collection, _newest(folder, bounds))
         if collection.version == version:  # nothing was written while we listed: it is this version's content
             _save(folder, version, snapshot)
     return Vectors(snapshot.ids.tolist(), snapshot.vectors)
@@ -76,7 +85,7 @@ def read_vectors(collection: ItemCollection, cache_dir: Path) -> Vectors:
 def current_snapshot(collection: ItemCollection, cache_dir: Path, version: str | None = None) -> Snapshot | None:
     """The saved snapshot of the collection's current `version` (read from the store when not given), or None.
     The store's items are not read."""
-    return _load(cache_dir / collection.raw.name / (version or collection.version))
+    return _load(cache_dir / collection.raw.name / (version or collection.version), _bounds(collection))
 
 
 def items_with_vectors(collection: ItemCollection, cache_dir: Path) -> Items:
@@ -134,24 +143,40 @@ def _page_through(collection: ItemCollection, include: list[str], dim: int) -> t
     return ids, writes, stacked
 
 
-def _load(folder: Path) -> Snapshot | None:
-    try:
-        ids = np.load(folder / "ids.npy")
-        writes = np.load(folder / "writes.npy")
-        vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-    except (OSError, ValueError, EOFError):  # missing, being replaced, or torn
+def _bounds(collection: ItemCollection) -> tuple[int, int] | None:
+    """(rows, dimension) a snapshot of `collection` may have, or None when its space records no dimension (then no
+    snapshot is read). Rows: the store's count now, and as many again for items an older snapshot holds that were
+    deleted since (past that, reusing the snapshot saves less than reading the store afresh costs)."""
+    return (2 * collection.count(), collection.space.dim) if collection.space else None
+
+
+def _load(folder: Path, bounds: tuple[int, int] | None) -> Snapshot | None:
+    """The snapshot saved in `folder`, or None when there is none or it isn't one the collection can have; such a
+    one (torn, crafted, of another collection's size) is removed, so a good one can take its place."""
+    if bounds is None or not folder.is_dir():
         return None
-    return Snapshot(ids, writes, vectors) if len(ids) == len(writes) == len(vectors) else None
+    rows, dim = bounds
+    try:
+        ids = load_npy(folder / "ids.npy", rows * MAX_STRING_BYTES)
+        writes = load_npy(folder / "writes.npy", rows * MAX_STRING_BYTES)
+        vectors = load_npy(folder / "vectors.npy", rows * dim * 4, mmap=True)
+        if not (ids.ndim == writes.ndim == 1 and ids.dtype.kind == writes.dtype.kind == "U"
+                and vectors.shape == (len(ids), dim) and vectors.dtype == np.float32 and len(writes) == len(ids)):
+            raise MediaError(str(folder), "not a snapshot of this collection")
+    except MediaError:  # also a snapshot another reader is removing (an older version): reading the store is right
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return Snapshot(ids, writes, vectors)
 
 
-def _newest(folder: Path) -> Snapshot | None:
+def _newest(folder: Path, bounds: tuple[int, int] | None) -> Snapshot | None:
     """The most recently saved snapshot, whatever its version."""
     try:
         saved = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
     except OSError:
         return None
     for path in reversed(saved):
-        if (snapshot := _load(path)) is not None:
+        if (snapshot := _load(path, bounds)) is not None:
             return snapshot
     return None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
 import os
 import re
 import time
@@ -26,7 +25,7 @@ from .ingest import SourceFile
 from .journal import Journal, journal_dir, recover
 from .media import ReadOptions
 from .media.image import read_image
-from .safe_io import read_bounded
+from .safe_io import read_bounded, read_npy
 from .spaces import KNOWN_SPACES, SpaceInfo
 from .workspace import Workspace
 
@@ -366,26 +365,12 @@ def _bool(value: str) -> bool:
 
 
 def _read_npy(data: bytes, name: str) -> np.ndarray:
-    """The array of a .npy file's bytes, viewed in place: its header's shape is believed only when the bytes
-    after it hold that many values (np.load would allocate whatever the header claims first)."""
-    fmt = np.lib.format
-    buffer = io.BytesIO(data)
-    try:
-        version = fmt.read_magic(buffer)
-        header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-        if header is None:
-            raise ValueError(f"format version {version[0]}.{version[1]} holds only structured data")
-        shape, fortran_order, dtype = header(buffer)
-    except (ValueError, EOFError, SyntaxError) as e:
-        raise MMError(f"{name}: not a readable .npy array ({e})") from None
-    if dtype.kind not in "fiu":
-        raise MMError(f"{name}: holds {dtype} values; vectors must be numbers")
-    count, held = math.prod(shape), len(data) - buffer.tell()
-    if count * dtype.itemsize > held:
-        raise MMError(f"{name}: its header declares shape {shape} of {dtype} ({count * dtype.itemsize:,} bytes) but "
-                      f"only {held:,} bytes follow it; the file is cut short or not a .npy array")
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=buffer.tell())
-    return array.reshape(shape, order="F" if fortran_order else "C").astype(np.float64)
+    """The numbers of a .npy file's bytes, as `mmcore.safe_io.read_npy` reads them (a header is believed only when
+    the bytes after it hold that many values)."""
+    array = read_npy(data, name)
+    if array.dtype.kind not in "fiu":
+        raise MMError(f"{name}: holds {array.dtype} values; vectors must be numbers")
+    return array.astype(np.float64)
 
 
 def _read_parquet(data: bytes, name: str, max_bytes: int) -> np.ndarray:

@@ -4,7 +4,7 @@ import streamlit as st
 
 import ui
 from mmcore.analysis.clusters import NOISE, stability_words
-from mmcore.analysis.naming import cluster_names
+from mmcore.analysis.naming import cluster_names, save_user_labels, user_labels
 from mmcore.analysis.taxonomy import export_taxonomy, load_taxonomy, save_as_tags
 from mmcore.errors import MMError
 
@@ -81,9 +81,7 @@ def samples(members) -> None:
     """The most central members (highest membership probability) as a strip of thumbnails or snippets."""
     for col, row in zip(st.columns(SAMPLES), members.head(SAMPLES).itertuples()):
         with col:
-            if row.thumbnail:
-                st.image(row.thumbnail, width="stretch")
-            else:
+            if not ui.picture(row.thumbnail):
                 ui.snippet(row.snippet[:120])
 
 
@@ -151,10 +149,9 @@ if space == "clip":
         user_file = ws.settings.data_dir / "vocabulary.txt"
         st.caption("Image clusters are named with the labels their CLIP text vectors fit best, from a built-in list "
                    "of common subjects plus yours below (one per line).")
-        extra = st.text_area("Your labels", user_file.read_text() if user_file.exists() else "", height=140,
+        extra = st.text_area("Your labels", ui.guarded(lambda: user_labels(user_file), needs_model=False) or "", height=140,
                              placeholder="forklift\nsolar panel\nhandwritten form")
         if st.button("Save labels and rename clusters", icon=":material/save:", disabled=bool(denied), help=denied):
             ui.require_write()
-            user_file.parent.mkdir(parents=True, exist_ok=True)
-            user_file.write_text(extra.strip() + "\n")
-            st.rerun()
+            if ui.guarded(lambda: save_user_labels(user_file, extra) or True, needs_model=False):
+                st.rerun()

@@ -66,10 +66,7 @@ def review(action, message: str, tags_changed: bool = False) -> None:
 
 def member(item: dict, score: float, suggested: bool) -> None:
     meta, document = item["metadata"], item["document"]
-    thumbnail = stored_path(ws.files.root, meta.get("thumbnail"))
-    if thumbnail and thumbnail.exists():
-        st.image(str(thumbnail), width="stretch")
-    elif document:
+    if not ui.picture(stored_path(ws.files.root, meta.get("thumbnail"))) and document:
         ui.snippet(document[:300])
     where = f"chars {meta['char_start']:,}–{meta['char_end']:,}" if "char_start" in meta else ""
     st.caption(" · ".join(x for x in (f"**{score:.3f}**", ui.plain(meta.get("source") or item["id"]), where) if x))

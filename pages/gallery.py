@@ -31,9 +31,7 @@ if items.empty:
 for start in range(0, len(window), COLUMNS):
     for col, row in zip(st.columns(COLUMNS), window.iloc[start : start + COLUMNS].itertuples()):
         with col, st.container(border=True, key=f"card-{row.id}"):
-            if row.thumbnail:
-                st.image(row.thumbnail, width="stretch")
-            elif row.snippet:
+            if not ui.picture(row.thumbnail) and row.snippet:
                 ui.snippet(row.snippet)
             st.caption(ui.plain(str(row.source)))
             st.caption(ui.plain(f"{row.cluster_name} · outlier {row.outlier_score:.2f}"))

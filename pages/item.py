@@ -28,19 +28,22 @@ left, right = st.columns([3, 2], gap="large")
 with left:
     mime = str(hit.metadata.get("mime", ""))
     start, end = hit.locator.get("start_s"), hit.locator.get("end_s")
+    shown = False
     try:
         if hit.original and start is not None and mime.startswith(("video/", "audio/")):
-            player = st.video if mime.startswith("video/") else st.audio
-            player(hit.original, start_time=int(start), end_time=int(end + 0.999) if end else None)
+            shown = ui.player(hit.original, mime, start_time=int(start), end_time=int(end + 0.999) if end else None)
         elif hit.original and mime.startswith("image/"):
             small = int(hit.metadata.get("width") or 0) < SHOWN_WIDTH  # a small original is shown bigger, not tiny
-            st.image(hit.original, width=SHOWN_WIDTH if small else "content")
+            shown = ui.original_picture(hit.original, SHOWN_WIDTH if small else "content")
         elif hit.original and mime == "application/pdf" and "page" in hit.locator:
-            st.image(render_page(hit.original, int(hit.locator["page"])), width="content")
-        elif hit.thumbnail:
-            st.image(hit.thumbnail, width="content")
+            data = ui.stored_bytes(hit.original)
+            if data is not None:
+                st.image(render_page(data, int(hit.locator["page"]), hit.source), width="content")
+                shown = True
     except MMError as e:
         st.error(ui.plain(e), icon=":material/error:")
+    if not shown:
+        ui.picture(hit.thumbnail, width="content")
     if hit.document:
         st.text(hit.document)
 
@@ -86,9 +89,7 @@ neighbours = ui.guarded(lambda: search(ui.workspace(), Query(like=hit.id), ui.co
 for start in range(0, len(neighbours or []), COLUMNS):
     for col, near in zip(st.columns(COLUMNS), neighbours[start : start + COLUMNS]):
         with col, st.container(border=True, key=f"near-{near.id}"):
-            if near.thumbnail:
-                st.image(near.thumbnail, width="stretch")
-            elif near.document:
+            if not ui.picture(near.thumbnail) and near.document:
                 ui.snippet(near.document[:200])
             st.caption(ui.plain(f"{near.score:.3f} · {near.source}"))
             if st.button("Open", key=f"open-near-{near.id}", icon=":material/open_in_full:", width="stretch"):

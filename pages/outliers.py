@@ -26,9 +26,7 @@ chosen = []
 for start in range(0, len(window), 6):
     for col, row in zip(st.columns(6), window.iloc[start : start + 6].itertuples()):
         with col, st.container(border=True, key=f"outlier-{row.id}"):
-            if row.thumbnail:
-                st.image(row.thumbnail, width="stretch")
-            elif row.snippet:
+            if not ui.picture(row.thumbnail) and row.snippet:
                 ui.snippet(row.snippet)
             st.markdown(f"**{row.outlier_score:.2f}** · {ui.plain(row.cluster_name)}")
             st.caption(ui.plain(row.source))

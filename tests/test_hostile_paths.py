@@ -12,6 +12,8 @@ import struct
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -379,3 +381,284 @@ def test_unpacking_counts_the_bytes_it_writes_not_the_ones_the_headers_declared(
             _unpack(tar, members, staging, archive, max_bytes=1_000_000)
     written = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
     assert 0 < written <= 1_000_000
+
+
+# --- 3. the data dir's own files are hostile input too: a data dir may come from someone else ----------------
+# Each case starts from a data dir made by the real code (import, analyze), replaces one of its files by a crafted
+# one, and runs the real command in a child with a capped address space: a cache reads as a miss and is computed
+# again, any other file is named in a clear error; never a MemoryError, a traceback or a hang.
+
+BLOB_ITEMS = 40
+
+
+@pytest.fixture
+def analyzed(tmp_path, monkeypatch):
+    """A data dir holding collection `ex` (40 vectors in two blobs, and `img` with a thumbnail), analyzed once so its
+    vector and analysis caches, cluster names and journal folder exist; the CLI is pointed at it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    centers = np.eye(2, 8) * 3
+    blobs = [centers[i % 2] + rng.normal(size=8) * 0.2 for i in range(BLOB_ITEMS)]
+    np.save(folder / "v.npy", np.vstack(blobs + [rng.normal(size=8)]))
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(folder / "green.png")
+    (folder / "meta.csv").write_text("id,image\n" + "".join(f"i{i:02d},\n" for i in range(BLOB_ITEMS)) + "img,green.png\n")
+    data_dir = tmp_path / "data"
+    ws = Workspace(Settings(data_dir=data_dir))
+    assert import_vectors(ws, folder / "v.npy", folder / "meta.csv", collection="ex").images == 1
+    ws.close()
+    for key in [k for k in os.environ if k.startswith("MMCORE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "--collection", "ex"]) == 0
+    assert list(data_dir.glob("cache/analysis/ex.custom/names-*.json")) and (data_dir / "journal").is_dir()
+    return data_dir
+
+
+IDS = sorted([f"i{i:02d}" for i in range(BLOB_ITEMS)] + ["img"])
+
+
+def analyzed_ids(result: subprocess.CompletedProcess) -> list[str]:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sorted(row["id"] for row in json.loads(result.stdout))
+
+
+def lying_npy(path: Path, shape: tuple, dtype: str) -> None:
+    """A .npy header claiming `shape` of `dtype`, followed by 64 bytes: np.load allocates what the header says."""
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape}, }}".ljust(117) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * 64)
+
+
+def replace_with(path: Path, how: str) -> None:
+    """Put something hostile where `path` was: a FIFO, a link to /dev/zero, or 8 GB of zeros (a sparse file)."""
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how == "fifo":
+        os.mkfifo(path)
+    elif how == "dev zero":
+        path.symlink_to("/dev/zero")
+    else:
+        with open(path, "wb") as f:
+            f.truncate(8 << 30)
+
+
+def snapshot_dir(data_dir: Path) -> Path:
+    [folder] = [p for p in (data_dir / "cache" / "vectors").glob("*/*") if not p.name.startswith(".")]
+    return folder
+
+
+def _many_rows(folder: Path) -> None:
+    """A whole, well-formed snapshot of 1,000 items the collection doesn't have: more rows than it can hold."""
+    for name in ("ids.npy", "writes.npy", "vectors.npy"):
+        (folder / name).unlink()
+    np.save(folder / "ids.npy", np.array([f"fake{i:04d}" for i in range(1000)]))
+    np.save(folder / "writes.npy", np.array(["0:vector"] * 1000))
+    np.save(folder / "vectors.npy", np.ones((1000, 8), dtype=np.float32))
+
+
+@pytest.mark.parametrize("file, how", [
+    ("ids.npy", "lying header"), ("vectors.npy", "fifo"), ("writes.npy", "dev zero"), ("vectors.npy", "too many rows"),
+])
+def test_a_crafted_vector_cache_is_read_from_the_store_again(analyzed, file, how):
+    folder = snapshot_dir(analyzed)
+    if how == "lying header":
+        lying_npy(folder / file, (10**12,), "<U40")
+    elif how == "too many rows":
+        _many_rows(folder)
+    else:
+        replace_with(folder / file, how)
+    if how == "lying header":  # the search by item with a filter reads the snapshot first
+        result = run_bounded(analyzed, "search", "--like", "i00", "--collection", "ex", "--where", "modality=image", "--json")
+        assert result.returncode == 0 and [hit["id"] for hit in json.loads(result.stdout)] == ["img"], result.stderr[-3000:]
+    assert analyzed_ids(run_bounded(analyzed, "analyze", "--collection", "ex", "--refit", "--json")) == IDS
+    folder = snapshot_dir(analyzed)  # saved again, whole
+    assert sorted(np.load(folder / "ids.npy").tolist()) == IDS and np.load(folder / "vectors.npy").shape == (41, 8)
+
+
+def _npz_with(path: Path, member: str, lie: int | None = None) -> None:
+    """Rewrite the .npz `path` with its `member` deflated, declaring `lie` bytes uncompressed instead of its size:
+    with a lie past 3.7 GB its .npy header claims that many values too (np.load allocates them first); a lie
+    below its size makes it inflate past what it declares."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    target = f"{member}.npy"
+    if lie > 1 << 30:
+        header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({lie // 4 - 32},), }}".ljust(117) + "\n"
+        members[target] = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(4096)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, body in members.items():
+            archive.writestr(name, body)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        local = archive.getinfo(target).header_offset
+    struct.pack_into("<I", data, local + 22, lie)  # the local header's uncompressed size
+    central = data.index(b"PK\x01\x02")  # the central directory's entries, then ours by name
+    while data[central + 46 : central + 46 + len(target)] != target.encode():
+        central = data.index(b"PK\x01\x02", central + 4)
+    struct.pack_into("<I", data, central + 24, lie)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind, how", [
+    ("result", "declares 3.75 GB"), ("result", "inflates past its size"), ("fit", "fifo"), ("result", "dev zero"),
+])
+def test_a_crafted_analysis_cache_is_computed_again_and_said_so(analyzed, kind, how):
+    cache = analyzed / "cache" / "analysis" / "ex.custom"
+    [result] = cache.glob("result-*.npz")
+    [fit] = cache.glob("fit-*.npz")
+    path = result if kind == "result" else fit
+    if kind == "fit":
+        result.unlink()  # so the fit is read: the new result is placed on it
+    if how == "declares 3.75 GB":
+        _npz_with(path, "xy", lie=0xF0000000)
+    elif how == "inflates past its size":
+        _npz_with(path, "xy", lie=100)
+    else:
+        replace_with(path, how)
+    done = run_bounded(analyzed, "analyze", "--collection", "ex", "--json")
+    assert analyzed_ids(done) == IDS
+    assert f"Ignoring the cache file {path} (" in done.stderr and "; computing it again" in done.stderr, done.stderr[-3000:]
+    from mmcore.safe_io import load_npz
+
+    assert "__meta__" in load_npz(path, 64 << 20), "written again, whole"
+
+
+@pytest.mark.parametrize("how", ["fifo", "torn"])
+def test_damaged_cluster_names_are_made_again(analyzed, how):
+    [names] = analyzed.glob("cache/analysis/ex.custom/names-*.json")
+    if how == "fifo":
+        replace_with(names, "fifo")
+    else:
+        names.write_text(names.read_text()[:5])
+    assert analyzed_ids(run_bounded(analyzed, "analyze", "--collection", "ex", "--json")) == IDS
+    assert isinstance(json.loads(names.read_text()), dict)
+
+
+SEARCH = ("search", "--like", "i00", "--collection", "ex")
+
+
+@pytest.mark.parametrize("file, how, command, message", [
+    ("taxonomy/ex.custom.json", "fifo", "analyze", "is unreadable (not a regular file but a FIFO (named pipe)"),
+    ("taxonomy/ex.custom.json", "dev zero", "analyze", "is unreadable (not a regular file but a character device"),
+    ("taxonomy/ex.custom.json", "8 GB", "analyze", "is unreadable (the file is 8,192 MB, over the 256 MB limit for such a file)"),
+    ("vocabulary.txt", "fifo", "analyze", "vocabulary.txt: not a regular file but a FIFO (named pipe)"),
+    ("journal/0123.journal", "fifo", "search", "can't be used: not a regular file but a FIFO (named pipe)"),
+    ("journal/0123.journal", "dev zero", "search", "can't be used: not a regular file but a character device"),
+    ("journal/0123.journal", "8 GB", "search", "can't be used: it has a line longer than 256 MB"),
+    ("mmscope.json", "fifo", "search", "mmscope.json can't be read (not a regular file but a FIFO (named pipe)"),
+])
+def test_a_damaged_data_dir_file_is_named_never_a_hang_or_a_memory_error(analyzed, file, how, command, message):
+    replace_with(analyzed / file, how)
+    args = ("analyze", "--collection", "ex") if command == "analyze" else SEARCH
+    result = run_bounded(analyzed, *args)
+    assert result.returncode == 2 and str(analyzed / file) in result.stderr and message in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_check_reports_a_journal_that_is_not_one_instead_of_hanging(analyzed):
+    replace_with(analyzed / "journal" / "0123.journal", "fifo")
+    result = run_bounded(analyzed, "check", "--json")
+    assert result.returncode == 1, result.stderr[-3000:]
+    [problem] = json.loads(result.stdout)["problems"]
+    assert problem["kind"] == "journal" and "0123.journal can't be used: not a regular file but a FIFO" in problem["message"]
+
+
+def test_a_journal_record_unlike_mmscopes_is_named(analyzed, capsys):
+    (analyzed / "journal" / "0123.journal").write_text('{"begin": 1, "collection": "ex", "ids": {"custom": 5}}\n')
+    assert main(list(SEARCH)) == 2
+    assert "0123.journal can't be used: it holds a 'begin' record unlike mmscope's" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["link to a file of yours", "fifo"])
+def test_the_write_lock_is_never_taken_through_a_link_or_a_fifo(analyzed, tmp_path, how):
+    from mmcore.errors import StoreError
+
+    lock = analyzed / "chroma" / ".mmscope.lock"
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(precious) if how != "fifo" else os.mkfifo(lock)
+    ws = Workspace(Settings(data_dir=analyzed))
+    with pytest.raises(StoreError, match=r"\.mmscope\.lock: not a regular file but a (symbolic link|FIFO).*not the lock file"):
+        ws.store.open("ex", "custom").update_tags(["i00"], add=["x"])
+    assert precious.read_text() == "mine"
+    assert ws.store.open("ex", "custom").get(["i00"])[0]["metadata"].get("tags") in (None, [], "")
+
+
+# --- the pages show stored media only through mmcore.files (ui.picture, ui.player) ---------------------------
+
+CAPPED_CODE = f"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE}, {ADDRESS_SPACE}))
+from pathlib import Path
+from mmcore.files import read_stored, read_thumbnail
+root = Path(sys.argv[1])
+print(read_thumbnail(root, sys.argv[2]) is None, read_stored(root, sys.argv[2], 1 << 30) is None)
+"""
+
+
+@pytest.mark.parametrize("how", ["fifo", "dev zero", "link outside the media folder", "not an image", "huge picture", "8 GB"])
+def test_a_thumbnail_that_is_not_one_is_not_shown(analyzed, tmp_path, how):
+    from mmcore.files import read_thumbnail
+
+    [hit] = [h for h in search_like(Workspace(Settings(data_dir=analyzed)), "i00", "ex", k=50, space="custom") if h.id == "img"]
+    thumbnail, media = Path(hit.thumbnail), analyzed / "media"
+    assert read_thumbnail(media, thumbnail)[:4] == b"RIFF"  # the real one: WebP
+    if how == "link outside the media folder":
+        Image.new("RGB", (8, 8)).save(tmp_path / "private.png")
+        thumbnail.unlink()
+        thumbnail.symlink_to(tmp_path / "private.png")
+    elif how == "not an image":
+        thumbnail.write_bytes(b"<svg onload=alert(1)>")
+    elif how == "huge picture":  # 30,000 x 30,000 pixels in a few KB: decoding it would take 2.7 GB
+        Image.new("1", (30_000, 30_000)).save(thumbnail, format="PNG")
+        assert thumbnail.stat().st_size < 1 << 20
+    else:
+        replace_with(thumbnail, how)
+    child = subprocess.run([sys.executable, "-c", CAPPED_CODE, str(media), str(thumbnail)], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    shown_as_picture, shown_as_original = child.stdout.split()
+    assert shown_as_picture == "True"
+    assert shown_as_original == str(how not in ("not an image", "huge picture"))  # as a file, those two are regular
+
+
+def page_of_thumbnails():
+    """The gallery the Map, Clusters and Outliers pages show, on collection `ex`."""
+    import ui
+    from mmcore.analysis.maps import analyze
+
+    frame = ui.analysis_table(analyze(ui.workspace(), "ex", "custom"))
+    ui.gallery(frame[frame["id"].isin(["img", "i00"])])
+
+
+def _unblock(fifo: Path, after: float) -> None:
+    """Open the FIFO for writing after a while, so that a page which opened it for reading fails instead of hanging."""
+    time.sleep(after)
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # no reader: nothing hangs
+        pass
+
+
+def test_the_gallery_shows_no_picture_for_a_thumbnail_that_is_a_fifo(analyzed):
+    """Streamlit's st.image(path) opens the path and reads it whole: a FIFO hangs the page, /dev/zero fills the memory."""
+    import streamlit as st
+    from chromadb.api.client import SharedSystemClient
+    from streamlit.testing.v1 import AppTest
+
+    SharedSystemClient.clear_system_cache()
+    st.cache_resource.clear()
+    try:
+        app = AppTest.from_function(page_of_thumbnails).run(timeout=60)
+        assert not app.exception and len(app.get("image")) == 1, "the real thumbnail is shown"
+        [hit] = [h for h in search_like(Workspace(Settings(data_dir=analyzed)), "i00", "ex", k=50, space="custom") if h.id == "img"]
+        replace_with(Path(hit.thumbnail), "fifo")
+        threading.Thread(target=_unblock, args=(Path(hit.thumbnail), 60), daemon=True).start()
+        app = AppTest.from_function(page_of_thumbnails).run(timeout=90)
+        assert not app.exception and len(app.get("image")) == 0 and len(app.caption) == 2, "both items, one picture less"
+    finally:
+        st.cache_resource.clear()

@@ -185,12 +185,11 @@ def test_concurrent_reads_from_threads(options):
 def test_the_item_view_renders_a_stored_pdf_page_as_at_ingest(tmp_path):
     from mmcore.media.pdf import RENDER_SIZE, render_page
 
-    path = tmp_path / "stored.pdf"
-    path.write_bytes(make_pdf(["first", "second"], colours=[None, (200, 30, 30)]))
-    page = render_page(path, 2)
+    data = make_pdf(["first", "second"], colours=[None, (200, 30, 30)])
+    page = render_page(data, 2, "stored.pdf")
     assert max(page.size) == RENDER_SIZE
     assert page.getpixel((page.width // 2, page.height * 3 // 4))[0] > 150  # the second page's red block
-    with pytest.raises(MediaError, match="no page 3"):
-        render_page(path, 3)
-    with pytest.raises(MediaError, match="can't be read"):
-        render_page(tmp_path / "gone.pdf", 1)
+    with pytest.raises(MediaError, match="stored.pdf.*no page 3"):
+        render_page(data, 3, "stored.pdf")
+    with pytest.raises(MediaError, match="can't be rendered"):
+        render_page(b"%PDF-1.4 torn", 1, "torn.pdf")

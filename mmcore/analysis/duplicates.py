@@ -20,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import MMError
+from ..errors import MediaError, MMError
+from ..safe_io import read_json
 from ..store import ItemCollection, Items
 from ..vector_cache import items_with_vectors, vector_cache_dir
 from ..workspace import Workspace
@@ -286,14 +287,15 @@ class _Dismissals:
         return cls(ws.settings.data_dir / "reviews" / f"{collection.name}.{space}.json")
 
     def sets(self) -> list[list[str]]:
-        try:
-            data = json.loads(self.path.read_text())
-            return [list(map(str, ids)) for ids in data["not_duplicates"]]
-        except FileNotFoundError:
+        if not os.path.lexists(self.path):
             return []
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise MMError(f"The duplicate reviews in {self.path} can't be read ({e}); fix or delete that file "
-                          "(deleting it brings back the sets marked 'not duplicates').") from e
+        try:
+            data = read_json(self.path)
+            return [list(map(str, ids)) for ids in data["not_duplicates"]]
+        except (MediaError, ValueError, KeyError, TypeError) as e:
+            reason = e.reason if isinstance(e, MediaError) else e
+            raise MMError(f"The duplicate reviews in {self.path} can't be read ({reason}); fix or delete that file "
+                          "(deleting it brings back the sets marked 'not duplicates').") from None
 
     def by_member(self) -> dict[str, frozenset[int]]:
         """Each dismissed item with the numbers of the dismissed sets it belongs to."""

@@ -18,7 +18,6 @@ import os
 import threading
 import time
 import uuid
-import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import MMError
+from ..errors import MediaError, MMError
+from ..safe_io import MAX_RECORD_BYTES, load_npz
 from ..vector_cache import Vectors, read_vectors, vector_cache_dir
 from ..workspace import Workspace
 from .clusters import (Clusters, Hdbscan, OutlierModel, assign, clusterer_state, coarse, find_clusters, fit_outliers,
@@ -164,7 +164,7 @@ def analyze(
     name = collection or ws.settings.collection
     target = ws.store.open(name, space)
     version = target.version
-    cache = AnalysisCache(ws.settings.data_dir / "cache", name, space, umap, hdbscan, sampling)
+    cache = AnalysisCache(ws.settings.data_dir / "cache", name, space, umap, hdbscan, sampling, size_of(target))
     refit = refit and may_fit
     if not refit and (cached := cache.load_result(version)) is not None:
         cached.from_cache = True
@@ -187,6 +187,8 @@ def _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, r
     use_numba_cache()
 
     fit = None if refit else cache.load_fit()
+    for problem in cache.unreadable:  # a damaged or crafted cache costs a recomputation: say why it happens
+        say(f"Ignoring {problem}; computing it again")
     if fit is not None and _can_place(fit, items.ids):
         analysis = _place_new(fit, items, say, seconds)
     else:
@@ -310,6 +312,9 @@ def _place_new(fit: dict, items: Vectors, say: Progress, seconds: dict) -> Analy
 
 CACHE_FORMAT = 2  # of the files below; a file of another format (or an old pickle) is ignored and recomputed
 _META = "__meta__"  # the npz member holding the JSON part
+# What one cache file may hold per item beyond the fitted vectors: its id (in JSON) and a few hundred numbers
+# (measured: 200 to 500 bytes with 40-character ids), generously.
+CACHE_BYTES_PER_ITEM = 4 << 10
 
 
 _locks: dict[tuple[Path, str], threading.Lock] = {}
@@ -321,15 +326,25 @@ class AnalysisCache:
     most KEPT_PARAMETER_SETS parameter sets (the least recently used beyond them are removed with what derives
     from them: a viewer trying settings can't fill the disk, and neither can an editor).
 
-    Each file is an .npz of plain arrays plus one JSON string, read with allow_pickle=False: a data dir may be
-    restored from someone else's backup, and reading its caches must never run code. A file that can't be read
-    as such (torn, another format, an old pickle cache) counts as missing and is recomputed.
+    Each file is an .npz of plain arrays plus one JSON string, read through `mmcore.safe_io.load_npz` (never
+    unpickled, inflated no further than it may hold): a data dir may be restored from someone else's backup, and
+    reading its caches must never run code or fill the memory. A file that can't be read as such (torn, another
+    format, an old pickle cache, larger than the collection's analysis can be) counts as missing and is recomputed;
+    `unreadable` says which and why.
+
+    `size` is the collection's (items, dimension): a file holds at most the vectors of the items fitted (a sample
+    of `sampling.size`) and CACHE_BYTES_PER_ITEM per item. Without it, MAX_RECORD_BYTES.
     """
 
-    def __init__(self, root: Path, collection: str, space: str, umap: Umap, hdbscan: Hdbscan, sampling: Sampling = Sampling()):
+    def __init__(self, root: Path, collection: str, space: str, umap: Umap, hdbscan: Hdbscan, sampling: Sampling = Sampling(),
+                 size: tuple[int, int] | None = None):
         self.dir = root / "analysis" / f"{collection}.{space}"
         params = json.dumps({"umap": asdict(umap), "hdbscan": asdict(hdbscan), "sampling": asdict(sampling)}, sort_keys=True)
         self.key = hashlib.sha1(params.encode()).hexdigest()[:12]
+        items, dim = size or (0, 0)
+        fitted = min(items, sampling.size) * dim * 8  # its vectors, float64 at most
+        self.limit = (64 << 20) + items * CACHE_BYTES_PER_ITEM + fitted if size else MAX_RECORD_BYTES
+        self.unreadable: list[str] = []  # "the cache file PATH (reason)" for each file read and found wanting
 
     @property
     def lock(self) -> threading.Lock:
@@ -339,9 +354,10 @@ class AnalysisCache:
 
     @classmethod
     def of(cls, ws: Workspace, analysis: Analysis) -> "AnalysisCache":
-        """The cache of the parameters an analysis was asked with (its min_cluster_size may be resolved)."""
+        """The cache of the parameters an analysis was asked with (its min_cluster_size may be resolved), for the
+        files derived from it (the 3D map, cluster names), which hold no vectors."""
         return cls(ws.settings.data_dir / "cache", analysis.collection, analysis.space, analysis.umap, analysis.requested,
-                   analysis.sampling)
+                   analysis.sampling, (len(analysis.ids), 0))
 
     def file(self, analysis: Analysis, kind: str, suffix: str) -> Path:
         """A file for something derived from this very analysis (its version and placements)."""
@@ -391,13 +407,19 @@ class AnalysisCache:
         self.write(self.dir / f"fit-{self.key}.npz", *_fit_state(fit))
 
     def read(self, path: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
-        """(JSON part, arrays) of a cache file, or None when it is missing or not one of ours."""
+        """(JSON part, arrays) of a cache file, or None when it is missing or not one of ours (then noted in
+        `unreadable`, unless it is only of another format)."""
+        if not os.path.lexists(path):
+            return None
         try:
-            with np.load(path, allow_pickle=False) as npz:  # a pickle (or an object array) raises ValueError
-                arrays = {name: npz[name] for name in npz.files}
+            arrays = load_npz(path, self.limit)
             meta = json.loads(str(arrays.pop(_META)[()]))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, AttributeError, TypeError):
-            return None  # AttributeError: a plain .npy (an array, not an npz) has neither .files nor __exit__
+        except MediaError as e:  # not a regular file, a pickle, a zip bomb, past the limit, torn...
+            self.unreadable.append(f"the cache file {path} ({e.reason})")
+            return None
+        except (KeyError, ValueError, IndexError, RecursionError) as e:
+            self.unreadable.append(f"the cache file {path} (its description is missing or malformed: {e!r})")
+            return None
         if not isinstance(meta, dict) or meta.pop("format", None) != CACHE_FORMAT:
             return None
         return meta, arrays
@@ -438,9 +460,19 @@ def _touch(path: Path) -> None:
 def latest_parameters(ws: Workspace, collection: str, space: str) -> tuple[Umap, Hdbscan] | None:
     """The parameters of the most recently used analysis of a collection's space (what an editor last chose),
     or None when none is cached: a read-only viewer sees that one."""
-    for umap, hdbscan, _ in AnalysisCache(ws.settings.data_dir / "cache", collection, space, Umap(), Hdbscan()).parameter_sets():
+    try:
+        size = size_of(ws.store.open(collection, space))
+    except MMError:
+        return None
+    for umap, hdbscan, _ in AnalysisCache(ws.settings.data_dir / "cache", collection, space, Umap(), Hdbscan(),
+                                          size=size).parameter_sets():
         return umap, hdbscan
     return None
+
+
+def size_of(target) -> tuple[int, int]:
+    """(items, dimension) of a collection's space: what bounds the size of its analysis's cache files."""
+    return target.count(), target.space.dim if target.space else 0
 
 
 def _decoded(decode, state):

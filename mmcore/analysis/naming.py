@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import MediaError, MMError
+from ..safe_io import MAX_RECORD_BYTES, read_bounded, read_json
 from ..store import Items
 from .maps import Analysis, AnalysisCache
 
@@ -28,11 +31,28 @@ WORD = re.compile(r"[^\W\d_][\w'-]{2,}", re.UNICODE)
 
 
 def vocabulary(user_file: Path | None = None) -> list[str]:
-    """The built-in labels plus the user's own (one per line in `user_file`), without duplicates."""
-    words = BUILTIN_VOCABULARY.read_text().splitlines()
-    if user_file is not None and user_file.exists():
-        words += user_file.read_text(errors="replace").splitlines()
+    """The built-in labels plus the user's own (one per line in `user_file`), without duplicates.
+
+    Raises:
+        MMError: `user_file` exists but can't be read (see `user_labels`).
+    """
+    words = BUILTIN_VOCABULARY.read_text().splitlines() + user_labels(user_file).splitlines()
     return list(dict.fromkeys(w.strip() for w in words if w.strip()))
+
+
+def user_labels(user_file: Path | None) -> str:
+    """The text of the user's own vocabulary file ("" when there is none), read bounded: it lives in the data dir,
+    which may come from someone else's backup.
+
+    Raises:
+        MMError: it exists but is not a regular file, can't be read or is over MAX_RECORD_BYTES.
+    """
+    if user_file is None or not os.path.lexists(user_file):
+        return ""
+    try:
+        return read_bounded(user_file, MAX_RECORD_BYTES, None).decode("utf-8", errors="replace")
+    except MediaError as e:
+        raise MMError(f"The vocabulary file {e}: fix it, or delete it to use the built-in labels only.") from None
 
 
 def name_clusters(analysis: Analysis, items: Items, embed_texts=None, labels: list[str] | None = None) -> dict[int, str]:
@@ -126,17 +146,17 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
     import hashlib
     import json
 
-    from ..errors import MMError
     from ..vector_cache import items_with_vectors, vector_cache_dir
 
     user_file = ws.settings.data_dir / "vocabulary.txt"
     labels = vocabulary(user_file)
     digest = hashlib.sha1("\n".join(labels).encode()).hexdigest()[:8]
     path = AnalysisCache.of(ws, analysis).file(analysis, "names", f"-{digest}.json")
-    try:
-        return {int(k): v for k, v in json.loads(path.read_text()).items()}
-    except (OSError, ValueError):
-        pass
+    if os.path.lexists(path):
+        try:  # names cached by an earlier call; anything else (torn, crafted) is named again
+            return {int(k): str(v) for k, v in read_json(path).items()}
+        except (MediaError, AttributeError, ValueError, TypeError):
+            pass
     items = items_with_vectors(ws.store.open(analysis.collection, analysis.space), vector_cache_dir(ws.settings.data_dir))
     embed = None
     if analysis.space == "clip":
@@ -148,6 +168,31 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
         except MMError:
             embed = None
     names = name_clusters(analysis, items, embed, labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({str(k): v for k, v in names.items()}))
+    _replace(path, json.dumps({str(k): v for k, v in names.items()}))
     return names
+
+
+def save_user_labels(user_file: Path, text: str) -> None:
+    """Write the user's own vocabulary (one label per line).
+
+    Raises:
+        MMError: the data dir isn't writable.
+    """
+    try:
+        _replace(user_file, text.strip() + "\n")
+    except OSError as e:
+        raise MMError(f"Could not save the vocabulary to {user_file}: {e}. Check that the data dir is writable.") from None
+
+
+def _replace(path: Path, text: str) -> None:
+    """`path` replaced by a file holding `text`, whole: whatever was there (a torn file, a FIFO, a link) is replaced,
+    never written through."""
+    import uuid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

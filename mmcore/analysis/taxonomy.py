@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MMError
+from ..errors import MediaError, MMError
+from ..safe_io import read_json
 from ..store import ItemCollection
 from .clusters import NOISE
 from .maps import Analysis
@@ -209,21 +210,23 @@ def load_taxonomy(ws, collection: str, space: str) -> Taxonomy:
     Args:
         ws: the Workspace (or its data dir); collection, space: whose taxonomy.
     Raises:
-        MMError: the file exists but can't be read.
+        MMError: the file exists but can't be read (not a regular file, over MAX_RECORD_BYTES, not a taxonomy).
     """
     path = taxonomy_path(ws.settings.data_dir if hasattr(ws, "settings") else ws, collection, space)
-    if not path.exists():
+    if not os.path.lexists(path):
         return Taxonomy(path)
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path, name=path.name)
         return Taxonomy(
             path, data.get("fit", ""), {int(k): str(v) for k, v in data.get("names", {}).items()},
             {int(k): int(v) for k, v in data.get("merged", {}).items()},
             {str(k): int(v) for k, v in data.get("splits", {}).items()},
             {int(k): list(v) for k, v in data.get("members", {}).items()},
         )
-    except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise MMError(f"The taxonomy file {path} is unreadable ({e}): fix it, or delete it to start over.") from e
+    except MediaError as e:
+        raise MMError(f"The taxonomy file {path} is unreadable ({e.reason}): fix it, or delete it to start over.") from None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise MMError(f"The taxonomy file {path} is unreadable ({e}): fix it, or delete it to start over.") from None
 
 
 def export_taxonomy(analysis: Analysis, labels: np.ndarray, names: dict[int, str]) -> dict:

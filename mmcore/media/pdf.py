@@ -43,19 +43,13 @@ def read_pdf(name: str, data: bytes, options: ReadOptions) -> Decoded:
     return Decoded(mime="application/pdf", stored_ext=".pdf", chunks=chunks, thumbnail=chunks[0].thumbnail)
 
 
-def render_page(path, number: int) -> Image.Image:
-    """Page `number` (from 1) of a stored PDF, rendered as at ingest (RENDER_SIZE on its long side), for display.
+def render_page(data: bytes, number: int, name: str) -> Image.Image:
+    """Page `number` (from 1) of a stored PDF's bytes, rendered as at ingest (RENDER_SIZE on its long side), for
+    display; `name` names the file in errors.
 
     Raises:
-        MediaError: the file can't be read or has no such page.
+        MediaError: the PDF has no such page or can't be rendered.
     """
-    from pathlib import Path
-
-    name = Path(path).name
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise MediaError(name, f"the stored PDF can't be read ({e.strerror or e})") from None
     with _PDFIUM_LOCK:
         try:
             with pdfium.PdfDocument(data) as pdf:
