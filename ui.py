@@ -239,19 +239,27 @@ def hit_card(hit, rank: int) -> None:
     Video segments and audio windows play from their start, one player at a time (players load the file)."""
     with st.container(border=True, key=f"hit-{hit.modality}-{rank}"):
         playing = st.session_state.get("playing") == hit.id
+        # image-caption pairs (mmcore.search.with_pairs): a caption shows its image, an image its captions
+        image_of = next((p for p in hit.pairs if p.thumbnail), None) if hit.modality == "text" else None
+        captions = [p for p in hit.pairs if p.document] if hit.modality == "image" else []
         mime = str(hit.metadata.get("mime", ""))
         playable = bool(hit.original) and "start_s" in hit.locator and mime.startswith(("video/", "audio/"))  # transcripts too
         if playing and playable:
             player = st.video if mime.startswith("video/") else st.audio
             start, end = hit.locator.get("start_s", 0), hit.locator.get("end_s")
             player(hit.original, start_time=int(start), end_time=int(end + 0.999) if end else None, autoplay=True)
-        elif hit.thumbnail:
-            st.image(hit.thumbnail, width="stretch")
+        elif hit.thumbnail or image_of:
+            st.image(hit.thumbnail or image_of.thumbnail, width="stretch")
+            if image_of and hit.document:
+                snippet(hit.document[:400])  # a caption beneath its image
         elif hit.document:
             snippet(hit.document[:400])
+        if captions:
+            snippet("\n".join(f"“{c.document[:200]}”" for c in captions))  # an image's captions beneath it
         score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
         st.markdown(f"{score} · `{hit.space}`")
-        st.caption(literal(hit.source) + (f" · {hit.where}" if hit.where else ""))
+        st.caption(literal(hit.source) + (f" · {hit.where}" if hit.where else "")
+                   + (f" · image {literal(image_of.source)}" if image_of else ""))
         with st.container(horizontal=True, gap="small"):
             if playable:
                 if st.button("Stop" if playing else "Play", key=f"play-{rank}-{hit.id}",

@@ -189,7 +189,7 @@ class _ProgressLines:
 
 
 def _search(args) -> int:
-    from .search import Filters, Query, query_spaces, search, search_fused
+    from .search import Filters, Query, query_spaces, search, search_fused, with_pairs
 
     ws = _workspace()
     filters = Filters.parse(args.where)
@@ -208,6 +208,7 @@ def _search(args) -> int:
         hits = search_fused(ws, query, args.collection, args.k, filters, space if args.like else None)
     else:
         hits = search(ws, query, args.collection, args.k, filters, space)
+    hits = with_pairs(ws, hits, args.collection)
     if args.json:
         print(json.dumps([h.to_json() for h in hits], indent=2))
     else:
@@ -215,6 +216,8 @@ def _search(args) -> int:
             where = " ".join(f"{k}={v}" for k, v in h.locator.items())
             snippet = f"  {h.document[:80]!r}" if h.document else ""
             print(f"{rank:3}. {h.score:.4f}  {h.space:4}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
+            for pair in h.pairs:  # an image-caption pair: the caption's image, or the image's captions
+                print(f"       {pair.modality}: {pair.source}" + (f"  {pair.document[:80]!r}" if pair.document else ""))
         if not hits:
             print("no hits")
     return 0

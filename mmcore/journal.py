@@ -221,6 +221,10 @@ class PartialFile:
         return cls(path, header, writers=[writer])
 
     @property
+    def collection(self) -> str:
+        return self.path.parent.name
+
+    @property
     def items(self) -> int:
         return sum(b - a for a, b in self.committed)
 
