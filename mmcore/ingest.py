@@ -26,7 +26,7 @@ import json
 import os
 import posixpath
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import MediaError, ModelUnavailable, SpaceMismatch
+from .errors import MediaError, ModelUnavailable, NotFound, SpaceMismatch
 from .files import display_name
 from .journal import Journal, PartialFile, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, read_media, space_of
@@ -169,11 +169,12 @@ def ingest(
     tracker = ProgressTracker(len(sources), on_progress)
     tracker.stage("loading models")
     journals = journal_dir(settings.data_dir)
+    ws.store.before_write()  # an embedded store's one-writer lock: refused now, not after the models load
     recover(ws.store, journals)  # so a file a crash cut short is not taken for one already in the collection
     models = Models.load(ws, collection_name, [s.name for s in sources])
     options = read_options(settings, models.spaces, csv_rows, pair_column)
     reading = reading_key(options, models.transcriber is not None)
-    pairing = Pairing(models.targets.get("clip"))
+    pairing = Pairing(lambda: models.targets.get("clip"))
     report = IngestReport()
     in_order = [FileResult(s.name, "failed") for s in sources]
     batch: list[tuple[_Pending, int]] = []  # chunks waiting for the model, across files
@@ -313,7 +314,7 @@ def ingest(
         """In a decoder thread: None when the collection holds these bytes whole already, else the file read,
         with what an earlier, interrupted ingest committed of it."""
         whole, record, restart = earlier(journals, collection_name, source_hash, reading,
-                                         lambda: any(t.has_source(source_hash) for t in models.targets_of(name)))
+                                         lambda: any(t.has_source(source_hash) for t in models.existing(name)))
         return None if whole else _Read(read_media(name, data, options), record, restart)
 
     order = sorted(range(len(sources)), key=lambda i: pairs_later(sources[i].name, csv_rows, options.pair_column))
@@ -322,7 +323,7 @@ def ingest(
     decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-decode")
     writer = ThreadPoolExecutor(1, thread_name_prefix="ingest-write")
     with Journal(journals, ws.store) as journal:
-        store = PartWriter(ws, journal, collection_name, models.targets, tag_list(tags), pairing, reading)
+        store = PartWriter(ws, journal, collection_name, models.target, tag_list(tags), pairing, reading)
         try:
             for i in order:
                 source, result = sources[i], in_order[i]
@@ -383,10 +384,15 @@ def earlier(journals: Path, collection: str, source_hash: str, reading: str, pre
 
 @dataclass
 class Models:
-    """The models and collections an ingest needs, and why those that can't be had can't (per space, "speech")."""
+    """The models and collections an ingest needs, and why those that can't be had can't (per space, "speech").
 
+    A collection's space is created on its first write (`target`), so files that all fail leave none behind.
+    """
+
+    ws: Workspace
+    collection: str
     spaces: dict
-    targets: dict
+    targets: dict  # space -> its collection, None until it exists
     transcriber: object | None
     broken: dict[str, str]
 
@@ -403,7 +409,9 @@ class Models:
         for space in sorted({space_of(n) for n in names} | {"clip"}):
             try:
                 spaces[space] = ws.space(space)
-                targets[space] = ws.collection(collection, space)
+                targets[space] = ws.collection(collection, space, create=False)
+            except NotFound:
+                targets[space] = None
             except ModelUnavailable as e:
                 broken[space] = f"needs the {space.upper()} model, which could not be loaded: {e}"
             except SpaceMismatch as e:
@@ -414,7 +422,13 @@ class Models:
                 transcriber = get_transcriber(ws.settings)
             except ModelUnavailable as e:
                 broken["speech"] = f"its speech would be transcribed, but the speech model could not be loaded: {e}"
-        return cls(spaces, targets, transcriber, broken)
+        return cls(ws, collection, spaces, targets, transcriber, broken)
+
+    def target(self, space: str):
+        """The collection of `space`, created if it doesn't exist yet (for the writer)."""
+        if self.targets.get(space) is None:
+            self.targets[space] = self.ws.collection(self.collection, space)
+        return self.targets[space]
 
     def needs(self, name: str) -> list[str]:
         speech = bool(self.transcriber is not None or "speech" in self.broken) and may_hold_speech(name)
@@ -424,8 +438,9 @@ class Models:
         """Why a file of this name can't be ingested now (a model it needs is missing), or None."""
         return next((self.broken[need] for need in self.needs(name) if need in self.broken), None)
 
-    def targets_of(self, name: str) -> list:
-        return [self.targets[space] for space in dict.fromkeys(self.needs(name)) if space in self.targets]
+    def existing(self, name: str) -> list:
+        """The collections a file of this name may have items in, of those that exist."""
+        return [self.targets[space] for space in dict.fromkeys(self.needs(name)) if self.targets.get(space) is not None]
 
 
 def reading_key(options: ReadOptions, speech: bool) -> str:
@@ -463,6 +478,7 @@ class _Pending:
     part_started: float | None = None  # when the oldest chunk not handed to the writer was queued
     timed: list[Chunk] = field(default_factory=list)  # audio windows or video segments, for the transcript
     added_at: int = field(default_factory=lambda: int(time.time()))
+    links: dict | None = None  # image name -> (item id, source), for a caption CSV (Pairing.link)
     pairs: int = 0  # captions linked to their image
     unpaired: int = 0  # captions whose image was not found
     unpaired_example: str = ""
@@ -541,11 +557,12 @@ def embed_queued(spaces: dict, batch: list[tuple[_Pending, int]]) -> None:
 
 class PartWriter:
     """Writes parts of files into a collection's spaces, each call one journaled group, and keeps the records of
-    big files' committed groups (mmcore.journal.PartialFile). Runs in one thread at a time."""
+    big files' committed groups (mmcore.journal.PartialFile). `target(space)` gives (or creates) a space's
+    collection. Runs in one thread at a time."""
 
-    def __init__(self, ws: Workspace, journal: Journal, collection: str, targets: dict, tags: list[str],
+    def __init__(self, ws: Workspace, journal: Journal, collection: str, target, tags: list[str],
                  pairing: "Pairing", reading: str):
-        self.ws, self.journal, self.collection, self.targets = ws, journal, collection, targets
+        self.ws, self.journal, self.collection, self.target = ws, journal, collection, target
         self.tags, self.pairing, self.reading = tags, pairing, reading
 
     def write(self, parts: Sequence[_Part]) -> None:
@@ -577,7 +594,7 @@ class PartWriter:
         if rows:
             group = self.journal.begin(self.collection, {space: ids for space, (ids, *_) in rows.items()})
             for space, (ids, metadatas, documents, vectors) in rows.items():
-                self.targets[space].add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space
+                self.target(space).add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space
             self.journal.commit(group)
         for part in parts:
             f = part.file
@@ -592,7 +609,8 @@ class PartWriter:
         if f.record is None:
             return
         f.record.abandon()  # from here on, a crash leaves it to be removed, never resumed
-        for target in self.targets.values():
+        for space in self.ws.store.spaces(self.collection):
+            target = self.ws.store.open(self.collection, space)
             ids = target.raw.get(where={"source_hash": f.result.source_hash}, include=[])["ids"]
             if ids:
                 target.delete(ids)
@@ -601,11 +619,13 @@ class PartWriter:
 
 
 class Pairing:
-    """Finds the image item a caption names: among this ingest's images (at that path beside the CSV, else by
-    file name), else among the collection's (by source name, then file name). Ambiguous names find nothing."""
+    """Finds the image items an image-caption CSV names: among this ingest's images, else among the collection's
+    (matched by source name). A name is matched at its path relative to the CSV, else by file name: the only
+    image of that name in the CSV's folder or below, else the only one at all, else (several) the one in the
+    folder that holds most of the CSV's other images. A name still ambiguous finds nothing."""
 
     def __init__(self, clip_target):
-        self.target = clip_target
+        self.target = clip_target  # () -> the collection's clip space, or None
         self.ours: dict[str, list[FileResult]] = {}  # file name (lower case) -> images of this ingest
         self.theirs: dict[str, list[tuple[str, str]]] | None = None  # file name -> (source, item id) in the collection
 
@@ -614,39 +634,39 @@ class Pairing:
         if extension(result.name) in IMAGE_EXTENSIONS:
             self.ours.setdefault(posixpath.basename(result.name).lower(), []).append(result)
 
-    def resolve(self, csv_name: str, named: str) -> tuple[str, str] | None:
-        """(the image item's id, its source) for the image the CSV `csv_name` names as `named`, or None."""
-        named = named.strip().replace("\\", "/")
-        key = posixpath.basename(named).lower()
-        ours = [(r.name, f"{r.source_hash[:32]}:image") for r in self.ours.get(key, []) if r.source_hash and not r.reason]
-        return _pick(csv_name, named, ours) or _pick(csv_name, named, self._theirs().get(key, []))
+    def link(self, csv_name: str, names: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """{name as the CSV gives it: (the image item's id, its source)} for the names found."""
+        folder = posixpath.dirname(csv_name)
+        found: dict[str, tuple[str, str]] = {}
+        ambiguous: dict[str, list[tuple[str, str]]] = {}
+        for name in names:
+            named = name.strip().replace("\\", "/")
+            key = posixpath.basename(named).lower()
+            candidates = [(f"{r.source_hash[:32]}:image", r.name) for r in self.ours.get(key, []) if r.source_hash and not r.reason]
+            candidates = list(dict(candidates or [(i, s) for s, i in self._theirs().get(key, [])]).items())
+            exact = posixpath.normpath(posixpath.join(folder, named))
+            near = [c for c in candidates if c[1] == exact] or [c for c in candidates if not folder or c[1].startswith(folder + "/")]
+            if len(near) == 1 or len(candidates) == 1:
+                found[name] = near[0] if len(near) == 1 else candidates[0]
+            elif candidates:
+                ambiguous[name] = near or candidates
+        votes = Counter(posixpath.dirname(source) for _, source in found.values())
+        for name, candidates in ambiguous.items():
+            ranked = sorted(candidates, key=lambda c: -votes[posixpath.dirname(c[1])])
+            if votes[posixpath.dirname(ranked[0][1])] > votes[posixpath.dirname(ranked[1][1])]:
+                found[name] = ranked[0]
+        return found
 
     def _theirs(self) -> dict[str, list[tuple[str, str]]]:
         if self.theirs is None:
             self.theirs = {}
-            if self.target is not None:
-                items = self.target.all(with_vectors=False, where={"modality": "image"})
+            target = self.target()
+            if target is not None:
+                items = target.all(with_vectors=False, where={"modality": "image"})
                 for item_id, meta in zip(items.ids, items.metadatas):
                     source = str(meta.get("source", ""))
                     self.theirs.setdefault(posixpath.basename(source).lower(), []).append((source, item_id))
         return self.theirs
-
-
-def _pick(csv_name: str, named: str, found: list[tuple[str, str]]) -> tuple[str, str] | None:
-    """The one of `found` ((source, item id), same file name) the CSV means: at the path it gives relative to
-    itself, else the only one in its folder or below, else the only one."""
-    found = list({item_id: (item_id, source) for source, item_id in found}.values())
-    if not found:
-        return None
-    folder = posixpath.dirname(csv_name)
-    exact = posixpath.normpath(posixpath.join(folder, named))
-    for item_id, source in found:
-        if source == exact:
-            return item_id, source
-    near = [f for f in found if not folder or f[1].startswith(folder + "/")]
-    if len(near) == 1:
-        return near[0]
-    return found[0] if len(found) == 1 else None
 
 
 def _notes(f: _Pending) -> list[str]:
@@ -727,7 +747,9 @@ def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict
         if own or thumbnail:
             meta["thumbnail"] = (own or thumbnail).relative_to(ws.files.root).as_posix()
         if chunk.pair:
-            found = pairing.resolve(result.name, chunk.pair)
+            if f.links is None:  # once per file: all of its names together, so they can vote on ambiguous ones
+                f.links = pairing.link(result.name, decoded.pairs)
+            found = f.links.get(chunk.pair)
             if found:
                 meta["pair_of"], meta["pair_source"] = found
                 f.pairs += 1

@@ -100,7 +100,7 @@ class ProgressTracker:
             self.started = self.clock()
         self.unread -= 1
         self.left[id(result)] = items
-        self._send(stage="embedding", current=result.name, force=False)
+        self._send(stage="embedding", current=result.name, force=self.state.stage != "embedding")
 
     def embedded(self, result: "FileResult", items: int) -> None:
         """`items` more of the file's items have vectors."""

@@ -110,7 +110,7 @@ def ingest_on_ray(
     retry: list[list[_Pending]] = []  # calls to send again, one file each, after their worker died
     attempts: dict[int, int] = {}  # id(pending) -> calls that were lost with it
     records: dict[int, object] = {}  # id(pending) -> what an earlier ingest committed of it
-    pairing = Pairing(None)  # its collection is known once the workers say which models they loaded
+    pairing = Pairing(lambda: targets.get("clip"))  # known once the workers say which models they loaded
     cluster = None
     store = None
 
@@ -172,8 +172,7 @@ def ingest_on_ray(
                 if done.infos is not None and not targets:
                     targets.update({space: ws.store.collection(name, info) for space, info in done.infos.items()})
                     known.update(targets)  # skip checks from now on see what this run writes
-                    pairing.target = targets.get("clip")
-                    store = PartWriter(ws, journal, name, targets, tag_list(tags), pairing, cluster.reading)
+                    store = PartWriter(ws, journal, name, targets.__getitem__, tag_list(tags), pairing, cluster.reading)
                 for f in done.lost:
                     attempts[id(f)] = attempts.get(id(f), 0) + 1
                     if attempts[id(f)] >= 2:  # it may be what kills them
@@ -183,7 +182,8 @@ def ingest_on_ray(
                         retry.append([f])
                 if done.files:
                     started = time.perf_counter()
-                    _write(store, done.files, tracker, cluster.reading, lambda h: any(t.has_source(h) for t in targets.values()))
+                    _write(store, done.files, tracker, cluster.reading,
+                           lambda h: any(t.has_source(h) for t in targets.values()))
                     report.seconds["write"] += time.perf_counter() - started
                     for key, value in done.seconds.items():
                         report.seconds[key] += value

@@ -61,18 +61,16 @@ if report is not None:
     a.metric("Added", len(added))
     s.metric("Skipped", len(skipped))
     f.metric("Refused", len(failed))
-    i.metric("Items embedded", report.items_added)
-    if added:
-        st.success(f"Added {len(added)} file(s) with {report.items_added:,} items.", icon=":material/check_circle:")
+    i.metric("Items embedded", f"{report.items_added:,}")
     if failed:
         by_reason: dict[str, list[str]] = {}
         for r in failed:
             by_reason.setdefault(r.reason or "", []).append(r.name)
         lines = "\n".join(f"- **{ui.literal(', '.join(names))}**: {ui.literal(reason)}" for reason, names in by_reason.items())
         st.error(f"Refused, and nothing of them stored:\n{lines}", icon=":material/block:")
-    notes = [(r.name, note) for r in report.results for note in r.notes]
-    if notes:
-        st.info("\n".join(f"- **{ui.literal(name)}**: {ui.literal(note)}" for name, note in notes), icon=":material/info:")
+    for r in report.results:  # captions linked to their images (or not), a big file finished after a stop
+        for note in r.notes:
+            st.caption(f"**{ui.literal(r.name)}**: {ui.literal(note)}")
     with st.expander(f"Every file ({len(report.results)})"):
         rows = [{"file": r.name, "result": r.status, "items": r.items, "reason": r.reason or "; ".join(r.notes)}
                 for r in report.results]

@@ -63,6 +63,7 @@ class Decoded:
     chunks: Iterable[Chunk]
     thumbnail: Any = None  # PIL.Image or None
     count: int | None = None
+    pairs: frozenset[str] = frozenset()  # for an image-caption CSV: every image name its chunks give (`Chunk.pair`)
 
     @property
     def known_count(self) -> int | None:

@@ -85,7 +85,8 @@ def read_csv(name: str, data: bytes, options: ReadOptions) -> Decoded:
                 locator = {"row": row_number, "char_start": start, "char_end": end}
                 yield Chunk("text", row_text[start:end], locator=locator, meta=meta, pair=image)
 
-    return Decoded(mime="text/csv", stored_ext=".csv", chunks=chunks(), count=count)
+    pairs = frozenset(image for _, _, _, image in items if image)
+    return Decoded(mime="text/csv", stored_ext=".csv", chunks=chunks(), count=count, pairs=pairs)
 
 
 def pair_columns(name: str, header: list[str], rows: Sequence[list[str]], wanted: str) -> tuple[int, int] | None:
@@ -120,7 +121,7 @@ def pair_columns(name: str, header: list[str], rows: Sequence[list[str]], wanted
         if wanted != "auto":
             raise MediaError(name, f"has no column of captions beside its image column {header[image]!r}")
         return None
-    named = [i for i in texts if header[i].lower() in CAPTION_NAMES]
+    named = sorted((i for i in texts if header[i].lower() in CAPTION_NAMES), key=lambda i: CAPTION_NAMES.index(header[i].lower()))
     caption = named[0] if named else max(texts, key=lambda i: (sum(map(len, cells(i))) / len(cells(i)), -i))
     return image, caption
 
