@@ -169,17 +169,20 @@ class _ProgressLines:
         self.bar = tqdm(total=1000, file=sys.stderr, bar_format="{bar:24} {postfix}", dynamic_ncols=True,
                         leave=False, disable=not sys.stderr.isatty())
         self.logged = self.clock()
+        self.read = None  # the file last said to be read
 
     def __call__(self, p) -> None:
         if p.finished is not None:
             r = p.finished
             self.note(f"[{p.files_done}/{p.files_total}] {r.status:7} {r.name}" + (f": {r.reason}" if r.reason else ""))
+        line = f"reading {p.current}… · {p.summary()}" if p.stage == "reading" else p.summary()
         if not self.bar.disable:
             self.bar.n = round(p.fraction * 1000)
-            self.bar.set_postfix_str(p.summary() + (f" · {p.current}" if p.current else ""), refresh=True)
-        elif self.clock() - self.logged >= self.LOG_EVERY_S and p.stage == "embedding":
-            self.logged = self.clock()
-            self.note(p.summary())
+            self.bar.set_postfix_str(line + (f" · {p.current}" if p.current and p.stage == "embedding" else ""), refresh=True)
+        elif (p.stage == "reading" and p.current != self.read) or (
+                p.stage == "embedding" and self.clock() - self.logged >= self.LOG_EVERY_S):
+            self.logged, self.read = self.clock(), p.current if p.stage == "reading" else self.read
+            self.note(line)
 
     def note(self, line: str) -> None:
         self.bar.write(line, file=sys.stderr)

@@ -258,6 +258,8 @@ def ingest(
         report it skipped or failed."""
         started = time.perf_counter()
         pending = None
+        if not decoded.done():
+            tracker.waiting(result)
         try:
             read: _Read | None = decoded.result()
             if read is None or result.source_hash in seen:

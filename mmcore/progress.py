@@ -19,7 +19,8 @@ class IngestProgress:
 
     `items_total` is None until every file still to come has been read (a folder of 10,000 photos is counted
     as it goes); `finished` is the file whose outcome this update reports, or None for an update of items;
-    `current` the file being read or embedded; `stage` "loading models", "embedding" or "done".
+    `current` the file being read or embedded; `stage` "loading models", "reading" (waiting for a file to be read,
+    as a big CSV's rows are tokenized), "embedding" or "done".
     """
 
     files_total: int
@@ -93,6 +94,10 @@ class ProgressTracker:
 
     def stage(self, stage: str) -> None:
         self._send(stage=stage)
+
+    def waiting(self, result: "FileResult") -> None:
+        """The model waits for a file to be read (a big one takes a while before its first item)."""
+        self._send(stage="reading", current=result.name, force=self.state.stage != "reading")
 
     def reading(self, result: "FileResult", items: int | None) -> None:
         """A file is being read: it will give `items` items to embed (None: not known until read)."""

@@ -38,8 +38,11 @@ if st.button(f"Add {len(uploads)} file(s)" if uploads else "Add files", type="pr
         def progress(p):
             if p.stage == "loading models":
                 return
-            doing = f" · {ui.literal(p.current)}" if p.current and p.stage != "done" else ""
-            bar.progress(p.fraction, text=p.summary() + doing)
+            if p.stage == "reading":
+                bar.progress(p.fraction, text=f"Reading {ui.literal(p.current)}… · {p.summary()}")
+            else:
+                doing = f" · {ui.literal(p.current)}" if p.current and p.stage != "done" else ""
+                bar.progress(p.fraction, text=p.summary() + doing)
 
         return ingest(
             ui.workspace(), sources, collection=ui.collection(),

@@ -71,8 +71,8 @@ def read_csv(name: str, data: bytes, options: ReadOptions) -> Decoded:
             cells = dict(fields)
             row_text, image = cells.get(header[pair[1]], ""), cells.get(header[pair[0]]) or None
             fields = [(h, v) for h, v in fields if h != header[pair[1]]]  # the caption is the item's document
-        if row_text:
-            items.append((row_number, row_text, {f"csv_{h}": v[:500] for h, v in fields[:MAX_CSV_COLUMNS_AS_METADATA]}, image))
+        if row_text:  # its metadata is made as its chunks are: a dict per row would hold 1 KB a row until then
+            items.append((row_number, row_text, tuple(fields[:MAX_CSV_COLUMNS_AS_METADATA]), image))
     del rows
     windows = many_text_windows([t for _, t, _, _ in items], options.token_spans, options.max_tokens, options.overlap_tokens)
     count = sum(len(w) for w in windows)
@@ -80,7 +80,8 @@ def read_csv(name: str, data: bytes, options: ReadOptions) -> Decoded:
         raise MediaError(name, "the CSV has no non-empty data rows")
 
     def chunks() -> Iterator[Chunk]:  # built as they are embedded: a big CSV's chunks never all sit in memory
-        for (row_number, row_text, meta, image), row_windows in zip(items, windows):
+        for (row_number, row_text, fields, image), row_windows in zip(items, windows):
+            meta = {f"csv_{h}": v[:500] for h, v in fields}
             for start, end in row_windows:
                 locator = {"row": row_number, "char_start": start, "char_end": end}
                 yield Chunk("text", row_text[start:end], locator=locator, meta=meta, pair=image)
