@@ -80,9 +80,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from mmcore import journal
     from mmcore.config import Settings
-    from mmcore.ingest import GROUP_ITEMS, SourceFile, ingest
+    from mmcore.ingest import GROUP_ITEMS, GROUP_SECONDS, SourceFile, ingest
     from mmcore.workspace import Workspace
+
+    commits: list[float] = []  # when each group was committed (the journal's commit, counted here)
+    commit = journal.Journal.commit
+    journal.Journal.commit = lambda self, group: (commit(self, group), commits.append(time.perf_counter()))[0]
 
     model, about = model_dir(args.model)
     print(f"model: {model} ({about}); backend {args.backend}, batch {args.batch}")
@@ -109,7 +114,10 @@ def main() -> None:
         print(f"end to end: {elapsed:.1f} s = {args.rows / elapsed:,.0f} rows/s, {result.items / elapsed:,.0f} items/s")
         print(f"busy (overlapping): read + tokenize {s['read']:.1f} s, embed {s['embed']:.1f} s, write {s['write']:.1f} s")
         print(f"progress: item count known after {total_known:.1f} s, first items embedded after {first:.1f} s; "
-              f"{len(seen)} updates; groups of {GROUP_ITEMS:,} items: {-(-result.items // GROUP_ITEMS)} commits")
+              f"{len(seen)} updates")
+        gaps = [b - a for a, b in zip([started] + commits, commits)]
+        print(f"groups (at most {GROUP_ITEMS:,} items or {GROUP_SECONDS:.0f} s): {len(commits)} commits, "
+              f"{result.items / max(1, len(commits)):,.0f} items and {max(gaps, default=0):.1f} s of work at most each")
         print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB; load {os.getloadavg()[0]:.1f}")
         ws.close()
 
