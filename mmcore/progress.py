@@ -56,7 +56,8 @@ class IngestProgress:
 
     def summary(self) -> str:
         """"1,234 of 1,530 items · 250 items/s · 0:01 left · 3 of 31 files" (no file names: they are data)."""
-        items = f"{self.items_done:,} of {self.items_total:,} items" if self.items_total is not None else f"{self.items_done:,} items"
+        items = (f"{self.items_done:,} of {self.items_total:,} items" if self.items_total is not None
+                 else f"{self.items_done:,} item" + ("" if self.items_done == 1 else "s"))
         parts = [items]
         if self.rate:
             parts.append(f"{self.rate:,.0f} items/s" if self.rate >= 10 else f"{self.rate:.1f} items/s")

@@ -254,7 +254,7 @@ def with_pairs(ws: Workspace, hits: Sequence[Hit], collection: str | None = None
                              limit=4 * per_image * len(images))
         for item_id, meta, doc in sorted(zip(got["ids"], got["metadatas"], got["documents"])):
             own = captions.setdefault(str((meta or {}).get("pair_of")), [])
-            if len(own) < per_image:
+            if len(own) < per_image and not (meta or {}).get("char_start"):  # a long caption's first window only
                 own.append(_pair(ws, item_id, meta or {}, doc))
     return [replace(h, pairs=tuple(captions.get(h.id, []) if h.modality == "image" else found.get(h.metadata.get("pair_of"), [])))
             if h.space == "clip" else h for h in hits]
