@@ -115,7 +115,7 @@ def main() -> None:
         print(f"busy (overlapping): read + tokenize {s['read']:.1f} s, embed {s['embed']:.1f} s, write {s['write']:.1f} s")
         print(f"progress: item count known after {total_known:.1f} s, first items embedded after {first:.1f} s; "
               f"{len(seen)} updates")
-        gaps = [b - a for a, b in zip([started] + commits, commits)]
+        gaps = [b - a for a, b in zip([started + first] + commits, commits)]  # from the first item embedded
         print(f"groups (at most {GROUP_ITEMS:,} items or {GROUP_SECONDS:.0f} s): {len(commits)} commits, "
               f"{result.items / max(1, len(commits)):,.0f} items and {max(gaps, default=0):.1f} s of work at most each")
         print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB; load {os.getloadavg()[0]:.1f}")

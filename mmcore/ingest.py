@@ -24,9 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +37,7 @@ from .errors import MediaError, ModelUnavailable, NotFound, SpaceMismatch
 from .files import display_name
 from .journal import Journal, PartialFile, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, read_media, space_of
-from .media.image import EXTENSIONS as IMAGE_EXTENSIONS
+from .pairs import Pairing
 from .progress import Progress, ProgressTracker
 from .spaces import normalize
 from .speech import get_transcriber, transcript_chunks
@@ -563,7 +562,7 @@ class PartWriter:
     collection. Runs in one thread at a time."""
 
     def __init__(self, ws: Workspace, journal: Journal, collection: str, target, tags: list[str],
-                 pairing: "Pairing", reading: str):
+                 pairing: Pairing, reading: str):
         self.ws, self.journal, self.collection, self.target = ws, journal, collection, target
         self.tags, self.pairing, self.reading = tags, pairing, reading
 
@@ -618,57 +617,6 @@ class PartWriter:
                 target.delete(ids)
         f.record.remove()
         f.record, f.restart = None, False
-
-
-class Pairing:
-    """Finds the image items an image-caption CSV names: among this ingest's images, else among the collection's
-    (matched by source name). A name is matched at its path relative to the CSV, else by file name: the only
-    image of that name in the CSV's folder or below, else the only one at all, else (several) the one in the
-    folder that holds most of the CSV's other images. A name still ambiguous finds nothing."""
-
-    def __init__(self, clip_target):
-        self.target = clip_target  # () -> the collection's clip space, or None
-        self.ours: dict[str, list[FileResult]] = {}  # file name (lower case) -> images of this ingest
-        self.theirs: dict[str, list[tuple[str, str]]] | None = None  # file name -> (source, item id) in the collection
-
-    def add(self, result: FileResult) -> None:
-        """An image of this ingest, once its bytes are hashed."""
-        if extension(result.name) in IMAGE_EXTENSIONS:
-            self.ours.setdefault(posixpath.basename(result.name).lower(), []).append(result)
-
-    def link(self, csv_name: str, names: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """{name as the CSV gives it: (the image item's id, its source)} for the names found."""
-        folder = posixpath.dirname(csv_name)
-        found: dict[str, tuple[str, str]] = {}
-        ambiguous: dict[str, list[tuple[str, str]]] = {}
-        for name in names:
-            named = name.strip().replace("\\", "/")
-            key = posixpath.basename(named).lower()
-            candidates = [(f"{r.source_hash[:32]}:image", r.name) for r in self.ours.get(key, []) if r.source_hash and not r.reason]
-            candidates = list(dict(candidates or [(i, s) for s, i in self._theirs().get(key, [])]).items())
-            exact = posixpath.normpath(posixpath.join(folder, named))
-            near = [c for c in candidates if c[1] == exact] or [c for c in candidates if not folder or c[1].startswith(folder + "/")]
-            if len(near) == 1 or len(candidates) == 1:
-                found[name] = near[0] if len(near) == 1 else candidates[0]
-            elif candidates:
-                ambiguous[name] = near or candidates
-        votes = Counter(posixpath.dirname(source) for _, source in found.values())
-        for name, candidates in ambiguous.items():
-            ranked = sorted(candidates, key=lambda c: -votes[posixpath.dirname(c[1])])
-            if votes[posixpath.dirname(ranked[0][1])] > votes[posixpath.dirname(ranked[1][1])]:
-                found[name] = ranked[0]
-        return found
-
-    def _theirs(self) -> dict[str, list[tuple[str, str]]]:
-        if self.theirs is None:
-            self.theirs = {}
-            target = self.target()
-            if target is not None:
-                items = target.all(with_vectors=False, where={"modality": "image"})
-                for item_id, meta in zip(items.ids, items.metadatas):
-                    source = str(meta.get("source", ""))
-                    self.theirs.setdefault(posixpath.basename(source).lower(), []).append((source, item_id))
-        return self.theirs
 
 
 def _notes(f: _Pending) -> list[str]:

@@ -28,10 +28,11 @@ import numpy as np
 
 from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
-from .ingest import (FileResult, IngestReport, PartWriter, Pairing, SourceFile, _Pending, earlier, embed_queued, pairs_later,
+from .ingest import (FileResult, IngestReport, PartWriter, SourceFile, _Pending, earlier, embed_queued, pairs_later,
                      read_options, reading_key, tag_list, whole_parts)
 from .journal import Journal, journal_dir, recover
 from .media import may_hold_speech, read_media, space_of
+from .pairs import Pairing
 from .progress import Progress, ProgressTracker
 from .workspace import Workspace
 
@@ -109,7 +110,6 @@ def ingest_on_ray(
     position = 0  # of the next file of `todo` to read
     retry: list[list[_Pending]] = []  # calls to send again, one file each, after their worker died
     attempts: dict[int, int] = {}  # id(pending) -> calls that were lost with it
-    records: dict[int, object] = {}  # id(pending) -> what an earlier ingest committed of it
     pairing = Pairing(lambda: targets.get("clip"))  # known once the workers say which models they loaded
     cluster = None
     store = None
