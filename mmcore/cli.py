@@ -166,7 +166,7 @@ class _ProgressLines:
         from tqdm import tqdm
 
         self.clock = time.monotonic
-        self.bar = tqdm(total=1000, file=sys.stderr, bar_format="{bar:24} {postfix}", dynamic_ncols=True,
+        self.bar = tqdm(total=1000, file=sys.stderr, bar_format="{bar:24} {desc}", dynamic_ncols=True,
                         leave=False, disable=not sys.stderr.isatty())
         self.logged = self.clock()
         self.read = None  # the file last said to be read
@@ -178,7 +178,7 @@ class _ProgressLines:
         line = f"reading {p.current}… · {p.summary()}" if p.stage == "reading" else p.summary()
         if not self.bar.disable:
             self.bar.n = round(p.fraction * 1000)
-            self.bar.set_postfix_str(line + (f" · {p.current}" if p.current and p.stage == "embedding" else ""), refresh=True)
+            self.bar.set_description_str(line + (f" · {p.current}" if p.current and p.stage == "embedding" else ""), refresh=True)
         elif (p.stage == "reading" and p.current != self.read) or (
                 p.stage == "embedding" and self.clock() - self.logged >= self.LOG_EVERY_S):
             self.logged, self.read = self.clock(), p.current if p.stage == "reading" else self.read
