@@ -313,16 +313,22 @@ def hit_card(hit, rank: int) -> None:
     Video segments and audio windows play from their start, one player at a time (players load the file)."""
     with st.container(border=True, key=f"hit-{hit.modality}-{rank}"):
         playing = st.session_state.get("playing") == hit.id
+        # image-caption pairs (mmcore.search.with_pairs): a caption shows its image, an image its captions
+        image_of = next((p for p in hit.pairs if p.thumbnail), None) if hit.modality == "text" else None
+        captions = [p for p in hit.pairs if p.document] if hit.modality == "image" else []
         mime = str(hit.metadata.get("mime", ""))
         playable = bool(hit.original) and "start_s" in hit.locator and mime.startswith(("video/", "audio/"))  # transcripts too
         start, end = hit.locator.get("start_s", 0), hit.locator.get("end_s")
         shown = playing and playable and player(hit.original, mime, start_time=int(start),
                                                 end_time=int(end + 0.999) if end else None, autoplay=True)
-        if not (shown or picture(hit.thumbnail)) and hit.document:
+        pictured = not shown and picture(hit.thumbnail or (image_of.thumbnail if image_of else None))
+        if not shown and hit.document and (image_of or not pictured):  # a text, or a caption beneath its image
             snippet(hit.document[:400])
+        if captions:
+            snippet("\n".join(f"“{c.document[:200]}”" for c in captions))  # an image's captions beneath it
         score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
         st.markdown(f"{score} · `{hit.space}`")  # space names are letters, digits, - and _ (checked when made)
-        st.caption(plain(f"{hit.source} · {hit.where}" if hit.where else hit.source))
+        st.caption(plain(" · ".join(p for p in (hit.source, hit.where, f"image {image_of.source}" if image_of else "") if p)))
         with st.container(horizontal=True, gap="small"):
             if playable:
                 if st.button("Stop" if playing else "Play", key=f"play-{rank}-{hit.id}",

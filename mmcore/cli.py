@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collection", help="collection name (default: MMCORE_COLLECTION or 'default')")
     p.add_argument("--tag", action="append", default=[], help="tag every added item (repeatable)")
     p.add_argument("--csv-rows", action="store_true", help="read each CSV row as its own item")
+    p.add_argument("--pair-column", metavar="COLUMN", default="auto",
+                   help="with --csv-rows (implied): the CSV column of image file names whose rows' captions pair with "
+                        "those images (default: found when a column holds image file names; 'none': no pairs)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="read and embed on a Ray cluster's workers (GPUs where present): auto, HOST:6379, "
@@ -103,23 +106,25 @@ def _ingest(args) -> int:
 
     ws = _workspace(args.collection)
     files, early = collect_files(args.paths)
+    csv_rows = args.csv_rows or args.pair_column != "auto"
+    progress = None if args.json else _ProgressLines()
+    try:
+        if args.ray:
+            from .scaleout import ingest_on_ray
 
-    def progress(done: int, total: int, result) -> None:
-        if not args.json:
-            print(f"[{done}/{total}] {result.status:7} {result.name}" + (f": {result.reason}" if result.reason else ""), file=sys.stderr)
-
-    if args.ray:
-        from .scaleout import ingest_on_ray
-
-        if args.ray_cpus is not None and args.ray_cpus < 1:
-            raise MMError(f"--ray-cpus must be at least 1, got {args.ray_cpus}")
-        report = ingest_on_ray(ws, files, args.ray, collection=args.collection, tags=args.tag, csv_rows=args.csv_rows,
-                               on_progress=progress, cpus=args.ray_cpus,
-                               on_note=lambda note: print(note, file=sys.stderr))
-    elif args.ray_cpus is not None:
-        raise MMError("--ray-cpus goes with --ray ADDRESS")
-    else:
-        report = ingest(ws, files, collection=args.collection, tags=args.tag, csv_rows=args.csv_rows, on_progress=progress)
+            if args.ray_cpus is not None and args.ray_cpus < 1:
+                raise MMError(f"--ray-cpus must be at least 1, got {args.ray_cpus}")
+            report = ingest_on_ray(ws, files, args.ray, collection=args.collection, tags=args.tag, csv_rows=csv_rows,
+                                   on_progress=progress, cpus=args.ray_cpus, pair_column=args.pair_column,
+                                   on_note=progress.note if progress else None)
+        elif args.ray_cpus is not None:
+            raise MMError("--ray-cpus goes with --ray ADDRESS")
+        else:
+            report = ingest(ws, files, collection=args.collection, tags=args.tag, csv_rows=csv_rows,
+                            on_progress=progress, pair_column=args.pair_column)
+    finally:
+        if progress:
+            progress.close()
     report.results[:0] = early
     workers = getattr(report, "workers", None)
     if args.json:
@@ -130,8 +135,16 @@ def _ingest(args) -> int:
     else:
         added, skipped, failed = (report.by_status(s) for s in ("added", "skipped", "failed"))
         print(f"added {len(added)} files ({report.items_added} items), skipped {len(skipped)}, failed {len(failed)}")
-        for r in skipped + failed:
-            print(f"  {r.status}: {r.name}: {r.reason}")
+        for r in skipped:
+            print(f"  skipped: {r.name}: {r.reason}")
+        for reason, names in _by_reason(failed).items():
+            if len(names) > 2:  # a missing model fails every file of its kind with one reason: say it once
+                print(f"  failed: {len(names)} files: {reason}\n" + "\n".join(f"    {n}" for n in names))
+            else:
+                print("\n".join(f"  failed: {n}: {reason}" for n in names))
+        for r in report.results:
+            for note in r.notes:
+                print(f"  note: {r.name}: {note}")
         s = report.seconds
         print(f"time: read {s['read']:.1f}s, embed {s['embed']:.1f}s, write {s['write']:.1f}s"
               + (" (read and embed summed over the workers)" if workers is not None else ""))
@@ -141,8 +154,52 @@ def _ingest(args) -> int:
     return 0 if report.ok else 1
 
 
+def _by_reason(results) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for r in results:
+        grouped.setdefault(r.reason or "", []).append(r.name)
+    return grouped
+
+
+class _ProgressLines:
+    """An ingest's progress on stderr: a line per file as it is finished and, on a terminal, a bar (tqdm) with
+    items embedded, items/s and the time left; elsewhere (a log) that summary as a line every LOG_EVERY_S."""
+
+    LOG_EVERY_S = 15.0
+
+    def __init__(self):
+        import time
+
+        from tqdm import tqdm
+
+        self.clock = time.monotonic
+        self.bar = tqdm(total=1000, file=sys.stderr, bar_format="{bar:24} {desc}", dynamic_ncols=True,
+                        leave=False, disable=not sys.stderr.isatty())
+        self.logged = self.clock()
+        self.read = None  # the file last said to be read
+
+    def __call__(self, p) -> None:
+        if p.finished is not None:
+            r = p.finished
+            self.note(f"[{p.files_done}/{p.files_total}] {r.status:7} {r.name}" + (f": {r.reason}" if r.reason else ""))
+        line = f"reading {p.current}… · {p.summary()}" if p.stage == "reading" else p.summary()
+        if not self.bar.disable:
+            self.bar.n = round(p.fraction * 1000)
+            self.bar.set_description_str(line + (f" · {p.current}" if p.current and p.stage == "embedding" else ""), refresh=True)
+        elif (p.stage == "reading" and p.current != self.read) or (
+                p.stage == "embedding" and self.clock() - self.logged >= self.LOG_EVERY_S):
+            self.logged, self.read = self.clock(), p.current if p.stage == "reading" else self.read
+            self.note(line)
+
+    def note(self, line: str) -> None:
+        self.bar.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _search(args) -> int:
-    from .search import Filters, Query, search_each_modality, search_fused
+    from .search import Filters, Query, search_each_modality, search_fused, with_pairs
 
     ws = _workspace(args.collection)
     filters = Filters.parse(args.where)
@@ -162,6 +219,7 @@ def _search(args) -> int:
         sections = {"all media, fused by rank": search_fused(ws, query, args.collection, args.k, filters, space)}
     else:
         sections = search_each_modality(ws, query, args.collection, args.k, filters, space)
+    sections = {kind: with_pairs(ws, hits, args.collection) for kind, hits in sections.items()}
     if args.json:
         print(json.dumps([h.to_json() for hits in sections.values() for h in hits], indent=2))
         return 0
@@ -172,6 +230,8 @@ def _search(args) -> int:
             snippet = f"  {h.document[:80]!r}" if h.document else ""
             score = f"fused {h.fused:.4f} (cosine {h.score:.3f})" if h.fused is not None else f"{h.score:.4f}"
             print(f"{rank:3}. {score}  {h.space:4}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
+            for pair in h.pairs:  # an image-caption pair: the caption's image, or the image's captions
+                print(f"       {pair.modality}: {pair.source}" + (f"  {pair.document[:80]!r}" if pair.document else ""))
     if not any(sections.values()):
         print("no hits")
     return 0

@@ -33,7 +33,7 @@ class Settings:
                             (2.5x the images/s on a CPU with AVX512-BF16 or AMX; see mmcore.spaces.backends)
       MMCORE_MAX_FILE_MB    largest file accepted, in MB (512)
       MMCORE_MAX_UPLOAD_MB  most bytes one upload in the app may bring in all, in MB (2048)
-      MMCORE_MAX_TEXT_MB    largest text file (.txt, .md, .csv) accepted, in MB; also the most text one PDF may hold (10)
+      MMCORE_MAX_TEXT_MB    largest text file (.txt, .md, .csv) accepted, in MB; also the most text one PDF may hold (50)
       MMCORE_MAX_IMAGE_PIXELS  largest image accepted, in pixels (100,000,000)
       MMCORE_MAX_VECTORS_MB    largest vectors file or metadata CSV `import-vectors` reads, in MB (2048)
       MMCORE_MAX_RESTORE_MB    most bytes a backup may unpack to, in MB (262144, i.e. 256 GB)
@@ -57,7 +57,7 @@ class Settings:
     backend: str = "torch"
     max_file_bytes: int = 512 * 1024 * 1024
     max_upload_bytes: int = 2048 * 1024 * 1024
-    max_text_bytes: int = 10 * 1024 * 1024
+    max_text_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000
     max_vectors_bytes: int = 2048 * 1024 * 1024
     max_restore_bytes: int = 256 * 1024 * 1024 * 1024
@@ -100,7 +100,7 @@ class Settings:
             backend=check_backend(env.get("MMCORE_BACKEND", "").strip() or DEFAULT_BACKEND),
             max_file_bytes=number("MMCORE_MAX_FILE_MB", 512) * 1024 * 1024,
             max_upload_bytes=number("MMCORE_MAX_UPLOAD_MB", 2048) * 1024 * 1024,
-            max_text_bytes=number("MMCORE_MAX_TEXT_MB", 10) * 1024 * 1024,
+            max_text_bytes=number("MMCORE_MAX_TEXT_MB", 50) * 1024 * 1024,
             max_image_pixels=number("MMCORE_MAX_IMAGE_PIXELS", 100_000_000),
             max_vectors_bytes=number("MMCORE_MAX_VECTORS_MB", 2048) * 1024 * 1024,
             max_restore_bytes=number("MMCORE_MAX_RESTORE_MB", 256 * 1024) * 1024 * 1024,

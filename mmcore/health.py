@@ -2,7 +2,8 @@
 
 Per collection and space: Chroma's count agrees with the items a full read returns, every item has the metadata
 mmscope relies on, its vector has the recorded dimension and unit length, and its original and thumbnail exist
-under the media root. Across the data dir: no ingest was cut short with writes still to roll back.
+under the media root. Across the data dir: no ingest was cut short with writes still to roll back, and no big
+file is left partly ingested (its committed groups in, the rest not) by an ingest that is gone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from .config import Settings
 from .datadir import check_schema
 from .errors import MMError, NotFound, StoreError
-from .journal import SUFFIX, journal_dir, open_groups, open_journal
+from .journal import SUFFIX, journal_dir, open_groups, open_journal, partial_files, writer_alive
 from .store import ItemCollection, Store, open_client
 
 REQUIRED_KEYS = ("source", "source_hash", "modality")
@@ -80,7 +81,7 @@ def check_store(settings: Settings, page: int = 2000, on_progress: Callable[[str
         if on_progress:
             on_progress(f"{target.name}/{target.space.space}")
         report.collections.append(_check_collection(target, data_dir / "media", page, report.problems))
-    report.problems += _unfinished_writes(journal_dir(data_dir))
+    report.problems += _unfinished_writes(journal_dir(data_dir)) + _partly_ingested(journal_dir(data_dir))
     return report
 
 
@@ -141,6 +142,18 @@ def _pages(target: ItemCollection, page: int):
 def _is_media_file(media: Path, relative: str) -> bool:
     path = (media / relative).resolve()
     return path.is_relative_to(media.resolve()) and path.is_file()
+
+
+def _partly_ingested(directory: Path) -> list[Problem]:
+    """Big files whose ingest stopped between two of their groups (not those an ingest is writing now)."""
+    problems = []
+    for record in partial_files(directory):
+        if record.writers and writer_alive(directory, record.writers[-1]):
+            continue
+        problems.append(Problem(None, "partly ingested",
+                                f"{record.header.get('name')!r} is partly in {record.collection!r}: {record.items:,} of its items "
+                                "are in, the rest not (its ingest was cut short); run the same ingest again to add the rest"))
+    return problems
 
 
 def _unfinished_writes(directory: Path) -> list[Problem]:

@@ -1,10 +1,18 @@
 """hash -> skip known -> read + chunk -> embed in batches -> store originals -> upsert, with a report.
 
-Chunks of several files are embedded together, so small files still fill the model's batches; each file's
-items are written once all of them are embedded, in one upsert per space, after its original and thumbnails
-are on disk. Every write is a journaled group (mmcore.journal): a file is reported as added only once its
-group is committed, and a group cut short by a crash is rolled back before the next ingest, which then adds
-the file again, whole.
+Chunks of several files are embedded together, so small files still fill the model's batches; a file's items
+are written once all of them are embedded, with other files' in one journaled group (mmcore.journal), after its
+original and thumbnails are on disk. A file is reported as added only once its group is committed, and a group
+cut short by a crash is rolled back before the next ingest.
+
+A big file commits as it goes, in groups of at most GROUP_ITEMS items or GROUP_SECONDS of work, each recorded
+as committed (mmcore.journal.PartialFile): a crash loses at most the group in flight, and the next ingest of the
+file embeds only the items not in yet (item ids are content hash + locator, the same in every run). The file is
+reported as added once its last group is in; until then it is not "already in the collection".
+
+Files of a kind whose model can't be loaded (sound without a CLAP model, speech without the speech model) fail
+by name with the reason; every other file goes in. A CSV of image file names and captions links each caption to
+its image's item (`pair_of`); such CSVs are read after every other file, so their images are known.
 
 Three stages overlap so the model never waits: decoder threads check the next files against the store and
 decode them while the model embeds (Pillow and PyAV release the GIL), and one writer thread saves thumbnails
@@ -14,26 +22,35 @@ and originals and upserts while the model goes on. Files are still taken, embedd
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import MediaError
+from .errors import MediaError, ModelUnavailable, NotFound, SpaceMismatch
 from .files import display_name
-from .journal import Journal, journal_dir, recover
-from .media import Chunk, Decoded, ReadOptions, is_supported, may_hold_speech, read_media, space_of
+from .journal import Journal, PartialFile, journal_dir, recover
+from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, read_media, space_of
+from .pairs import Pairing
+from .progress import Progress, ProgressTracker
 from .spaces import normalize
 from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
 
 LOCATOR_KEYS = ("page", "row", "char_start", "char_end", "start_s", "end_s")
 DECODE_THREADS = min(16, os.cpu_count() or 1)  # decoders release the GIL: files decode while the model runs
+# A big file commits a group when it has this many items embedded: a few seconds of a GPU's work, and a write
+# Chroma takes in one go (its batch limit is 5,461), while the items waiting in memory stay a few MB of vectors.
+GROUP_ITEMS = 4096
+# ... or when its oldest unwritten item is this old: on a CPU a full-size model embeds 20-60 texts/s, so a crash
+# loses at most about this much work (a commit costs a few ms and two fsyncs).
+GROUP_SECONDS = 30.0
 
 
 @dataclass
@@ -63,6 +80,7 @@ class FileResult:
     items: int = 0
     reason: str | None = None
     source_hash: str | None = None
+    notes: list[str] = field(default_factory=list)  # what else to know: captions without their image, a resumed file
 
 
 @dataclass
@@ -80,9 +98,6 @@ class IngestReport:
     @property
     def ok(self) -> bool:
         return not self.by_status("failed")
-
-
-Progress = Callable[[int, int, FileResult], None]
 
 
 def collect_files(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[FileResult]]:
@@ -120,52 +135,65 @@ def ingest(
     csv_rows: bool = False,
     on_progress: Progress | None = None,
     max_total_bytes: int | None = None,
+    pair_column: str = "auto",
 ) -> IngestReport:
     """Add files to a collection and report what happened to each.
 
     Images, text, document pages and video segments go to the collection's `clip` space, audio windows to its
     `clap` space. With a speech model configured (MMCORE_ASR_MODEL), what is said in audio and video becomes text
     items in `clip` too, one per audio window or video segment that has speech (meta transcript=True). A file
-    whose bytes are already in the collection is skipped; a file that can't be read or transcribed fails with its
-    reason and nothing of it is stored. Long media is read lazily, chunk by chunk, so its decoded frames never all
-    sit in memory. Never raises for a bad file. With `max_total_bytes` (an upload's limit, MMCORE_MAX_UPLOAD_MB),
-    a file that would bring the files taken so far past it fails unread, and nothing of it is stored.
+    whose bytes are already in the collection is skipped; a file that can't be read or transcribed, or whose
+    kind's model can't be loaded, fails with its reason and nothing of it is stored. Never raises for a bad file
+    or a missing model. With `max_total_bytes` (an upload's limit, MMCORE_MAX_UPLOAD_MB), a file that would bring
+    the files taken so far past it fails unread, and nothing of it is stored.
 
-    Atomic and resumable: a file's items are written all together or not at all, and `on_progress` hears of a
-    file as added only once all of its items are durably in the store. Writes a crash cut short are rolled back
-    first (`mmcore.journal.recover`), so running the same ingest again completes it without duplicates.
+    `csv_rows`: read each CSV row as its own item. A CSV with a column of image file names and one of captions
+    is then read as pairs (`pair_column` names the image column, "auto" finds it, "none" turns pairs off): each
+    caption is its own text item, linked to its image (metadata `pair_of`, the image item's id, and
+    `pair_source`), which is found in this ingest (beside the CSV, else by file name) or in the collection.
+
+    Atomic and resumable: a file's items are written all together, or, for a big file, in groups that a later
+    ingest of it completes; `on_progress` (mmcore.progress.IngestProgress: files and items done, items/s, time
+    left) hears of a file as added only once all of its items are durably in the store. Writes a crash cut short
+    are rolled back first (`mmcore.journal.recover`), so running the same ingest again completes it without
+    duplicates.
 
     Raises:
-        ModelUnavailable: a model the files need, the speech model included, can't be loaded (nothing is stored).
-        SpaceMismatch: the collection was made by another model.
-        StoreError: the store can't be reached.
+        StoreError: the store can't be reached (what was committed stays; running the ingest again adds the rest).
     """
     settings = ws.settings
-    needed = {space_of(s.name) for s in sources} or {"clip"}
-    spaces = {name: ws.space(name) for name in sorted(needed | {"clip"})}  # clip also embeds text found in any file
-    speech = bool(settings.asr_model) and any(may_hold_speech(s.name) for s in sources)
-    transcriber = get_transcriber(settings) if speech else None
+    collection_name = collection or settings.collection
+    tracker = ProgressTracker(len(sources), on_progress)
+    tracker.stage("loading models")
     journals = journal_dir(settings.data_dir)
+    ws.store.before_write()  # an embedded store's one-writer lock: refused now, not after the models load
     recover(ws.store, journals)  # so a file a crash cut short is not taken for one already in the collection
-    targets = {name: ws.collection(collection, name) for name in spaces}
-    options = read_options(settings, spaces, csv_rows)
-    tag_list = sorted({t.strip() for t in tags if t.strip()})
+    models = Models.load(ws, collection_name, [s.name for s in sources])
+    options = read_options(settings, models.spaces, csv_rows, pair_column)
+    reading = reading_key(options, models.transcriber is not None)
+    pairing = Pairing(lambda: models.targets.get("clip"))
     report = IngestReport()
+    in_order = [FileResult(s.name, "failed") for s in sources]
     batch: list[tuple[_Pending, int]] = []  # chunks waiting for the model, across files
-    waiting: list[_Pending] = []  # files read whole whose chunks are not all embedded and written yet
+    waiting: list[_Pending] = []  # files being read or embedded, whose items are not all handed to the writer
     decoding: deque[tuple[FileResult, bytes, Future]] = deque()  # files being decoded ahead of the model, in order
-    writes: deque[tuple[Future, list[_Pending]]] = deque()  # groups being written, in order
+    writes: deque[tuple[Future, list[_Part]]] = deque()  # groups being written, in order
     seen: set[str] = set()
-    in_order: list[FileResult] = []
 
     def finish(result: FileResult) -> None:
         report.results.append(result)
-        if on_progress:
-            on_progress(len(report.results), len(sources), result)
+        tracker.finished(result)
 
-    def queue(pending: _Pending, chunk: Chunk) -> None:
+    def fail(pending: _Pending, reason: str) -> None:
+        pending.failed = pending.failed or reason
+        batch[:] = [(f, i) for f, i in batch if f is not pending]
+
+    def queue(pending: _Pending, index: int, chunk: Chunk) -> None:
         pending.chunks.append(chunk)
         pending.vectors.append(None)
+        pending.indices.append(index)
+        if pending.part_started is None:
+            pending.part_started = time.perf_counter()
         batch.append((pending, len(pending.chunks) - 1))
         if len(batch) >= settings.batch_size:
             embed_batch()
@@ -174,30 +202,46 @@ def ingest(
         if not batch:
             return
         started = time.perf_counter()
+        files: dict[int, tuple[_Pending, int]] = {}
+        for f, _ in batch:
+            files[id(f)] = (f, files.get(id(f), (f, 0))[1] + 1)
         try:
-            embed_queued(spaces, batch)
+            embed_queued(models.spaces, batch)
         except Exception as e:  # a model failing on one batch must not lose the report of the rest
-            for f in {id(f): f for f, _ in batch}.values():
-                f.failed = f"the model failed on this file ({e})"
+            for f, _ in files.values():
+                fail(f, f"the model failed on this file ({e})")
+        else:
+            for f, count in files.values():
+                f.embedded += count
+                tracker.embedded(f.result, count)
         batch.clear()
         report.seconds["embed"] += time.perf_counter() - started
         write_done()
 
     def write_done() -> None:
-        """Hand the files whose chunks are all embedded to the writer thread; report the groups it has written."""
-        done = [f for f in waiting if f.failed or all(v is not None for v in f.vectors)]
-        for f in done:
-            waiting.remove(f)
-        if done:
-            writes.append((writer.submit(timed, "write", write_files, ws, journal, targets, done, tag_list), done))
+        """Hand the writer what is ready: files read and embedded whole (or failed), and groups of big files."""
+        parts = []
+        for f in list(waiting):
+            if f.failed and f.read_all:
+                waiting.remove(f)
+                parts.append(_Part(f, last=True))
+            elif not f.failed and f.read_all and f.embedded == len(f.chunks):
+                waiting.remove(f)
+                parts.append(f.take_part(len(f.chunks), last=True))
+            elif not f.failed and not batch and f.embedded and (
+                    f.embedded >= GROUP_ITEMS or time.perf_counter() - f.part_started >= GROUP_SECONDS):
+                parts.append(f.take_part(min(f.embedded, GROUP_ITEMS), last=False))
+        if parts:
+            writes.append((writer.submit(timed, "write", store.write, parts), parts))
         report_written(wait=False)
 
     def report_written(wait: bool) -> None:
         while writes and (wait or writes[0][0].done()):
-            future, done = writes.popleft()
+            future, parts = writes.popleft()
             future.result()  # a store error stops the ingest here, its group rolled back by the journal
-            for f in done:
-                finish(f.result)
+            for part in parts:
+                if part.last:
+                    finish(part.file.result)
 
     def timed(stage: str, work, *args):
         started = time.perf_counter()
@@ -207,59 +251,85 @@ def ingest(
             report.seconds[stage] += time.perf_counter() - started
 
     def take(result: FileResult, data: bytes, decoded: Future) -> None:
-        """Queue a decoded file's chunks for the model (long media is read on, chunk by chunk, as it goes), or
+        """Queue a decoded file's chunks for the model (those an earlier ingest committed are passed over), or
         report it skipped or failed."""
         started = time.perf_counter()
         pending = None
+        if not decoded.done():
+            tracker.waiting(result)
         try:
-            read = decoded.result()
+            read: _Read | None = decoded.result()
             if read is None or result.source_hash in seen:
                 result.status, result.reason = "skipped", "already in the collection"
             else:
-                pending = _Pending(result, read, data)
-                for chunk in pending.decoded.chunks:  # lazily decoded: long media streams through the model in batches
+                seen.add(result.source_hash)
+                pending = _Pending(result, read.decoded, data, record=read.record, restart=read.restart)
+                if pending.record is not None and not pending.restart:
+                    pending.record.took_on(journal.path.name)
+                known = read.decoded.known_count
+                tracker.reading(result, None if known is None else known - pending.resumed_items(known))
+                waiting.append(pending)
+                speech = models.transcriber is not None and may_hold_speech(result.name)
+                for index, chunk in enumerate(read.decoded.chunks):  # lazily read: a big file streams through
+                    if pending.failed:
+                        break
+                    pending.count += 1
+                    if speech and "start_s" in chunk.locator:
+                        pending.timed.append(replace(chunk, payload=None))  # its times and picture
+                    if pending.record is not None and not pending.restart and pending.record.is_committed(index):
+                        pending.resumed += 1
+                        continue
                     report.seconds["read"] += time.perf_counter() - started
-                    queue(pending, chunk)
+                    queue(pending, index, chunk)
                     started = time.perf_counter()
-                if not pending.chunks:
+                if not pending.count:
                     raise MediaError(result.name, "nothing in it could be embedded")
-                if transcriber is not None and pending.chunks[0].modality in ("audio", "video"):
+                if speech and not pending.failed and pending.timed:
                     report.seconds["read"] += time.perf_counter() - started
                     started = time.perf_counter()
-                    spoken = transcript_chunks(transcriber, result.name, data, pending.chunks, options)
+                    spoken = transcript_chunks(models.transcriber, result.name, data, pending.timed, options)
                     report.seconds["transcribe"] += time.perf_counter() - started
                     for chunk in spoken:
-                        queue(pending, chunk)
+                        index, pending.count = pending.count, pending.count + 1
+                        if pending.record is None or pending.restart or not pending.record.is_committed(index):
+                            queue(pending, index, chunk)
+                        else:
+                            pending.resumed += 1
+                    pending.timed = []
                     started = time.perf_counter()
         except MediaError as e:
-            result.reason = e.reason
-            if pending is not None:  # drop what was read of it; vectors already made are discarded
-                batch[:] = [(f, i) for f, i in batch if f is not pending]
+            if pending is None:
+                result.reason = e.reason
+            else:
+                fail(pending, e.reason)
         report.seconds["read"] += time.perf_counter() - started
-        if result.reason:
+        if pending is None:
             finish(result)
             return
-        seen.add(result.source_hash)
-        waiting.append(pending)
+        pending.read_all = True
         write_done()
 
-    def read_new(name: str, data: bytes, source_hash: str) -> Decoded | None:
-        """In a decoder thread: None when the collection holds these bytes already, else the file read."""
-        if targets[space_of(name)].has_source(source_hash):
-            return None
-        return read_media(name, data, options)
+    def read_new(name: str, data: bytes, source_hash: str) -> _Read | None:
+        """In a decoder thread: None when the collection holds these bytes whole already, else the file read,
+        with what an earlier, interrupted ingest committed of it."""
+        whole, record, restart = earlier(journals, collection_name, source_hash, reading,
+                                         lambda: any(t.has_source(source_hash) for t in models.existing(name)))
+        return None if whole else _Read(read_media(name, data, options), record, restart)
 
+    order = sorted(range(len(sources)), key=lambda i: pairs_later(sources[i].name, csv_rows, options.pair_column))
     received = 0  # bytes of the files taken so far, against max_total_bytes
     lookahead = 2 * settings.batch_size  # files decoded ahead of the model: enough to fill its next batches
     decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-decode")
     writer = ThreadPoolExecutor(1, thread_name_prefix="ingest-write")
     with Journal(journals, ws.store) as journal:
+        store = PartWriter(ws, journal, collection_name, models.target, tag_list(tags), pairing, reading)
         try:
-            for source in sources:
-                result = FileResult(source.name, "failed")
-                in_order.append(result)
+            for i in order:
+                source, result = sources[i], in_order[i]
                 started = time.perf_counter()
                 try:
+                    if refused := models.refusal(source.name):
+                        raise MediaError(source.name, refused)
                     data = source.read(settings.max_file_bytes)
                     if max_total_bytes is not None and received + len(data) > max_total_bytes:
                         limit = f"{max_total_bytes / 2**20:.0f} MB"
@@ -273,6 +343,7 @@ def ingest(
                 if result.reason:
                     finish(result)
                     continue
+                pairing.add(result)
                 decoding.append((result, data, decoder.submit(read_new, source.name, data, result.source_hash)))
                 while len(decoding) > lookahead:
                     take(*decoding.popleft())
@@ -284,33 +355,182 @@ def ingest(
         finally:  # on an error: no write may still run when the journal rolls back its open group
             decoder.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True, cancel_futures=True)
-    report.results = in_order  # files finish out of order (batching); report them as given
+    tracker.done()
+    report.results = in_order  # files finish out of order (batching, CSVs last); report them as given
     return report
+
+
+def tag_list(tags: Sequence[str]) -> list[str]:
+    return sorted({t.strip() for t in tags if t.strip()})
+
+
+def pairs_later(name: str, csv_rows: bool, pair_column: str) -> bool:
+    """Whether the file may be an image-caption CSV, read after every other file so its images are known."""
+    return csv_rows and pair_column != "none" and extension(name) == ".csv"
+
+
+def earlier(journals: Path, collection: str, source_hash: str, reading: str, present) -> tuple[bool, PartialFile | None, bool]:
+    """What earlier ingests left of a file: (whole: it is in the collection, to skip; the record of its committed
+    groups, if it is partly in; restart: what is there of it must go first, as it was read another way or its
+    ingest was given up). `present()` says whether the collection holds any item of it."""
+    record = PartialFile.load(PartialFile.path_for(journals, collection, source_hash))
+    if record is None:
+        return present(), None, False
+    if record.abandoned or record.header.get("reading") != reading or not present():
+        return False, record, True
+    return False, record, False
+
+
+@dataclass
+class Models:
+    """The models and collections an ingest needs, and why those that can't be had can't (per space, "speech").
+
+    A collection's space is created on its first write (`target`), so files that all fail leave none behind.
+    """
+
+    ws: Workspace
+    collection: str
+    spaces: dict
+    targets: dict  # space -> its collection, None until it exists
+    transcriber: object | None
+    broken: dict[str, str]
+
+    @classmethod
+    def load(cls, ws: Workspace, collection: str, names: Sequence[str]) -> "Models":
+        """Load what files `names` need: clip always (its tokenizer cuts every text), clap for sound, the speech
+        model for audio and video when MMCORE_ASR_MODEL is set. A model that can't be loaded, or a collection
+        made by another model, fails only the files that need it.
+
+        Raises:
+            StoreError: the store can't be reached. MMError: the settings name an unknown backend.
+        """
+        spaces, targets, broken = {}, {}, {}
+        for space in sorted({space_of(n) for n in names} | {"clip"}):
+            try:
+                spaces[space] = ws.space(space)
+                targets[space] = ws.collection(collection, space, create=False)
+            except NotFound:
+                targets[space] = None
+            except ModelUnavailable as e:
+                broken[space] = f"needs the {space.upper()} model, which could not be loaded: {e}"
+            except SpaceMismatch as e:
+                broken[space] = str(e)
+        transcriber = None
+        if ws.settings.asr_model and any(may_hold_speech(n) for n in names):
+            try:
+                transcriber = get_transcriber(ws.settings)
+            except ModelUnavailable as e:
+                broken["speech"] = f"its speech would be transcribed, but the speech model could not be loaded: {e}"
+        return cls(ws, collection, spaces, targets, transcriber, broken)
+
+    def target(self, space: str):
+        """The collection of `space`, created if it doesn't exist yet (for the writer)."""
+        if self.targets.get(space) is None:
+            self.targets[space] = self.ws.collection(self.collection, space)
+        return self.targets[space]
+
+    def needs(self, name: str) -> list[str]:
+        speech = bool(self.transcriber is not None or "speech" in self.broken) and may_hold_speech(name)
+        return [space_of(name)] + (["speech", "clip"] if speech else [])
+
+    def refusal(self, name: str) -> str | None:
+        """Why a file of this name can't be ingested now (a model it needs is missing), or None."""
+        return next((self.broken[need] for need in self.needs(name) if need in self.broken), None)
+
+    def existing(self, name: str) -> list:
+        """The collections a file of this name may have items in, of those that exist."""
+        return [self.targets[space] for space in dict.fromkeys(self.needs(name)) if self.targets.get(space) is not None]
+
+
+def reading_key(options: ReadOptions, speech: bool) -> str:
+    """What decides a file's items and their order: the same key, the same items with the same ids."""
+    keys = ("max_tokens", "overlap_tokens", "csv_rows", "pair_column", "video_segment_s", "frames_per_second",
+            "max_frames_per_segment", "audio_segment_s", "audio_rate")
+    return json.dumps({**{k: getattr(options, k) for k in keys}, "speech": speech}, sort_keys=True)
+
+
+@dataclass
+class _Read:
+    decoded: Decoded
+    record: PartialFile | None  # what an earlier ingest committed of this file
+    restart: bool  # that must go first
 
 
 @dataclass
 class _Pending:
-    """A file on its way in: its chunks as read so far and their vectors once embedded."""
+    """A file on its way in: its chunks read and not yet written, their vectors once embedded, and where in
+    the file each lies (`indices`, in reading order)."""
 
     result: FileResult
-    decoded: Decoded
+    decoded: Decoded | None
     data: bytes
     chunks: list[Chunk] = field(default_factory=list)
     vectors: list[np.ndarray | None] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
     failed: str | None = None
+    record: PartialFile | None = None  # its record of committed groups, once it has (or had) some
+    restart: bool = False  # remove what an earlier ingest left of it before the first write
+    read_all: bool = False
+    count: int = 0  # items read so far, those passed over included
+    embedded: int = 0  # of `chunks`, how many (from the first) have their vectors
+    resumed: int = 0  # items passed over: an earlier ingest committed them
+    part_started: float | None = None  # when the oldest chunk not handed to the writer was queued
+    timed: list[Chunk] = field(default_factory=list)  # audio windows or video segments, for the transcript
+    added_at: int = field(default_factory=lambda: int(time.time()))
+    links: dict | None = None  # image name -> (item id, source), for a caption CSV (Pairing.link)
+    pairs: int = 0  # captions linked to their image
+    unpaired: int = 0  # captions whose image was not found
+    unpaired_example: str = ""
+
+    def take_part(self, n: int, last: bool) -> "_Part":
+        """The first `n` chunks (all embedded), taken out as a part to write."""
+        part = _Part(self, self.chunks[:n], self.vectors[:n], self.indices[:n], last)
+        del self.chunks[:n], self.vectors[:n], self.indices[:n]
+        self.embedded -= n
+        self.part_started = time.perf_counter() if self.chunks else None
+        return part
+
+    def resumed_items(self, known: int) -> int:
+        return 0 if self.record is None or self.restart else sum(max(0, min(b, known) - a) for a, b in self.record.committed)
 
 
-def read_options(settings, spaces: dict, csv_rows: bool = False) -> ReadOptions:
-    """How files are read for the loaded `spaces` ({name: Space}, clip among them): their limits, and the clip
-    tokenizer's text windows. The same settings and models give the same chunks, so the same item ids."""
-    clip = spaces["clip"]
+@dataclass
+class _Part:
+    """Items of one file to write in one group; the file's `last` part completes it (a failed file's is empty)."""
+
+    file: _Pending
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: list = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    last: bool = True
+
+
+def whole_parts(f: _Pending) -> list[_Part]:
+    """A file read and embedded whole (as Ray workers return them) as the parts to write: what an earlier ingest
+    committed left out, in groups of GROUP_ITEMS."""
+    keep = [i for i in range(len(f.chunks)) if f.record is None or f.restart or not f.record.is_committed(i)]
+    f.count, f.resumed = len(f.chunks), len(f.chunks) - len(keep)
+    if f.failed or not keep:
+        return [_Part(f, last=True)]
+    cuts = list(range(0, len(keep), GROUP_ITEMS))
+    return [_Part(f, [f.chunks[i] for i in keep[a:a + GROUP_ITEMS]], [f.vectors[i] for i in keep[a:a + GROUP_ITEMS]],
+                  keep[a:a + GROUP_ITEMS], last=a == cuts[-1]) for a in cuts]
+
+
+def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: str = "auto") -> ReadOptions:
+    """How files are read for the loaded `spaces` ({name: Space}): their limits, and the clip tokenizer's text
+    windows (without clip, no text is read: files that need it are refused before). The same settings and models
+    give the same chunks, so the same item ids."""
+    clip = spaces.get("clip")
+    max_tokens = clip.max_text_tokens if clip is not None else 1
     return ReadOptions(
-        token_spans=clip.token_spans,
-        max_tokens=clip.max_text_tokens,
-        overlap_tokens=max(1, clip.max_text_tokens // 8),
+        token_spans=clip.token_spans if clip is not None else (lambda text: []),
+        max_tokens=max_tokens,
+        overlap_tokens=max(1, max_tokens // 8),
         max_file_bytes=settings.max_file_bytes,
         max_image_pixels=settings.max_image_pixels,
         csv_rows=csv_rows,
+        pair_column=pair_column.strip() or "auto",
         video_segment_s=float(settings.video_segment_s),
         audio_segment_s=float(settings.audio_segment_s),
         audio_rate=int(getattr(spaces.get("clap"), "sampling_rate", ReadOptions.audio_rate)),
@@ -334,27 +554,90 @@ def embed_queued(spaces: dict, batch: list[tuple[_Pending, int]]) -> None:
                 f.chunks[i] = _without_pixels(f.chunks[i])
 
 
-def write_files(ws: Workspace, journal: Journal, targets: dict, files: Sequence[_Pending], tags: list[str]) -> None:
-    """Store embedded files as one journaled group: their originals and thumbnails, then one upsert per space
-    into `targets` ({space: ItemCollection}). Marks each file's result added, or failed with `failed`'s reason.
+class PartWriter:
+    """Writes parts of files into a collection's spaces, each call one journaled group, and keeps the records of
+    big files' committed groups (mmcore.journal.PartialFile). `target(space)` gives (or creates) a space's
+    collection. Runs in one thread at a time."""
 
-    All of the group's items are in the store once this returns, or (after a crash) none of them once
-    `recover` has run.
-    """
-    rows: dict[str, tuple[list, list, list, list]] = {}
-    for f in files:
-        if f.failed:
-            f.result.status, f.result.reason = "failed", f.failed
-            continue
-        for name, (ids, metadatas, documents, vectors) in _rows(ws, f, tags).items():
-            into = rows.setdefault(name, ([], [], [], []))
-            into[0].extend(ids), into[1].extend(metadatas), into[2].extend(documents), into[3].extend(vectors)
-        f.result.status, f.result.items = "added", len(f.chunks)
-    if rows:
-        group = journal.begin(targets["clip"].name, {name: ids for name, (ids, *_) in rows.items()})
-        for name, (ids, metadatas, documents, vectors) in rows.items():
-            targets[name].add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space for these files
-        journal.commit(group)
+    def __init__(self, ws: Workspace, journal: Journal, collection: str, target, tags: list[str],
+                 pairing: Pairing, reading: str):
+        self.ws, self.journal, self.collection, self.target = ws, journal, collection, target
+        self.tags, self.pairing, self.reading = tags, pairing, reading
+
+    def write(self, parts: Sequence[_Part]) -> None:
+        """Store the parts' originals and thumbnails, then their items, one upsert per space, as one group. Marks
+        each completed file's result added (or failed with its reason, its committed groups removed).
+
+        All of the group's items are in the store once this returns, or (after a crash) none of them once
+        `recover` has run.
+        """
+        rows: dict[str, tuple[list, list, list, list]] = {}
+        for part in parts:
+            f = part.file
+            if f.failed:
+                self._forget(f)
+                f.result.status, f.result.reason = "failed", f.failed
+                continue
+            if f.restart:
+                self._forget(f)
+            if f.record is None and not part.last:
+                path = PartialFile.path_for(self.journal.path.parent, self.collection, f.result.source_hash)
+                header = {"name": f.result.name, "source_hash": f.result.source_hash, "reading": self.reading}
+                f.record = PartialFile.start(path, header, self.journal.path.name)
+            for space, (ids, metadatas, documents, vectors) in _rows(self.ws, part, self.tags, self.pairing).items():
+                into = rows.setdefault(space, ([], [], [], []))
+                into[0].extend(ids), into[1].extend(metadatas), into[2].extend(documents), into[3].extend(vectors)
+            if part.last:
+                f.result.status, f.result.items = "added", f.count
+                f.result.notes += _notes(f)
+        if rows:
+            group = self.journal.begin(self.collection, {space: ids for space, (ids, *_) in rows.items()})
+            for space, (ids, metadatas, documents, vectors) in rows.items():
+                self.target(space).add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space
+            self.journal.commit(group)
+        for part in parts:
+            f = part.file
+            if f.record is not None and not f.failed:
+                if part.last:
+                    f.record.remove()  # the file is whole
+                else:
+                    f.record.add(_ranges(part.indices))
+
+    def _forget(self, f: _Pending) -> None:
+        """Remove what earlier groups committed of a file that failed, or that is read another way now."""
+        if f.record is None:
+            return
+        f.record.abandon()  # from here on, a crash leaves it to be removed, never resumed
+        for space in self.ws.store.spaces(self.collection):
+            target = self.ws.store.open(self.collection, space)
+            ids = target.raw.get(where={"source_hash": f.result.source_hash}, include=[])["ids"]
+            if ids:
+                target.delete(ids)
+        f.record.remove()
+        f.record, f.restart = None, False
+
+
+def _notes(f: _Pending) -> list[str]:
+    notes = []
+    if f.resumed:
+        notes.append(f"finished an ingest cut short: {f.resumed:,} of its items were in already")
+    if f.pairs:
+        notes.append(f"{f.pairs:,} caption(s) linked to their image")
+    if f.unpaired:
+        notes.append(f"{f.unpaired:,} caption(s) name an image found neither in this ingest nor in the collection "
+                     f"(e.g. {f.unpaired_example!r}); they are stored as text without it")
+    return notes
+
+
+def _ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive indices."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def _embed(space, chunks: list[Chunk]) -> np.ndarray:
@@ -383,16 +666,16 @@ def _without_pixels(chunk: Chunk) -> Chunk:
     return chunk if chunk.modality == "text" else replace(chunk, payload=None)
 
 
-def _rows(ws: Workspace, pending: _Pending, tags: list[str]) -> dict[str, tuple[list, list, list, list]]:
-    """Save the file's original and thumbnails; return its items' ids, metadata, documents and vectors per space."""
-    result, decoded, data = pending.result, pending.decoded, pending.data
+def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict[str, tuple[list, list, list, list]]:
+    """Save the file's original and thumbnails; return the part's items' ids, metadata, documents and vectors per space."""
+    f = part.file
+    result, decoded, data = f.result, f.decoded, f.data
     source_hash = result.source_hash
     original = ws.files.save_original(source_hash, decoded.stored_ext, data)
     thumbnail = ws.files.save_thumbnail(source_hash, decoded.thumbnail) if decoded.thumbnail is not None else None
-    added_at = int(time.time())
     rows: dict[str, tuple[list, list, list, list]] = {}
     saved: dict[int, Path] = {}  # chunks may share one picture (a page's text windows show the page)
-    for chunk, vector in zip(pending.chunks, pending.vectors):
+    for chunk, vector in zip(part.chunks, part.vectors):
         item_id = f"{source_hash[:32]}:{chunk.locator_key}"
         meta = {
             "source": result.name,
@@ -400,7 +683,7 @@ def _rows(ws: Workspace, pending: _Pending, tags: list[str]) -> dict[str, tuple[
             "modality": chunk.modality,
             "mime": decoded.mime,
             "bytes": len(data),
-            "added_at": added_at,
+            "added_at": f.added_at,
             "original": original.relative_to(ws.files.root).as_posix(),
             **chunk.locator,
             **chunk.meta,
@@ -411,6 +694,16 @@ def _rows(ws: Workspace, pending: _Pending, tags: list[str]) -> dict[str, tuple[
             saved[id(chunk.thumbnail)] = own
         if own or thumbnail:
             meta["thumbnail"] = (own or thumbnail).relative_to(ws.files.root).as_posix()
+        if chunk.pair:
+            if f.links is None:  # once per file: all of its names together, so they can vote on ambiguous ones
+                f.links = pairing.link(result.name, decoded.pairs)
+            found = f.links.get(chunk.pair)
+            if found:
+                meta["pair_of"], meta["pair_source"] = found
+                f.pairs += 1
+            else:
+                f.unpaired += 1
+                f.unpaired_example = f.unpaired_example or chunk.pair
         if tags:
             meta["tags"] = tags
         ids, metadatas, documents, vectors = rows.setdefault(chunk.space, ([], [], [], []))

@@ -8,10 +8,14 @@ content hashes, so upserting them again makes no duplicates).
 
 Each writer holds an exclusive lock (flock) on its file while it lives; the kernel drops it when the process
 dies, however it dies, so recovery never touches the work of a writer that is still running.
+
+A file too big for one group commits in several (`PartialFile`): the groups it has committed outlive its
+writer, recorded under `parts/`, so a later ingest of the same file adds only the rest.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import io
@@ -19,6 +23,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import BinaryIO, Mapping, Sequence
 
 from .errors import MediaError, MMError, NotFound
@@ -26,6 +31,7 @@ from .safe_io import CHUNK, MAX_RECORD_BYTES, open_regular
 from .store import Store
 
 SUFFIX = ".journal"
+PARTS_SUFFIX = ".parts"
 
 
 def journal_dir(data_dir: Path) -> Path:
@@ -205,6 +211,146 @@ def _roll_back(store: Store, collection: str, ids: Mapping[str, Sequence[str]]) 
         except NotFound:  # killed before its first write created it
             continue
         target.delete(list(space_ids))  # deleting ids that were never written is a no-op
+
+
+@dataclass
+class PartialFile:
+    """A file partly committed to a collection: which of its items (by index, in reading order) are in.
+
+    Kept in `journal/parts/<collection>/<source hash>.parts`, one JSON line each, fsynced: first what the file is
+    and how it was read (`header`), then the index ranges [start, end) of each group once that group has
+    committed, and the journal of each writer that took it on. It is written before the file's first group
+    begins and removed after its last group commits, so while it exists the file is only partly in the store.
+    """
+
+    path: Path
+    header: dict
+    committed: list[tuple[int, int]] = field(default_factory=list)
+    writers: list[str] = field(default_factory=list)
+    abandoned: bool = False  # its items are being removed: never resume it
+
+    @classmethod
+    def path_for(cls, directory: Path, collection: str, source_hash: str) -> Path:
+        return directory / "parts" / collection / f"{source_hash}{PARTS_SUFFIX}"
+
+    @classmethod
+    def load(cls, path: Path) -> "PartialFile | None":
+        """The record at `path`, or None when there is none (a torn last line is ignored, as in a journal)."""
+        try:
+            with open_journal(path) as f:
+                data = f.read(MAX_RECORD_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise _not_a_journal(path, f"it could not be read ({e.strerror or e})") from None
+        if len(data) > MAX_RECORD_BYTES:
+            raise _not_a_journal(path, f"it is over {MAX_RECORD_BYTES:,} bytes")
+        lines = data.splitlines()
+        record = None
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if "header" in entry:
+                record = cls(path, entry["header"])
+            elif record is not None and "part" in entry:
+                record.committed += [(a, b) for a, b in entry["part"]]
+            elif record is not None and "writer" in entry:
+                record.writers.append(entry["writer"])
+            elif record is not None and "abandoned" in entry:
+                record.abandoned = True
+        if record is not None:
+            record.committed.sort()
+        return record
+
+    @classmethod
+    def start(cls, path: Path, header: dict, writer: str) -> "PartialFile":
+        """A new record (replacing any old one), durable before this returns."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(_line({"header": header}) + _line({"writer": writer}))
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return cls(path, header, writers=[writer])
+
+    @property
+    def collection(self) -> str:
+        return self.path.parent.name
+
+    @property
+    def items(self) -> int:
+        return sum(b - a for a, b in self.committed)
+
+    def is_committed(self, index: int) -> bool:
+        at = bisect.bisect_right(self.committed, (index, float("inf"))) - 1
+        return at >= 0 and self.committed[at][0] <= index < self.committed[at][1]
+
+    def took_on(self, writer: str) -> None:
+        """Record that the writer with journal file `writer` goes on with this file."""
+        self._append({"writer": writer})
+        self.writers.append(writer)
+
+    def add(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Record, durably, that the items of `ranges` are committed."""
+        self._append({"part": [list(r) for r in ranges]})
+        self.committed = sorted(self.committed + [tuple(r) for r in ranges])
+
+    def abandon(self) -> None:
+        """Record, durably, that the file's items are about to be removed (a crash then leaves it to remove,
+        never to resume with what is left)."""
+        self._append({"abandoned": True})
+        self.abandoned = True
+
+    def remove(self) -> None:
+        """The file is whole (or wholly gone): forget it."""
+        self.path.unlink(missing_ok=True)
+
+    def _append(self, entry: dict) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:  # another writer (of a Chroma server) finished the file meanwhile
+            return
+        try:
+            line = _line(entry)
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, f"could not write {self.path}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def partial_files(directory: Path) -> list[PartialFile]:
+    """Every file partly committed, by any writer of this journal directory (see `PartialFile`)."""
+    found = sorted((directory / "parts").glob(f"*/*{PARTS_SUFFIX}")) if directory.is_dir() else []
+    return [record for record in map(PartialFile.load, found) if record is not None]
+
+
+def writer_alive(directory: Path, writer: str) -> bool:
+    """Whether the writer with journal file `writer` (in `directory`) is still running: its file is locked."""
+    try:
+        f = open_journal(directory / writer)
+    except FileNotFoundError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+
+
+def _line(entry: dict) -> bytes:
+    return (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -28,10 +28,12 @@ import numpy as np
 
 from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
-from .ingest import (FileResult, IngestReport, Progress, SourceFile, _Pending, embed_queued, read_options,
-                     write_files)
+from .ingest import (FileResult, IngestReport, PartWriter, SourceFile, _Pending, earlier, embed_queued, pairs_later,
+                     read_options, reading_key, tag_list, whole_parts)
 from .journal import Journal, journal_dir, recover
 from .media import may_hold_speech, read_media, space_of
+from .pairs import Pairing
+from .progress import Progress, ProgressTracker
 from .workspace import Workspace
 
 CALL_BYTES = 64 * 2**20  # bytes of files per call to a worker (a larger file goes alone)
@@ -69,6 +71,7 @@ def ingest_on_ray(
     on_progress: Progress | None = None,
     cpus: int | None = None,
     on_note: Callable[[str], None] | None = None,
+    pair_column: str = "auto",
 ) -> ScaleoutReport:
     """`mmcore.ingest.ingest` with reading, transcribing and embedding done by Ray workers.
 
@@ -78,7 +81,9 @@ def ingest_on_ray(
     cluster without GPUs (default DEFAULT_CPUS, at most a node's). `on_note` hears of workers starting.
 
     The store is the workspace's (a Chroma server with MMCORE_CHROMA_HOST, else the embedded store, which then
-    takes its one-writer lock as any ingest does); originals and thumbnails go to this machine's data dir.
+    takes its one-writer lock as any ingest does); originals and thumbnails go to this machine's data dir. Big
+    files are written in groups and resumed as a local ingest does them; image-caption CSVs are sent once every
+    other file is written, so their captions find their images.
 
     Raises:
         MMError: Ray is not installed, can't be reached, no worker could start, or every worker died.
@@ -90,8 +95,9 @@ def ingest_on_ray(
     name = collection or settings.collection
     needed = sorted({space_of(s.name) for s in sources} | {"clip"})
     speech = bool(settings.asr_model) and any(may_hold_speech(s.name) for s in sources)
-    tag_list = sorted({t.strip() for t in tags if t.strip()})
     journals = journal_dir(settings.data_dir)
+    tracker = ProgressTracker(len(sources), on_progress)
+    tracker.stage("loading models")
     ws.store.before_write()  # an embedded store's one-writer lock: refused now, not after the models load
     recover(ws.store, journals)
     report = ScaleoutReport()
@@ -99,15 +105,18 @@ def ingest_on_ray(
     targets: dict = {}
     known: dict = {}  # space -> its collection, or None while it doesn't exist
     seen: set[str] = set()
-    todo = iter(zip(sources, in_order))
+    order = sorted(range(len(sources)), key=lambda i: pairs_later(sources[i].name, csv_rows, pair_column))
+    todo = [(sources[i], in_order[i]) for i in order]
+    position = 0  # of the next file of `todo` to read
     retry: list[list[_Pending]] = []  # calls to send again, one file each, after their worker died
     attempts: dict[int, int] = {}  # id(pending) -> calls that were lost with it
+    pairing = Pairing(lambda: targets.get("clip"))  # known once the workers say which models they loaded
     cluster = None
+    store = None
 
     def finish(result: FileResult) -> None:
         report.results.append(result)
-        if on_progress:
-            on_progress(len(report.results), len(sources), result)
+        tracker.finished(result)
 
     def has(space: str, source_hash: str) -> bool:
         if space not in known:
@@ -118,11 +127,17 @@ def ingest_on_ray(
         return known[space] is not None and known[space].has_source(source_hash)
 
     def next_call() -> list[_Pending]:
-        """The next files to send: read and hashed here; known ones skipped, unreadable ones failed, at once."""
+        """The next files to send: read and hashed here; known ones skipped, unreadable ones failed, at once. An
+        image-caption CSV waits until every file before it is written."""
+        nonlocal position
         if retry:
             return retry.pop(0)
         call, size = [], 0
-        for source, result in todo:
+        while position < len(todo):
+            source, result = todo[position]
+            if pairs_later(source.name, csv_rows, pair_column) and (call or retry or (cluster and cluster.busy())):
+                break
+            position += 1
             try:
                 data = source.read(settings.max_file_bytes)
             except MediaError as e:
@@ -130,12 +145,15 @@ def ingest_on_ray(
                 finish(result)
                 continue
             result.source_hash = hashlib.sha256(data).hexdigest()
-            if result.source_hash in seen or has(space_of(source.name), result.source_hash):
+            space = space_of(source.name)
+            whole, record, _ = earlier(journals, name, result.source_hash, "", lambda: has(space, result.source_hash))
+            if result.source_hash in seen or whole:
                 result.status, result.reason = "skipped", "already in the collection"
                 finish(result)
                 continue
             seen.add(result.source_hash)
-            call.append(_Pending(result, None, data))
+            pairing.add(result)
+            call.append(_Pending(result, None, data, record=record))
             size += len(data)
             if len(call) >= settings.batch_size or size >= CALL_BYTES:
                 break
@@ -145,7 +163,7 @@ def ingest_on_ray(
         try:
             call = next_call()
             if call:
-                cluster = _Cluster(address, settings, needed, speech, csv_rows, cpus, on_note)
+                cluster = _Cluster(address, settings, needed, speech, csv_rows, cpus, on_note, pair_column)
             while call or (cluster and cluster.busy()):
                 while call and cluster.free():
                     cluster.send(call)
@@ -154,29 +172,49 @@ def ingest_on_ray(
                 if done.infos is not None and not targets:
                     targets.update({space: ws.store.collection(name, info) for space, info in done.infos.items()})
                     known.update(targets)  # skip checks from now on see what this run writes
-                if done.lost:
-                    for f in done.lost:
-                        attempts[id(f)] = attempts.get(id(f), 0) + 1
-                        if attempts[id(f)] >= 2:  # it may be what kills them
-                            f.result.reason = f"a Ray worker died twice while reading or embedding it ({done.error})"
-                            finish(f.result)
-                        else:
-                            retry.append([f])
-                    if not call:
-                        call = next_call()
+                    store = PartWriter(ws, journal, name, targets.__getitem__, tag_list(tags), pairing, cluster.reading)
+                for f in done.lost:
+                    attempts[id(f)] = attempts.get(id(f), 0) + 1
+                    if attempts[id(f)] >= 2:  # it may be what kills them
+                        f.result.reason = f"a Ray worker died twice while reading or embedding it ({done.error})"
+                        finish(f.result)
+                    else:
+                        retry.append([f])
                 if done.files:
                     started = time.perf_counter()
-                    write_files(ws, journal, targets, done.files, tag_list)
+                    _write(store, done.files, tracker, cluster.reading,
+                           lambda h: any(t.has_source(h) for t in targets.values()))
                     report.seconds["write"] += time.perf_counter() - started
                     for key, value in done.seconds.items():
                         report.seconds[key] += value
                     for f in done.files:
                         finish(f.result)
+                if not call:
+                    call = next_call()
         finally:
             if cluster is not None:
                 report.workers = cluster.close()
+    tracker.done()
     report.results = in_order
     return report
+
+
+def _write(store: PartWriter, files: list[_Pending], tracker: ProgressTracker, reading: str, present) -> None:
+    """Write files the workers read and embedded whole: a big one in groups (those an earlier ingest committed
+    left out), the others' items together in one group."""
+    last = []
+    for f in files:
+        if not f.failed:
+            tracker.reading(f.result, len(f.chunks))
+            tracker.embedded(f.result, len(f.chunks))
+        if f.record is not None:
+            f.restart = f.record.abandoned or f.record.header.get("reading") != reading or not present(f.result.source_hash)
+        for part in whole_parts(f):
+            if part.last:
+                last.append(part)
+            else:
+                store.write([part])
+    store.write(last)
 
 
 @dataclass
@@ -194,7 +232,7 @@ class _Cluster:
     """The driver's side of the workers: connects to Ray, starts the actors, sends calls, collects results."""
 
     def __init__(self, address: str, settings: Settings, spaces: list[str], speech: bool, csv_rows: bool,
-                 cpus: int | None, on_note: Callable[[str], None] | None):
+                 cpus: int | None, on_note: Callable[[str], None] | None, pair_column: str = "auto"):
         try:
             import ray
         except ImportError:
@@ -209,6 +247,7 @@ class _Cluster:
         self.starting: dict = {}  # ref of an actor's start() -> actor
         self.running: dict = {}  # ref of a process() call -> (actor, its WorkerInfo, files)
         self.infos: dict | None = None
+        self.reading = ""  # how the workers read files (mmcore.ingest.reading_key): the same on every one
         self.last_error = ""
         try:
             resources = ray.cluster_resources()
@@ -227,7 +266,7 @@ class _Cluster:
             self.note(f"Ray: starting {self.request}")
             actor_class = ray.remote(max_restarts=0, **options)(_Worker)
             for _ in range(count):
-                actor = actor_class.remote(settings, csv_rows, options["num_cpus"])
+                actor = actor_class.remote(settings, csv_rows, options["num_cpus"], pair_column)
                 self.starting[actor.start.remote(spaces, speech)] = actor
         except BaseException:
             self.close()
@@ -266,7 +305,7 @@ class _Cluster:
         if ref in self.starting:
             actor = self.starting.pop(ref)
             try:
-                node, device, infos = ray.get(ref)
+                node, device, infos, reading = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
                 self.close()
                 cause = e.cause if isinstance(e.cause, MMError) else MMError(f"a Ray worker could not start: {e}")
@@ -276,8 +315,8 @@ class _Cluster:
                 self.note(f"Ray: a worker could not start ({self.last_error})")
                 return _Done()
             if self.infos is None:
-                self.infos = infos
-            elif infos != self.infos:
+                self.infos, self.reading = infos, reading
+            elif infos != self.infos or reading != self.reading:
                 self.close()
                 raise SpaceMismatch(f"the Ray workers loaded different models: {_described(self.infos)} on one node, "
                                     f"{_described(infos)} on {node}. Give every node the same checkpoints.")
@@ -331,13 +370,14 @@ class _Cluster:
 class _Worker:
     """A Ray actor: loads the models once, then reads, transcribes and embeds the files it is sent."""
 
-    def __init__(self, settings: Settings, csv_rows: bool, cpus: int):
+    def __init__(self, settings: Settings, csv_rows: bool, cpus: int, pair_column: str = "auto"):
         self.settings = settings
         self.csv_rows = csv_rows
         self.cpus = cpus
+        self.pair_column = pair_column
 
-    def start(self, spaces: list[str], speech: bool) -> tuple[str, str, dict]:
-        """Load the models; return this worker's node, device and {space: SpaceInfo}."""
+    def start(self, spaces: list[str], speech: bool) -> tuple[str, str, dict, str]:
+        """Load the models; return this worker's node, device, {space: SpaceInfo} and how it reads files."""
         from .spaces import get_space
         from .speech import get_transcriber
 
@@ -353,9 +393,10 @@ class _Worker:
             self.transcriber = get_transcriber(self.settings) if speech else None
         except MMError as e:  # the same error, saying where
             raise _on_node(e) from None
-        self.options = read_options(self.settings, self.spaces, self.csv_rows)
+        self.options = read_options(self.settings, self.spaces, self.csv_rows, self.pair_column)
         device = str(getattr(self.spaces["clip"], "device", "cpu"))
-        return socket.gethostname(), device, {name: space.info for name, space in self.spaces.items()}
+        reading = reading_key(self.options, self.transcriber is not None)
+        return socket.gethostname(), device, {name: space.info for name, space in self.spaces.items()}, reading
 
     def process(self, files: list[tuple[str, bytes]]) -> tuple[list[tuple], dict[str, float]]:
         """Per file, in order: (failure reason or None, Decoded without chunks, chunks without pixels, vectors),

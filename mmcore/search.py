@@ -113,8 +113,20 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Pair:
+    """An item linked to a hit as image and caption (`pair_of`): the caption's image, or one of the image's captions."""
+
+    id: str
+    modality: str
+    source: str
+    thumbnail: str | None
+    document: str | None
+
+
+@dataclass(frozen=True)
 class Hit:
-    """One result: everything needed to show it (thumbnail or text, source, where in the source)."""
+    """One result: everything needed to show it (thumbnail or text, source, where in the source), and the items
+    paired with it (`with_pairs`)."""
 
     id: str
     score: float
@@ -127,6 +139,7 @@ class Hit:
     original: str | None
     space: str = "clip"
     fused: float | None = None  # the reciprocal rank fusion score, in a list merged across spaces
+    pairs: tuple[Pair, ...] = ()
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -226,6 +239,39 @@ def fuse(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
             first.setdefault(hit.id, hit)
     order = sorted(scores, key=lambda i: (-scores[i], -first[i].score, i))
     return [replace(first[i], fused=round(scores[i], 6)) for i in order[:k]]
+
+
+def with_pairs(ws: Workspace, hits: Sequence[Hit], collection: str | None = None, per_image: int = 3) -> list[Hit]:
+    """The hits with their pairs (items an image-caption CSV linked, `pair_of`): a caption's image, and up to
+    `per_image` captions of an image. Two reads of the store at most, whatever the number of hits."""
+    name = collection or ws.settings.collection
+    clip = [h for h in hits if h.space == "clip"]
+    images = [h.id for h in clip if h.modality == "image"]
+    linked = sorted({str(h.metadata["pair_of"]) for h in clip if h.metadata.get("pair_of")})
+    if not images and not linked:
+        return list(hits)
+    target = ws.store.open(name, "clip")
+    found: dict[str, list[Pair]] = {}
+    if linked:
+        got = target.raw.get(ids=linked, include=["metadatas"])
+        for item_id, meta in zip(got["ids"], got["metadatas"]):
+            found[item_id] = [_pair(ws, item_id, meta or {}, None)]
+    captions: dict[str, list[Pair]] = {}
+    if images:
+        got = target.raw.get(where={"pair_of": {"$in": images}}, include=["metadatas", "documents"],
+                             limit=4 * per_image * len(images))
+        for item_id, meta, doc in sorted(zip(got["ids"], got["metadatas"], got["documents"])):
+            own = captions.setdefault(str((meta or {}).get("pair_of")), [])
+            if len(own) < per_image and not (meta or {}).get("char_start"):  # a long caption's first window only
+                own.append(_pair(ws, item_id, meta or {}, doc))
+    return [replace(h, pairs=tuple(captions.get(h.id, []) if h.modality == "image" else found.get(h.metadata.get("pair_of"), [])))
+            if h.space == "clip" else h for h in hits]
+
+
+def _pair(ws: Workspace, item_id: str, meta: dict, document: str | None) -> Pair:
+    thumbnail = stored_path(ws.files.root, meta.get("thumbnail"))
+    return Pair(item_id, str(meta.get("modality", "")), str(meta.get("source", "")),
+                str(thumbnail) if thumbnail else None, document or None)
 
 
 def search_text(ws: Workspace, text: str, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:

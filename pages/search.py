@@ -2,7 +2,7 @@ import streamlit as st
 
 import ui
 from mmcore.media import AUDIO_EXTENSIONS
-from mmcore.search import MODEL_SPACES, Query, collection_spaces, search_each_modality, search_fused
+from mmcore.search import MODEL_SPACES, Query, collection_spaces, search_each_modality, search_fused, with_pairs
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 AUDIO_TYPES = [e.lstrip(".") for e in AUDIO_EXTENSIONS]
@@ -59,7 +59,7 @@ if query is not None and modalities:
     models = () if query.like else tuple(s for s in query.spaces if s in spaces)
     args = (ui.workspace(), query, ui.collection(), k, filters, like_space)
     if query.like is None and fused:
-        hits = ui.guarded(lambda: search_fused(*args), needs_model=models)
+        hits = ui.guarded(lambda: with_pairs(ui.workspace(), search_fused(*args), ui.collection()), needs_model=models)
         if hits is not None:
             st.subheader("All media", divider="gray")
             if hits:
@@ -67,7 +67,8 @@ if query is not None and modalities:
             else:
                 st.caption("Nothing matches.")
     else:
-        results = ui.guarded(lambda: search_each_modality(*args), needs_model=models)
+        results = ui.guarded(lambda: {m: with_pairs(ui.workspace(), hits, ui.collection())
+                                      for m, hits in search_each_modality(*args).items()}, needs_model=models)
         if results is not None and not results:
             st.caption("Nothing matches.")
         for modality, hits in (results or {}).items():

@@ -25,7 +25,9 @@ uploads = st.file_uploader(
 )
 left, right = st.columns([3, 2])
 tags = left.text_input("Tags for these files (comma-separated, optional)", placeholder="e.g. batch-1, beach")
-csv_rows = right.checkbox("CSV files: one item per row", help="Otherwise a CSV is read as one text, in windows.")
+csv_rows = right.checkbox("CSV files: one item per row",
+                          help="Otherwise a CSV is read as one text, in windows. A CSV with a column of image file names "
+                               "and one of captions then pairs each caption with its image, from this upload or the collection.")
 
 if st.button(f"Add {len(uploads)} file(s)" if uploads else "Add files", type="primary",
              disabled=not uploads or bool(denied), help=denied):
@@ -33,19 +35,24 @@ if st.button(f"Add {len(uploads)} file(s)" if uploads else "Add files", type="pr
     sources = [SourceFile(f.name, data=f.getvalue()) for f in uploads]
 
     def run():
-        bar = st.progress(0.0, text="Starting…")
+        bar = st.progress(0.0, text="Loading models…")
 
-        def progress(done, total, result):
-            bar.progress(done / total, text=ui.plain(f"{done}/{total} · {result.status} · {result.name}"))
+        def progress(p):
+            if p.stage == "loading models":
+                return
+            if p.stage == "reading":
+                bar.progress(p.fraction, text=f"Reading {ui.plain(p.current)}… · {p.summary()}")
+            else:
+                doing = f" · {ui.plain(p.current)}" if p.current and p.stage != "done" else ""
+                bar.progress(p.fraction, text=p.summary() + doing)
 
-        with st.spinner("Reading and embedding…"):
-            return ingest(
-                ui.workspace(), sources, collection=ui.collection(),
-                tags=[t for t in tags.split(",")], csv_rows=csv_rows, on_progress=progress,
-                max_total_bytes=settings.max_upload_bytes,
-            )
+        return ingest(
+            ui.workspace(), sources, collection=ui.collection(),
+            tags=[t for t in tags.split(",")], csv_rows=csv_rows, on_progress=progress,
+            max_total_bytes=settings.max_upload_bytes,
+        )
 
-    report = ui.guarded(run)
+    report = ui.guarded(run, needs_model=())  # ingest loads each kind's model itself: one missing fails only its files
     if report is not None:
         st.session_state["last_report"] = report
         st.session_state["upload_key"] += 1  # clears the uploader
@@ -59,12 +66,19 @@ if report is not None:
     a.metric("Added", len(added))
     s.metric("Skipped", len(skipped))
     f.metric("Refused", len(failed))
-    i.metric("Items embedded", report.items_added)
+    i.metric("Items embedded", f"{report.items_added:,}")
     if failed:
-        lines = "\n".join(f"- **{ui.plain(r.name)}**: {ui.plain(r.reason)}" for r in failed)
+        by_reason: dict[str, list[str]] = {}
+        for r in failed:
+            by_reason.setdefault(r.reason or "", []).append(r.name)
+        lines = "\n".join(f"- **{ui.plain(', '.join(names))}**: {ui.plain(reason)}" for reason, names in by_reason.items())
         st.error(f"Refused, and nothing of them stored:\n{lines}", icon=":material/block:")
+    for r in report.results:  # captions linked to their images (or not), a big file finished after a stop
+        for note in r.notes:
+            st.caption(f"**{ui.plain(r.name)}**: {ui.plain(note)}")
     with st.expander(f"Every file ({len(report.results)})"):
-        rows = [{"file": r.name, "result": r.status, "items": r.items, "reason": r.reason or ""} for r in report.results]
+        rows = [{"file": r.name, "result": r.status, "items": r.items, "reason": r.reason or "; ".join(r.notes)}
+                for r in report.results]
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     secs = report.seconds
     st.caption(f"read {secs['read']:.1f}s · embed {secs['embed']:.1f}s · write {secs['write']:.1f}s")

@@ -4,8 +4,9 @@ at several points, each time checked against what it reported, then run again to
 The kill points come from a wrapper script the test writes (no test hooks in product code): it cuts every
 upsert into pairs of items, so a file's items take several writes, and SIGKILLs its own process right after
 the n-th upsert, journal `begin` or journal `commit`; other runs are killed from outside once they have
-reported some files. An embedded Chroma store must not be open in two processes at once, so the test process
-opens it only between runs.
+reported some files. It also sets the size of a big file's groups (GROUP_ITEMS) and says how many items it
+upserted. An embedded Chroma store must not be open in two processes at once, so the test process opens it only
+between runs.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ COLLECTION = "c"
 PROGRESS = re.compile(r"^\[\d+/\d+\] (added|skipped|failed)\s+(.+?)(?:: .*)?$")
 
 WRAPPER = """
-import collections, os, signal, sys
-from mmcore import cli, journal, store
+import atexit, collections, os, signal, sys
+from mmcore import cli, ingest, journal, store
+
+if os.environ.get("GROUP_ITEMS"):
+    ingest.GROUP_ITEMS = int(os.environ["GROUP_ITEMS"])
 
 point, _, nth = os.environ.get("KILL_AFTER", "").partition(":")
 counts = collections.Counter()
@@ -63,6 +67,7 @@ def commit(self, group):
     tick("commit")
 
 def add_in_pairs(self, ids, vectors, metadatas, documents):
+    counts["upserted_items"] += len(ids)
     for i in range(0, len(ids), 2):
         real_add(self, ids[i:i + 2], vectors[i:i + 2], metadatas[i:i + 2], documents[i:i + 2])
         tick("upsert")
@@ -70,6 +75,7 @@ def add_in_pairs(self, ids, vectors, metadatas, documents):
         tick("between_spaces")
 
 journal.Journal.begin, journal.Journal.commit, store.ItemCollection.add = begin, commit, add_in_pairs
+atexit.register(lambda: print(f"upserted {counts['upserted_items']} items", file=sys.stderr))
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -223,17 +229,20 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def run_ingest(settings: Settings, folder: Path, kill_after: str = "", kill_on_added: int = 0,
-               delay: float = 0.0) -> tuple[int, list[tuple[str, str]]]:
+               delay: float = 0.0, args: tuple[str, ...] = (), other: list[str] | None = None,
+               stdout: Path | None = None, **env: str) -> tuple[int, list[tuple[str, str]]]:
     """Run the CLI ingest through the wrapper; SIGKILL it from outside `delay` s after its `kill_on_added`-th added file.
 
-    Returns its exit status and every (status, name) it reported.
+    Returns its exit status and every (status, name) it reported; its other lines of stderr go to `other`, its
+    stdout to the file `stdout`.
     """
     wrapper = settings.data_dir.parent / "kill_wrapper.py"
     wrapper.write_text(WRAPPER)
-    process = subprocess.Popen([sys.executable, str(wrapper), "ingest", str(folder), "--collection", COLLECTION],
-                               cwd=ROOT, env=cli_env(settings, KILL_AFTER=kill_after), text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    reported, other, killed = [], [], False
+    process = subprocess.Popen([sys.executable, str(wrapper), "ingest", str(folder), "--collection", COLLECTION, *args],
+                               cwd=ROOT, env=cli_env(settings, KILL_AFTER=kill_after, **env), text=True,
+                               stdout=open(stdout, "w") if stdout else subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reported, killed = [], False
+    other = [] if other is None else other
     try:
         for line in process.stderr:  # stderr is line-buffered: each line arrives as the file is reported
             match = PROGRESS.match(line)
@@ -291,6 +300,7 @@ def _close(store: Store) -> None:
     SharedSystemClient.clear_system_cache()  # the next run's process must have the store to itself
 
 
+@pytest.mark.slow  # real CLI processes killed mid-run
 def test_killed_ingests_lose_nothing_reported_and_a_rerun_completes_without_duplicates(
         tmp_path, folder, reference, clip_dir, clap_dir):
     settings = settings_for(tmp_path / "data", clip_dir, clap_dir)
@@ -336,3 +346,162 @@ def test_killed_ingests_lose_nothing_reported_and_a_rerun_completes_without_dupl
     for key, meta in final.items():
         assert {k: meta.get(k) for k in keep} == {k: reference[key].get(k) for k in keep}
     _close(store)
+
+
+# --- a big file, in checkpointed groups ----------------------------------------------------------------------
+
+BIG_ROWS = 1200
+GROUP = 100  # items per group in these tests (the real GROUP_ITEMS is 4,096): 12 groups
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory) -> Path:
+    """A CSV of 1,200 short rows: one item each, in the order of its rows."""
+    path = tmp_path_factory.mktemp("big") / "big.csv"
+    words = ["tide", "harbour", "storm", "mackerel", "lighthouse", "shell", "pier", "ledger"]
+    path.write_text("n,note\n" + "".join(f"{i},{words[i % 8]} {words[i * 7 % 8]} {i}\n" for i in range(BIG_ROWS)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def big_reference(big_csv, clip_dir, clap_dir, tmp_path_factory) -> dict[str, dict]:
+    """What one clean, uninterrupted ingest of the big CSV stores (in one go: the group size changes no id)."""
+    ws = Workspace(settings_for(tmp_path_factory.mktemp("big-clean") / "data", clip_dir, clap_dir))
+    report = ingest(ws, [SourceFile(big_csv.name, path=big_csv)], collection=COLLECTION, csv_rows=True)
+    assert [(r.status, r.items) for r in report.results] == [("added", BIG_ROWS)]
+    return snapshot(ws.store)
+
+
+def rows_in(items: dict[str, dict]) -> list[int]:
+    return sorted(meta["row"] for meta in items.values())
+
+
+def partial_record(settings: Settings):
+    from mmcore.journal import partial_files
+
+    records = partial_files(journal_dir(settings.data_dir))
+    return records[0] if records else None
+
+
+@pytest.mark.slow  # real CLI processes killed mid-run
+def test_a_big_file_killed_between_and_inside_its_groups_keeps_whole_groups_and_a_rerun_adds_only_the_rest(
+        tmp_path, big_csv, big_reference, clip_dir, clap_dir):
+    from mmcore.health import check_store
+
+    settings = settings_for(tmp_path / "data", clip_dir, clap_dir)
+    wanted = ("--csv-rows",)
+
+    # Killed in the middle of its third group (each upsert is a pair of items: the 125th is in group 3).
+    code, reported = run_ingest(settings, big_csv, kill_after="upsert:125", args=wanted, GROUP_ITEMS=str(GROUP))
+    assert code == -signal.SIGKILL and reported == [], "a file is never reported before its last group is in"
+    store = Store(open_client(settings))
+    assert len(snapshot(store)) == 250, "groups 1 and 2, and half of group 3, before recovery"
+    kinds = {p.kind for p in check_store(settings).problems}
+    assert kinds == {"unfinished write", "partly ingested"}
+    recover(store, journal_dir(settings.data_dir))
+    assert rows_in(snapshot(store)) == list(range(1, 201)), "whole groups only once recovered"
+    assert partial_record(settings).committed == [(0, 100), (100, 200)]
+    assert {p.kind for p in check_store(settings).problems} == {"partly ingested"}
+    _close(store)
+
+    # Run again and killed right after the commit of its second group of this run (group 4), before that
+    # commit is in the file's record: group 4 is in the store but will be written again, with the same ids.
+    code, reported = run_ingest(settings, big_csv, kill_after="commit:2", args=wanted, GROUP_ITEMS=str(GROUP))
+    assert code == -signal.SIGKILL and reported == []
+    store = Store(open_client(settings))
+    recover(store, journal_dir(settings.data_dir))
+    assert rows_in(snapshot(store)) == list(range(1, 401))
+    assert partial_record(settings).committed == [(0, 100), (100, 200), (200, 300)]
+    _close(store)
+
+    # The last run embeds and writes only what its record does not hold, and completes the file.
+    other: list[str] = []
+    out = tmp_path / "report.json"
+    code, reported = run_ingest(settings, big_csv, args=(*wanted, "--json"), other=other, stdout=out, GROUP_ITEMS=str(GROUP))
+    assert code == 0, "".join(other)
+    assert f"upserted {BIG_ROWS - 300} items\n" in other
+    [result] = json.loads(out.read_text())["results"]
+    assert (result["status"], result["items"]) == ("added", BIG_ROWS), "reported whole, as added"
+    assert any("cut short" in note and "300 of its items" in note for note in result["notes"]), result["notes"]
+    store = Store(open_client(settings))
+    final = snapshot(store)
+    assert set(final) == set(big_reference) and store.open(COLLECTION).count() == BIG_ROWS, "same ids, none twice"
+    keep = ("source", "source_hash", "row", "char_start", "char_end", "csv_note", "original")
+    assert all({k: m.get(k) for k in keep} == {k: big_reference[key].get(k) for k in keep} for key, m in final.items())
+    _close(store)
+    assert partial_record(settings) is None and check_store(settings).ok
+    again = ingest(Workspace(settings), [SourceFile(big_csv.name, path=big_csv)], collection=COLLECTION, csv_rows=True)
+    assert [r.status for r in again.results] == ["skipped"], "whole now: already in the collection"
+
+
+class Interrupted(BaseException):
+    """What Ctrl-C (KeyboardInterrupt) or a page left mid-upload does: stops the ingest from inside the model."""
+
+
+def stop_after(monkeypatch, ws: Workspace, calls: int, error: BaseException) -> None:
+    """Make the clip model raise `error` from its `calls`-th text batch on (a fault injected into the model)."""
+    space = ws.space()
+    real, seen = space.embed_texts, []
+
+    def embed_texts(texts):
+        seen.append(len(texts))
+        if len(seen) >= calls:
+            raise error
+        return real(texts)
+
+    monkeypatch.setattr(space, "embed_texts", embed_texts)
+
+
+def test_a_big_file_stopped_keeps_its_groups_and_resumes_with_progress_counting_only_the_rest(
+        tmp_path, monkeypatch, big_csv, big_reference, clip_dir, clap_dir):
+    import mmcore.ingest
+
+    monkeypatch.setattr(mmcore.ingest, "GROUP_ITEMS", GROUP)
+    ws = Workspace(settings_for(tmp_path / "data", clip_dir, clap_dir))
+    with monkeypatch.context() as patch:
+        stop_after(patch, ws, 70, Interrupted())  # batches of 4: 276 items embedded, groups 1 and 2 written
+        with pytest.raises(Interrupted):
+            ingest(ws, [SourceFile(big_csv.name, path=big_csv)], collection=COLLECTION, csv_rows=True)
+    assert rows_in(snapshot(ws.store)) == list(range(1, 201))
+    assert partial_record(ws.settings).items == 200
+
+    progress = []
+    report = ingest(ws, [SourceFile(big_csv.name, path=big_csv)], collection=COLLECTION, csv_rows=True,
+                    on_progress=progress.append)
+    assert [(r.status, r.items) for r in report.results] == [("added", BIG_ROWS)]
+    assert set(snapshot(ws.store)) == set(big_reference)
+    assert progress[-1].items_done == progress[-1].items_total == BIG_ROWS - 200, "only the rest is embedded"
+    assert all(p.items_total == BIG_ROWS - 200 for p in progress if p.stage == "embedding")
+    assert partial_record(ws.settings) is None
+
+
+def test_a_big_file_that_fails_after_some_groups_leaves_nothing_of_itself(tmp_path, monkeypatch, big_csv, media,
+                                                                            clip_dir, clap_dir):
+    import mmcore.ingest
+
+    monkeypatch.setattr(mmcore.ingest, "GROUP_ITEMS", GROUP)
+    ws = Workspace(settings_for(tmp_path / "data", clip_dir, clap_dir))
+    stop_after(monkeypatch, ws, 70, RuntimeError("out of memory"))
+    report = ingest(ws, [SourceFile("img.png", path=media["img.png"]), SourceFile(big_csv.name, path=big_csv)],
+                    collection=COLLECTION, csv_rows=True)
+    assert [(r.name, r.status) for r in report.results] == [("img.png", "added"), ("big.csv", "failed")]
+    assert "out of memory" in report.results[1].reason
+    assert {m["source"] for m in snapshot(ws.store).values()} == {"img.png"}, "its committed groups are gone"
+    assert partial_record(ws.settings) is None
+
+
+def test_a_big_file_partly_in_is_started_over_when_read_another_way(tmp_path, monkeypatch, big_csv, clip_dir, clap_dir):
+    import mmcore.ingest
+
+    monkeypatch.setattr(mmcore.ingest, "GROUP_ITEMS", GROUP)
+    ws = Workspace(settings_for(tmp_path / "data", clip_dir, clap_dir))
+    with monkeypatch.context() as patch:
+        stop_after(patch, ws, 70, Interrupted())
+        with pytest.raises(Interrupted):
+            ingest(ws, [SourceFile(big_csv.name, path=big_csv)], collection=COLLECTION, csv_rows=True)
+    assert len(snapshot(ws.store)) == 200
+    report = ingest(ws, [SourceFile(big_csv.name, path=big_csv)], collection=COLLECTION)  # as text windows now
+    assert report.results[0].status == "added" and not report.results[0].notes
+    items = snapshot(ws.store)
+    assert len(items) == report.results[0].items and not any("row" in m for m in items.values()), "no row is left"
+    assert partial_record(ws.settings) is None

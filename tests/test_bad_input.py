@@ -91,7 +91,7 @@ BAD_FILES = [
     ("bomb.gif", lambda: animated_gif(500, (65_535, 65_535)), ["decompression bomb"]),
     ("blob.txt", binary_without_nul, ["binary data", "not UTF-8 text"]),
     ("nul.txt", lambda: b"text\x00with NUL bytes", ["binary data", "NUL"]),
-    ("line.txt", lambda: b"a" * (100 * MB), ["100.0 MB", "10 MB limit for text", "MMCORE_MAX_TEXT_MB"]),
+    ("line.txt", lambda: b"a" * (100 * MB), ["100.0 MB", "50 MB limit for text", "MMCORE_MAX_TEXT_MB"]),
     ("locked.pdf", lambda: mp.make_pdf(["secret"], password="hunter2"), ["password-protected", "encrypted"]),
     ("broken.pdf", lambda: b"%PDF-1.4\n" + np.random.default_rng(2).bytes(2000), ["not a readable PDF"]),
     ("huge.pdf", lambda: mp.make_pdf([""] * 3000), ["3000 pages", "limit of 500", "MMCORE_MAX_PDF_PAGES"]),
@@ -254,7 +254,7 @@ def test_size_limits_are_configurable_with_defaults_for_24_gb_of_ram():
     defaults = Settings.from_env({})
     assert defaults.max_file_bytes == 512 * MB
     assert defaults.max_upload_bytes == 2048 * MB
-    assert defaults.max_text_bytes == 10 * MB
+    assert defaults.max_text_bytes == 50 * MB
     chosen = Settings.from_env({"MMCORE_MAX_FILE_MB": "64", "MMCORE_MAX_UPLOAD_MB": "256", "MMCORE_MAX_TEXT_MB": "2"})
     assert (chosen.max_file_bytes, chosen.max_upload_bytes, chosen.max_text_bytes) == (64 * MB, 256 * MB, 2 * MB)
 

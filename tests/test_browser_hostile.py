@@ -322,7 +322,7 @@ def npy_bytes() -> bytes:
 def colour_options(page) -> list[str]:
     """The map's "Colour by" menu (the chart's own menu), as shown."""
     page.locator(f"{CHART} .updatemenu-header-group").click()
-    options = page.locator(f"{CHART} .updatemenu-item-text").all_inner_texts()
+    options = page.locator(f"{CHART} .updatemenu-item-text").all_text_contents()
     page.locator(f"{CHART} .updatemenu-header-group").click()
     return options
 

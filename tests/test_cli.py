@@ -198,10 +198,11 @@ def test_info_json_lists_the_collection(cli, clip_dir):
     assert collection["items"] == 6 + text_items
 
 
-def test_unknown_model_exits_2_with_a_message_not_a_traceback(cli):
+def test_a_missing_model_fails_the_files_that_need_it_by_name_with_the_reason_not_a_traceback(cli):
     result = cli["no_model"]
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: ")
-    assert "MMCORE_CLIP_MODEL" in result.stderr and "no-such-model" in result.stderr
+    assert result.returncode == 1
+    assert "added 0 files" in result.stdout and "failed 8" in result.stdout
+    assert "MMCORE_CLIP_MODEL" in result.stdout and "no-such-model" in result.stdout
+    assert "set/long.txt" in result.stdout and "set/img.jpg" in result.stdout
+    assert result.stderr.count("failed ") == 8, "each file is reported as it is refused"
     assert "Traceback" not in result.stderr
-    assert result.stdout == ""

@@ -45,7 +45,7 @@ def loaded(tmp_path_factory, clip_dir, media):
     ws = Workspace(settings)
     started = int(time.time())
     progress = []
-    images = ingest(ws, sources(media, IMAGES), tags=["beach", " a ", "  "], on_progress=lambda *a: progress.append(a))
+    images = ingest(ws, sources(media, IMAGES), tags=["beach", " a ", "  "], on_progress=progress.append)
     texts = ingest(ws, sources(media, TEXTS), tags=["notes"])
     return {"ws": ws, "images": images, "texts": texts, "started": started, "progress": progress}
 
@@ -61,10 +61,14 @@ def test_ingest_reports_every_file(loaded):
     assert by_name["long.txt"].status == "added" and by_name["long.txt"].items > 4  # several windows
     assert by_name["table.csv"].status == "added" and by_name["table.csv"].items >= 1
     assert images.items_added + texts.items_added == loaded["ws"].collection().count()
-    # progress was reported once per file, counting up to the total
-    assert [(done, total, r.name) for done, total, r in loaded["progress"]] == [
+    # each file's outcome was reported once, in order, counting up to the total; items were counted as embedded
+    progress = loaded["progress"]
+    assert [(p.files_done, p.files_total, p.finished.name) for p in progress if p.finished] == [
         (i, len(IMAGES), name) for i, name in enumerate(IMAGES, 1)
     ]
+    assert progress[0].stage == "loading models" and progress[-1].stage == "done"
+    items = [p.items_done for p in progress]
+    assert items == sorted(items) and items[-1] == len(IMAGES) == progress[-1].items_total
 
 
 def test_items_carry_full_metadata(loaded, media):
@@ -393,8 +397,9 @@ def test_collection_refuses_another_model(ws, media, other_clip_dir, clip_dir):
         search_text(other, "harbour")
     with pytest.raises(SpaceMismatch):
         search_image(other, "img.bmp", media["img.bmp"].read_bytes())
-    with pytest.raises(SpaceMismatch):
-        ingest(other, sources(media, ["img.png"]))
+    refused = ingest(other, sources(media, ["img.png"]))  # per kind of file: every file of that space fails, named
+    assert [(r.name, r.status) for r in refused.results] == [("img.png", "failed")]
+    assert refused.results[0].reason == message
     # "more like this" needs no model, so it still works; nothing was added by the refused ingest
     assert len(search_like(other, item_id, k=100)) == ws.collection().count() - 1 == len(all_items(ws)) - 1
     # another collection name is free to use the other model

@@ -230,23 +230,25 @@ def test_whitespace_only_text_is_refused(data, options):
 def test_csv_rows_become_one_item_each(space):
     options = ReadOptions(token_spans=space.token_spans, max_tokens=space.max_text_tokens, csv_rows=True)
     decoded = read_media("fruit.csv", mf.CSV_TEXT.encode(), options)
+    chunks = list(decoded.chunks)  # made as they are consumed: a big CSV's rows never all sit in memory as chunks
 
-    assert decoded.mime == "text/csv"
-    assert [c.locator["row"] for c in decoded.chunks] == [1, 2, 3]
-    assert [c.payload for c in decoded.chunks] == [
+    assert decoded.mime == "text/csv" and decoded.known_count == 3
+    assert [c.locator["row"] for c in chunks] == [1, 2, 3]
+    assert [c.payload for c in chunks] == [
         "name: apple; colour: red; size: small",
         "name: banana; colour: yellow; size: medium",
         "name: watermelon; colour: green; size: large",
     ]
-    assert decoded.chunks[1].meta == {"csv_name": "banana", "csv_colour": "yellow", "csv_size": "medium"}
-    assert decoded.chunks[2].locator == {"row": 3, "char_start": 0, "char_end": len(decoded.chunks[2].payload)}
+    assert chunks[1].meta == {"csv_name": "banana", "csv_colour": "yellow", "csv_size": "medium"}
+    assert chunks[2].locator == {"row": 3, "char_start": 0, "char_end": len(chunks[2].payload)}
+    assert all(c.pair is None for c in chunks), "no column of image file names: not pairs"
 
 
 def test_csv_with_semicolons_and_blank_cells(space):
     options = ReadOptions(token_spans=space.token_spans, max_tokens=space.max_text_tokens, csv_rows=True)
-    decoded = read_media("semi.csv", b"city;country\nOslo;Norway\n;Peru\n", options)
-    assert [c.payload for c in decoded.chunks] == ["city: Oslo; country: Norway", "country: Peru"]
-    assert decoded.chunks[1].meta == {"csv_country": "Peru"}
+    chunks = list(read_media("semi.csv", b"city;country\nOslo;Norway\n;Peru\n", options).chunks)
+    assert [c.payload for c in chunks] == ["city: Oslo; country: Norway", "country: Peru"]
+    assert chunks[1].meta == {"csv_country": "Peru"}
 
 
 def test_csv_rows_needs_a_data_row(space):

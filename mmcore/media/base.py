@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Union
 
 Scalar = Union[str, int, float, bool]
 TokenSpans = Callable[[str], "list[tuple[int, int]]"]
@@ -24,7 +24,8 @@ class Chunk:
     `locator` says where in the source the chunk lives (page, row, char_start/char_end, start_s/end_s); it is
     empty for a whole image. `meta` holds extra metadata stored with the item (image size, CSV columns).
     `thumbnail` is the chunk's own picture (a video segment's keyframe, a rendered page) where it has one;
-    otherwise the item shows the file's thumbnail.
+    otherwise the item shows the file's thumbnail. `pair` is, for a caption read from an image-caption CSV, the
+    image file its row names, as written there; ingest links the item to that image's item (`pair_of`).
     """
 
     modality: str
@@ -32,6 +33,7 @@ class Chunk:
     locator: dict[str, int | float] = field(default_factory=dict)
     meta: dict[str, Scalar] = field(default_factory=dict)
     thumbnail: Any = None  # PIL.Image or None
+    pair: str | None = None
 
     @property
     def space(self) -> str:
@@ -50,12 +52,23 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A file read and chunked: its mime type, the extension it will be stored under, and a thumbnail."""
+    """A file read and chunked: its mime type, the extension it will be stored under, and a thumbnail.
+
+    `chunks` is a list, or an iterable that reads on as it is consumed (long media, big CSVs), so a file's chunks
+    never all sit in memory; `count` then says how many it will give, where the reader knows.
+    """
 
     mime: str
     stored_ext: str
-    chunks: list[Chunk]
+    chunks: Iterable[Chunk]
     thumbnail: Any = None  # PIL.Image or None
+    count: int | None = None
+    pairs: frozenset[str] = frozenset()  # for an image-caption CSV: every image name its chunks give (`Chunk.pair`)
+
+    @property
+    def known_count(self) -> int | None:
+        """How many chunks the file gives, if known before they are all read."""
+        return len(self.chunks) if isinstance(self.chunks, list) else self.count
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,8 @@ class ReadOptions:
 
     `token_spans` maps a text to the character span of each of its tokens in the target space's tokenizer;
     `max_tokens` is how many tokens fit in one window; `overlap_tokens` how many consecutive windows share.
+    `pair_column` is for CSVs read one row per item: the column naming the image each row's caption belongs to,
+    "auto" to find one (a column of image file names beside a text column), or "none" for no pairs.
     """
 
     token_spans: TokenSpans
@@ -72,6 +87,7 @@ class ReadOptions:
     max_file_bytes: int = 512 * 1024 * 1024
     max_image_pixels: int = 100_000_000
     csv_rows: bool = False
+    pair_column: str = "auto"
     video_segment_s: float = 10.0
     frames_per_second: float = 1.0
     max_frames_per_segment: int = 10
