@@ -1,8 +1,8 @@
 """UMAP of a collection's vectors: 2D/3D for display, ~10D for clustering.
 
-Nearest neighbours are exact (cosine, blocked matrix products) and found here, once for all the fits and
-placements that share them, instead of by pynndescent inside UMAP: pynndescent's kernels are compiled anew
-in every process (about 40 s before the first map) and every UMAP would search again. `place` is
+Nearest neighbours come from the analysis's one k-NN graph (mmcore.analysis.neighbours), shared by all the fits
+and placements, instead of from pynndescent inside UMAP: pynndescent's kernels are compiled anew in every process
+(about 40 s before the first map) and every UMAP would search again. `place` is
 UMAP.transform from such neighbours: umap-learn 0.5's own steps, without its per-point Python loops.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MMError
+from .neighbours import Neighbours, nearest  # noqa: F401 (nearest: the map's callers find neighbours here too)
 
 DEFAULT_NEIGHBORS, MIN_NEIGHBORS, MAX_NEIGHBORS = 15, 2, 200
 DEFAULT_MIN_DIST, MIN_MIN_DIST, MAX_MIN_DIST = 0.1, 0.0, 0.99
@@ -24,7 +25,6 @@ CLUSTER_DIMS = 10
 # The clustering's UMAP packs points as tightly as it can (min_dist 0, the umap docs' advice for clustering, as
 # BERTopic does): HDBSCAN then sees dense clumps with gaps between them. The display map keeps its own min_dist.
 CLUSTER_MIN_DIST = 0.0
-BLOCK_FLOATS = 32_000_000  # similarities held at once while finding neighbours (128 MB)
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,6 @@ class Umap:
             raise MMError(f"UMAP neighbours must be between {MIN_NEIGHBORS} and {MAX_NEIGHBORS}, got {self.n_neighbors}")
         if not MIN_MIN_DIST <= self.min_dist <= MAX_MIN_DIST:
             raise MMError(f"UMAP min_dist must be between {MIN_MIN_DIST} and {MAX_MIN_DIST}, got {self.min_dist}")
-
-
-@dataclass(frozen=True)
-class Neighbours:
-    """Each query's nearest points, nearest first: indices int32 [m, k] and cosine distances float32 [m, k]."""
-
-    indices: np.ndarray
-    distances: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -88,33 +80,6 @@ def _cache_umap_kernels() -> None:
     for kernel in (umap_.smooth_knn_dist, umap_.compute_membership_strengths, layouts._nb_optimize_layout_euclidean_single_epoch,
                    utils.tau_rand_int, distances.cosine):
         kernel.enable_caching()
-
-
-def nearest(queries: np.ndarray, points: np.ndarray, k: int) -> Neighbours:
-    """The exact `k` nearest `points` (cosine) of each of `queries`, nearest first.
-
-    Distances below 1e-6 count as 0: a point is its own nearest neighbour at distance 0, as UMAP expects.
-    """
-    import torch  # its matrix product and top-k use every core; numpy's argpartition is 3x slower here
-
-    base = torch.from_numpy(_unit(points))
-    block = max(1, BLOCK_FLOATS // max(len(points), 1))
-    indices, distances = [], []
-    for start in range(0, len(queries), block):
-        sims, idx = torch.topk(torch.from_numpy(_unit(queries[start : start + block])) @ base.T, k, dim=1)
-        indices.append(idx.numpy().astype(np.int32))
-        distances.append(np.clip(1.0 - sims.numpy(), 0.0, 2.0))
-    if not indices:
-        return Neighbours(np.zeros((0, k), dtype=np.int32), np.zeros((0, k), dtype=np.float32))
-    distances = np.concatenate(distances)
-    distances[distances < 1e-6] = 0.0
-    return Neighbours(np.concatenate(indices), distances)
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    v = np.array(vectors, dtype=np.float32)  # a copy: torch wants writable memory and the caller's stays as it is
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.where(norms > 0, norms, 1)
 
 
 def fit_projection(vectors: np.ndarray, params: Umap, dims: int, neighbours: Neighbours | None = None):
