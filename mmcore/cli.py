@@ -225,8 +225,11 @@ def _taxonomy_analysis(ws, name: str, space: str, args):
 
     umap = Umap(args.neighbors or DEFAULT_NEIGHBORS, DEFAULT_MIN_DIST if args.min_dist is None else args.min_dist)
     hdbscan = Hdbscan(args.min_cluster_size, args.min_samples, args.selection or DEFAULT_SELECTION)
-    analysis = analyze(ws, name, space, umap, hdbscan, refit=args.refit,
-                       on_progress=lambda stage: print(f"{stage}…", file=sys.stderr))
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    analysis = analyze(ws, name, space, umap, hdbscan, refit=args.refit, on_progress=lambda stage: say(f"{stage}…"),
+                       on_stage=lambda partial: say(f"ready: {', '.join(partial.done)}"))
+    if not analysis.from_cache:
+        say("Naming the clusters…")
     labels, names = load_taxonomy(ws.settings.data_dir, name, space).apply(analysis, cluster_names(ws, analysis))
     return analysis, labels, names
 
