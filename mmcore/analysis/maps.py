@@ -274,7 +274,7 @@ def _fit(items: Vectors, umap: Umap, hdbscan: Hdbscan, sampling: Sampling, say: 
             own = nearest(vectors, vectors, graph_k)
             # both maps start from the same spectral layout, found while the other items' neighbours are
             init_done = pool.submit(spectral_init, vectors, own.first(k), umap, CLUSTER_DIMS)
-            others = nearest(items.vectors[rest], vectors, graph_k)
+            others = nearest(items.vectors, vectors, graph_k, rows=rest)  # not a copy of every other vector
         with _stage("initial layout", seconds):
             init = init_done.result()
         clustering_done = pool.submit(clustering)
@@ -359,7 +359,7 @@ def _place_new(fit: dict, items: Vectors, say: Progress, seconds: dict) -> Analy
             fitted = fit["vectors"]
             k = min(fit["umap"].n_neighbors, len(fitted) - 1)
             outliers: OutlierModel = fit["outliers"]
-            near = nearest(items.vectors[new], fitted, max(k, outliers.min_samples))
+            near = nearest(items.vectors, fitted, max(k, outliers.min_samples), rows=np.asarray(new))
             xy[new] = place(fit["layout_2d"], near.first(k), 2)
             placed = assign(fit["clusterer"], place(fit["layout_nd"], near.first(k), CLUSTER_DIMS))
             labels[new], probabilities[new] = placed.labels, placed.probabilities

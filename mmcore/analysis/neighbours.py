@@ -50,8 +50,9 @@ def fast_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def nearest(queries: np.ndarray, points: np.ndarray, k: int, rough: bool | None = None) -> Neighbours:
-    """The `k` nearest `points` (cosine) of each of `queries`, nearest first.
+def nearest(queries: np.ndarray, points: np.ndarray, k: int, rough: bool | None = None, rows: np.ndarray | None = None) -> Neighbours:
+    """The `k` nearest `points` (cosine) of each of `queries` (of `queries[rows]`, read a block at a time, when
+    `rows` is given), nearest first.
 
     Distances below 1e-6 count as 0: a point is its own nearest neighbour at distance 0, as UMAP expects.
     `rough`: use the bfloat16 candidate pass (default: where the CPU makes it faster).
@@ -59,16 +60,17 @@ def nearest(queries: np.ndarray, points: np.ndarray, k: int, rough: bool | None 
     import torch  # its matrix product and top-k use every core; numpy's argpartition is 3x slower here
 
     k = min(k, len(points))
-    if len(queries) == 0 or k == 0:
-        return Neighbours(np.zeros((len(queries), k), dtype=np.int32), np.zeros((len(queries), k), dtype=np.float32))
+    count = len(queries) if rows is None else len(rows)
+    if count == 0 or k == 0:
+        return Neighbours(np.zeros((count, k), dtype=np.int32), np.zeros((count, k), dtype=np.float32))
     base = torch.from_numpy(_unit(points))
     pool = min(len(points), k + RESCORED)
     rough = (fast_bf16() if rough is None else rough) and pool < len(points)
     base_rough = base.bfloat16() if rough else None
     block = max(1, BLOCK_FLOATS // max(len(points), 1))
     indices, distances = [], []
-    for start in range(0, len(queries), block):
-        q = torch.from_numpy(_unit(queries[start : start + block]))
+    for start in range(0, count, block):
+        q = torch.from_numpy(_unit(queries[start : start + block] if rows is None else queries[rows[start : start + block]]))
         if rough:
             candidates = torch.topk(q.bfloat16() @ base_rough.T, pool, dim=1).indices
             sims, order = torch.topk(_rescored(base, q, candidates), k, dim=1)
