@@ -423,10 +423,11 @@ def analysis(space: str, umap, hdbscan, refit: bool = False):
         refit = False
     else:
         st.session_state["analysis_params"] = (umap, hdbscan)
-    slot = st.empty()
+    slot, picture = st.empty(), st.empty()
     try:
         return analyze(workspace(), collection(), space, umap, hdbscan, refit=refit, may_fit=not viewer,
-                       on_progress=lambda stage: slot.info(f"{stage}…", icon=":material/hourglass_top:"))
+                       on_progress=lambda stage: slot.info(f"{stage}…", icon=":material/hourglass_top:"),
+                       on_stage=lambda partial: _first_picture(picture, partial))
     except NotAnalysed as e:
         st.info(plain(e), icon=":material/lock:")
         return None
@@ -435,6 +436,19 @@ def analysis(space: str, umap, hdbscan, refit: bool = False):
         return None
     finally:
         slot.empty()
+        picture.empty()
+
+
+def _first_picture(slot, partial) -> None:
+    """The 2D map alone as soon as a fit has it: the collection's shape while its clusters are still computed."""
+    if partial.done != ("map",):
+        return
+    import plotly.graph_objects as go
+
+    figure = go.Figure(go.Scattergl(x=partial.xy[:, 0], y=partial.xy[:, 1], mode="markers", hoverinfo="skip",
+                                    marker={"size": 3, "color": "#8a8f98", "opacity": 0.6}))
+    figure.update_layout(height=560, margin={"l": 0, "r": 0, "t": 0, "b": 0}, xaxis_visible=False, yaxis_visible=False)
+    slot.plotly_chart(figure, theme=None, config={"displaylogo": False})
 
 
 def finer_clusters(analysis, space: str) -> None:

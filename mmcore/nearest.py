@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import sys
 import threading
 import warnings
 from collections import OrderedDict
@@ -67,21 +68,40 @@ def nearest(
 
 
 class _Loaded:
-    """A snapshot as queries use it: ids, vectors, each item's modality, and masks of filters met."""
+    """A snapshot as queries use it: ids, vectors, each item's modality, and masks of filters met.
+
+    Scored with torch when the process has it loaded already (the app, a query a model embedded), with numpy
+    otherwise: importing torch costs a command-line `search --like` over a second, and numpy's exact float32
+    pass over 100k vectors about 20 ms. In a process with a model, numpy's BLAS threads would spin on after each
+    product and slow the model's text tower, which runs on torch's threads, about threefold (43 -> 90 ms).
+    """
 
     def __init__(self, snapshot: Snapshot):
-        import torch
-
         self.ids = snapshot.ids
-        with warnings.catch_warnings():  # the memory-mapped vectors are read-only, and never written through
-            warnings.simplefilter("ignore", UserWarning)
-            # Scored with torch, not numpy: numpy's BLAS threads spin on after each product and slow the text
-            # tower, which runs on torch's threads, about threefold.
-            self.vectors = torch.from_numpy(snapshot.vectors)
-        self.rough = self.vectors.half()  # in memory, half the bytes: a first pass 5x faster than float32
+        self.vectors = snapshot.vectors
         self.modalities = snapshot.modalities()
         self.modality_known = bool(np.all(self.modalities != ""))  # items written before it was recorded: ""
         self.masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._torch = None  # (vectors, a float16 copy), made on the first query scored with torch
+
+    def scores(self, rows: np.ndarray, query: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, their cosine with `query`): all of `rows`, or the `pool` best of them after a float16 pass."""
+        if "torch" not in sys.modules:
+            chosen = self.vectors if len(rows) == len(self.ids) else self.vectors[rows]
+            return rows, np.asarray(chosen, dtype=np.float32) @ query
+        import torch
+
+        with _lock:
+            if self._torch is None:
+                with warnings.catch_warnings():  # the memory-mapped vectors are read-only, and never written through
+                    warnings.simplefilter("ignore", UserWarning)
+                    vectors = torch.from_numpy(self.vectors)
+                self._torch = vectors, vectors.half()  # in memory, half the bytes: a first pass 5x faster than float32
+            vectors, rough = self._torch
+        q = torch.from_numpy(query)
+        if len(rows) > max(pool, len(self.ids) // 8):  # a float16 pass over every vector, then the best rows exactly
+            rows = rows[np.argpartition(-torch.mv(rough, q.half()).float().numpy()[rows], pool)[:pool]]
+        return rows, torch.mv(vectors[torch.from_numpy(rows)], q).numpy()
 
 
 _loaded: OrderedDict[tuple, _Loaded] = OrderedDict()
@@ -117,19 +137,11 @@ def _snapshot(collection: ItemCollection, cache_dir: Path, version: str) -> _Loa
 
 def _exact(collection: ItemCollection, loaded: _Loaded, vector: np.ndarray, k: int, mask: np.ndarray, exclude: Sequence[str]) -> list[Match]:
     """The `k` rows of `mask` nearest to `vector`, less `exclude`."""
-    import torch
-
     mask = mask.copy()  # the kept one must not lose the excluded
     for row, id_ in zip(np.searchsorted(loaded.ids, list(exclude)), exclude):
         if row < len(mask) and loaded.ids[row] == id_:
             mask[row] = False
-    rows = np.flatnonzero(mask)
-    query = torch.from_numpy(vector)
-    pool = ROUGH_POOL * k + 64
-    if len(rows) > max(pool, len(mask) // 8):  # a float16 pass over every vector, then the best rows exactly
-        rough = torch.mv(loaded.rough, query.half()).float().numpy()[rows]
-        rows = rows[np.argpartition(-rough, pool)[:pool]]
-    scores = torch.mv(loaded.vectors[torch.from_numpy(rows)], query).numpy()
+    rows, scores = loaded.scores(np.flatnonzero(mask), vector, ROUGH_POOL * k + 64)
     top = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]
     ids = loaded.ids[rows[top]].tolist()

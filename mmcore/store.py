@@ -221,8 +221,11 @@ class ItemCollection:
     def has_source(self, source_hash: str) -> bool:
         return bool(self.raw.get(where={"source_hash": source_hash}, limit=1, include=[])["ids"])
 
-    def add(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict], documents: Sequence[str | None]) -> None:
-        """Upsert items in batches the store accepts. Vectors must match the collection's dimension."""
+    def add(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict], documents: Sequence[str | None]) -> str:
+        """Upsert items in batches the store accepts. Vectors must match the collection's dimension.
+
+        Returns this write's version token: the collection's version after it, and the first part of each item's
+        write token (`<version>:<modality>`, mmcore.vector_cache)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(ids):
             raise StoreError(f"expected {len(ids)} vectors, got an array of shape {vectors.shape}")
@@ -240,6 +243,7 @@ class ItemCollection:
                 uris=[f"{version}:{meta.get('modality', '')}" for meta in metadatas[i:end]],
             )
         self._touch(version)
+        return version
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove items (their originals stay on disk: other items or collections may share them)."""

@@ -27,6 +27,7 @@ from .media import ReadOptions
 from .media.image import read_image
 from .safe_io import read_bounded, read_npy
 from .spaces import KNOWN_SPACES, SpaceInfo
+from .vector_cache import record_added, vector_cache_dir
 from .workspace import Workspace
 
 DEFAULT_SPACE = "custom"
@@ -37,7 +38,7 @@ IMAGE_COLUMNS = ("image", "path")
 RESERVED = ("source_hash", "modality", "mime", "bytes", "added_at", "original", "thumbnail", "row", "width", "height")
 SPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 MIME = {".npy": "application/x-npy", ".parquet": "application/vnd.apache.parquet"}
-WRITE_BATCH = 256
+WRITE_BATCH = 4096  # items per journaled group (and per version of the collection)
 
 Progress = Callable[[int, int], None]
 
@@ -136,15 +137,15 @@ def import_vectors(
             meta["tags"] = row.tags
         return meta, row.document
 
-    write_new(ws, name, info, [r.id for r in rows], vectors, build, report, on_progress)
+    write_new(ws, name, info, [r.id for r in rows], vectors, build, report, on_progress, media=any(r.image for r in rows))
     report.problems = [problems[i] for i in sorted(problems)]
     report.seconds = time.perf_counter() - started
     return report
 
 
 def read_vectors(path: Path, max_bytes: int = Settings.max_vectors_bytes) -> tuple[np.ndarray, str, int]:
-    """The vectors of a .npy or .parquet file as float64 [n, d] (see `import_vectors`), with the SHA-256 and size
-    of the file's bytes. The file is read once, through `mmcore.safe_io.read_bounded`, and holds no more values
+    """The vectors of a .npy or .parquet file as numbers [n, d] (a .npy's in its own type, read-only; see
+    `import_vectors`), with the SHA-256 and size of the file's bytes. The file is read once, through `mmcore.safe_io.read_bounded`, and holds no more values
     than its bytes do (a header or footer claiming more is refused).
 
     Raises:
@@ -162,20 +163,25 @@ def read_vectors(path: Path, max_bytes: int = Settings.max_vectors_bytes) -> tup
 
 
 def normalized(matrix: np.ndarray, name: str) -> np.ndarray:
-    """Rows scaled to unit length, as float32.
+    """Rows scaled to unit length, as float32 (computed in float64, a block of rows at a time).
 
     Raises:
         MMError: a row holds NaN or infinite values or is all zeros (naming the file and the row).
     """
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        raise MMError(f"{name}: row {int(np.argmin(finite))} (counting from 0) holds NaN or infinite values; "
-                      "every vector must be finite")
-    norms = np.linalg.norm(matrix, axis=1)
-    if not norms.all():
-        raise MMError(f"{name}: row {int(np.argmin(norms))} (counting from 0) is all zeros; "
-                      "a zero vector has no direction to compare")
-    return (matrix / norms[:, None]).astype(np.float32)
+    out = np.empty(matrix.shape, dtype=np.float32)
+    step = max(1, (1 << 22) // max(matrix.shape[1], 1))  # 32 MB of float64 at a time
+    for start in range(0, len(matrix), step):
+        rows = np.asarray(matrix[start : start + step], dtype=np.float64)
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            raise MMError(f"{name}: row {start + int(np.argmin(finite))} (counting from 0) holds NaN or infinite values; "
+                          "every vector must be finite")
+        norms = np.linalg.norm(rows, axis=1)
+        if not norms.all():
+            raise MMError(f"{name}: row {start + int(np.argmin(norms))} (counting from 0) is all zeros; "
+                          "a zero vector has no direction to compare")
+        out[start : start + step] = rows / norms[:, None]
+    return out
 
 
 def read_meta(path: Path, expected_rows: int, vectors_name: str, max_bytes: int = Settings.max_vectors_bytes) -> list[MetaRow]:
@@ -265,33 +271,47 @@ def write_new(
     build: Callable[[int], tuple[dict, str | None]],
     report: ImportReport,
     on_progress: Progress | None = None,
+    media: bool = True,
 ) -> None:
     """Add the items whose ids aren't in the collection yet, in batches; `build(i)` gives item i's metadata
     and document (storing its media), is called only for items that will be added, and must be thread-safe.
+    `media`: whether `build` may store media files (then it runs in threads).
 
     Each batch is a journaled group (mmcore.journal), begun before its upsert and committed after it, and
     reported to `on_progress` only then. Writes a crash cut short are rolled back first, so their items count
-    as missing and are added again, whole.
+    as missing and are added again, whole. Afterwards the vector cache gets the new version's snapshot from the
+    vectors written (mmcore.vector_cache.record_added), so the first analysis doesn't read them back.
     """
     journals = journal_dir(ws.settings.data_dir)
     recover(ws.store, journals)  # so an item a crash left in an uncommitted batch is not taken for one already in
     target = ws.store.collection(name, info)
+    empty, start_version = target.count() == 0, target.version
     present = _present(target, ids)
     new = [i for i, id_ in enumerate(ids) if id_ not in present]
     report.skipped = len(ids) - len(new)
-    # Decoding and encoding images dominates; Pillow releases the GIL while it codes, so threads pay off.
+    version, written = start_version, []  # what this import wrote, while nobody else writes in between
+    # Decoding and encoding images dominates; Pillow releases the GIL while it codes, so threads pay off. A row
+    # without media takes microseconds, less than handing it to a thread.
     with Journal(journals, ws.store) as journal, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(new), WRITE_BATCH):
             batch = new[start : start + WRITE_BATCH]
-            built = list(pool.map(build, batch))
+            built = list(pool.map(build, batch)) if media else [build(i) for i in batch]
             batch_ids = [ids[i] for i in batch]
             group = journal.begin(name, {info.space: batch_ids})
-            target.add(batch_ids, vectors[batch], [m for m, _ in built], [d for _, d in built])
+            if written is not None and target.version != version:
+                written = None
+            version = target.add(batch_ids, vectors[batch], [m for m, _ in built], [d for _, d in built])
             journal.commit(group)
+            if written is not None:
+                written.append((batch_ids, [f"{version}:{m.get('modality', '')}" for m, _ in built], batch))
             report.added += len(batch)
             report.images += sum("thumbnail" in m for m, _ in built)
             if on_progress:
                 on_progress(report.added, len(new))
+    if written:
+        record_added(target, vector_cache_dir(ws.settings.data_dir), None if empty else start_version,
+                     [i for part in written for i in part[0]], [w for part in written for w in part[1]], vectors,
+                     np.concatenate([part[2] for part in written]), version)
 
 
 def _present(target, ids: Sequence[str]) -> set[str]:
@@ -365,12 +385,12 @@ def _bool(value: str) -> bool:
 
 
 def _read_npy(data: bytes, name: str) -> np.ndarray:
-    """The numbers of a .npy file's bytes, as `mmcore.safe_io.read_npy` reads them (a header is believed only when
-    the bytes after it hold that many values)."""
+    """The numbers of a .npy file's bytes, viewed in place as `mmcore.safe_io.read_npy` reads them (a header is
+    believed only when the bytes after it hold that many values; no float64 copy: rows are scaled in blocks)."""
     array = read_npy(data, name)
     if array.dtype.kind not in "fiu":
         raise MMError(f"{name}: holds {array.dtype} values; vectors must be numbers")
-    return array.astype(np.float64)
+    return array
 
 
 def _read_parquet(data: bytes, name: str, max_bytes: int) -> np.ndarray:

@@ -295,3 +295,57 @@ def test_numba_kernels_are_not_kept_in_the_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     use_numba_cache()
     assert os.environ["NUMBA_CACHE_DIR"] == str(numba_cache_dir()) == str(tmp_path / "user-cache" / "mmscope" / "numba")
+
+
+def test_big_clusters_are_named_from_a_sample_of_their_items(ws):
+    """Clusters larger than NAMED_SAMPLE are named from a sample of their items' words (text) and labels (other
+    vectors), not by reading every item: the names still say what the clusters hold."""
+    from mmcore.analysis.naming import NAMED_SAMPLE, cluster_names
+
+    rng = np.random.default_rng(11)
+    centers = normalize(rng.standard_normal((3, DIM)))
+    n = NAMED_SAMPLE + 100
+    points, labels = blobs(rng, n, centers, spread=0.05)
+    words = {0: "harbour boats gulls", 1: "mountain snow skiers"}
+    collection = ws.store.collection("named", SpaceInfo("vecs", "synthetic", "", DIM))
+    ids = [f"n{i:05d}" for i in range(len(points))]
+    metas = [{"modality": "text"} if t < 2 else {"modality": "vector", "label": "violin"} for t in labels]
+    documents = [f"{words[t]} and item {i}" if t < 2 else None for i, t in enumerate(labels)]
+    collection.add(ids, points, metas, documents)
+    analysis = analyze(ws, "named", "vecs")
+    names = cluster_names(ws, analysis)
+    by_blob = {}
+    for label, t in zip(analysis.labels, [labels[ids.index(i)] for i in analysis.ids]):
+        if label >= 0:
+            by_blob.setdefault(int(t), set()).add(names[int(label)])
+    assert all("harbour" in name or "boats" in name or "gulls" in name for name in by_blob[0]), by_blob
+    assert all("mountain" in name or "snow" in name or "skiers" in name for name in by_blob[1]), by_blob
+    assert all(name.startswith("label violin") for name in by_blob[2]), by_blob
+
+
+def test_a_fit_hands_out_its_map_first_and_caches_each_stage_until_it_is_complete(ws):
+    """on_stage gets the 2D map before anything else (every item noise, no scores yet), then the rest, in the
+    caller's thread; each partial is cached for other sessions while the fit runs and removed once it is done."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    centers = normalize(rng.standard_normal((3, DIM)))
+    points, labels = blobs(rng, 80, centers)
+    collection = ws.store.collection("staged", SpaceInfo("vecs", "synthetic", "", DIM))
+    add(collection, "s", points, labels)
+    seen, cached = [], []
+    cache = AnalysisCache(ws.settings.data_dir / "cache", "staged", "vecs", Umap(), Hdbscan())
+
+    def on_stage(partial):
+        seen.append((partial.done, threading.current_thread() is threading.main_thread(), partial))
+        cached.append(cache.load_partial(collection.version))
+
+    analysis = analyze(ws, "staged", "vecs", on_stage=on_stage)
+    assert [done for done, _, _ in seen][0] == ("map",) and all(in_caller for _, in_caller, _ in seen)
+    first = seen[0][2]
+    assert not first.complete and (first.labels == -1).all() and not first.outlier_scores.any()
+    np.testing.assert_array_equal(first.xy, analysis.xy)  # the map drawn first is the final one
+    assert "clusters" in seen[-1][0] and analysis.complete and analysis.done == maps.STAGES
+    assert all(c is not None and c.done == done for c, (done, _, _) in zip(cached, seen))
+    assert cache.load_partial(collection.version) is None, "a complete analysis leaves no partial behind"
+    assert cache.load_result(collection.version) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import date
 
@@ -70,8 +71,12 @@ def test_matches_decides_like_chroma(collection, filters):
     assert {ids[i] for i, meta in enumerate(metas) if filters.matches(meta)} == listed
 
 
+@pytest.mark.parametrize("scoring", ["torch", "numpy"])
 @pytest.mark.parametrize("filters", FILTERS, ids=lambda f: f.to_where().__repr__()[:60])
-def test_filtered_query_is_exact_from_the_cache(ws, collection, filters):
+def test_filtered_query_is_exact_from_the_cache(ws, collection, filters, scoring, monkeypatch):
+    """Scored with torch where the process has it loaded, with numpy where it hasn't (a command-line search)."""
+    if scoring == "numpy":
+        monkeypatch.delitem(sys.modules, "torch")
     target, ids, vectors, metas, centers = collection
     cache_dir = vector_cache_dir(ws.settings.data_dir)
     read_vectors(target, cache_dir)

@@ -339,3 +339,31 @@ def test_an_import_killed_mid_batch_leaves_whole_batches_and_a_rerun_completes_i
     assert rows_of(ws) == {f"row-{i}": i for i in range(10)}
     assert ws.store.open("imp", "custom").count() == 10
     assert not list(journal_dir(settings.data_dir).iterdir())
+
+
+def test_an_import_leaves_the_vector_cache_holding_exactly_what_the_store_holds(ws, tmp_path, monkeypatch):
+    """The first analysis after an import reads its vectors from the cache, which the import wrote: it must be the
+    store's content (ids, write tokens, vectors) at the version the import left, also when a second import adds to
+    the collection."""
+    from mmcore import vectors
+    from mmcore.vector_cache import current_snapshot, vector_cache_dir
+
+    monkeypatch.setattr(vectors, "WRITE_BATCH", 4)  # several batches, each its own version of the collection
+    rng = np.random.default_rng(3)
+    (tmp_path / "more").mkdir()
+    first, second = tmp_path / "a.npy", tmp_path / "more" / "a.npy"  # the same name: the same imported space
+    np.save(first, rng.normal(size=(10, 8)))
+    np.save(second, rng.normal(size=(7, 8)))
+    (tmp_path / "more" / "ids.csv").write_text("id\n" + "".join(f"b{i}\n" for i in range(7)))
+    cache = vector_cache_dir(ws.settings.data_dir)
+    for path, meta, count in ((first, None, 10), (second, tmp_path / "more" / "ids.csv", 17)):
+        import_vectors(ws, path, meta, collection="imp")
+        target = ws.store.open("imp", "custom")
+        snapshot = current_snapshot(target, cache)
+        assert snapshot is not None, "the import saved the snapshot of the version it left"
+        stored = target.raw.get(include=["embeddings", "uris"])
+        order = np.argsort(stored["ids"])
+        assert len(order) == count and snapshot.ids.tolist() == sorted(stored["ids"])
+        assert snapshot.writes.tolist() == [stored["uris"][i] for i in order]
+        # what the import wrote; Chroma hands cosine vectors back normalised again (up to float32 rounding)
+        np.testing.assert_allclose(snapshot.vectors, np.asarray(stored["embeddings"], dtype=np.float32)[order], rtol=0, atol=1e-6)

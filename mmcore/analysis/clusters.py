@@ -1,5 +1,4 @@
-"""HDBSCAN clusters and membership probabilities (on the ~10D UMAP reduction), their stability, and GLOSH
-outlier scores.
+"""HDBSCAN clusters and membership probabilities (on the ~10D UMAP reduction) and their stability.
 
 Defaults, from principles and checked on real labelled sets (bench/clustering.py, figures in bench/RESULTS.md):
 - min_cluster_size grows as sqrt(n)/2: the smallest group worth a cluster (the hdbscan docs' first parameter).
@@ -23,10 +22,9 @@ Defaults, from principles and checked on real labelled sets (bench/clustering.py
 Stability (`stability`) is Hennig's clusterboot by subsetting: the clustering is redone on random halves and each
 cluster's best Jaccard match is averaged; it costs five fits on half the points (a second or two at 20,000).
 
-The outlier scores come from a second HDBSCAN on a linear (PCA) projection of the raw vectors, not from the
-UMAP one: UMAP's local connectivity glues every point to its nearest neighbours, so an isolated item lands
-inside some cluster and its GLOSH score says nothing (on planted outliers, 2 of 6 ranked in the top 12 on
-UMAP-10D; 6 of 6 on PCA-16). A linear projection keeps isolated points isolated.
+The outlier scores (mmcore.analysis.outliers) are GLOSH on the raw vectors, from the analysis's k-NN graph, with
+the cluster size as both the core distance's neighbour and the smallest cluster: a smoother density than the
+clustering's, as tuned on planted outliers.
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ DEFAULT_SELECTION = "eom"
 # capped clustering is kept when it still clusters KEEP_COVERAGE as many points: the big cluster had real sub-groups.
 MAX_CLUSTER_SHARE, KEEP_COVERAGE = 1 / 3, 0.75
 NOISE = -1
-OUTLIER_DIMS = 16
 # A clustering is too coarse to review when, from this many items on, it has fewer than MIN_CLUSTERS clusters or
 # one cluster holds more than MAX_SHARE of all items.
 COARSE_FROM_ITEMS, MIN_CLUSTERS, MAX_SHARE = 1000, 3, 0.5
@@ -100,11 +97,6 @@ class Hdbscan:
             return replace(self, selection="leaf")
         return Hdbscan(max(MIN_CLUSTER_SIZE, resolved.min_cluster_size // 2), self.min_samples, "leaf")
 
-    def for_outliers(self) -> "Hdbscan":
-        """The GLOSH model's parameters: the cluster size alone (min_samples = min_cluster_size), as they were tuned
-        on planted outliers; a smoother density than the clustering's, and GLOSH doesn't depend on the selection."""
-        return Hdbscan(self.min_cluster_size, None, "eom")
-
 
 def coarse(labels: np.ndarray) -> str | None:
     """Why a clustering is too coarse to review, or None: from COARSE_FROM_ITEMS items on, fewer than MIN_CLUSTERS
@@ -132,7 +124,7 @@ class Clusters:
 
 def find_clusters(coords: np.ndarray, params: Hdbscan):
     """Cluster points (the ~10D UMAP reduction); returns (fitted clusterer or None, Clusters) with outlier
-    scores left at 0 for `fit_outliers` to fill.
+    scores left at 0 for mmcore.analysis.outliers to fill.
 
     With fewer points than min_cluster_size everything is noise: there is nothing to compare against.
     """
@@ -196,7 +188,7 @@ def stability_words(value: float) -> str:
 
 def assign(clusterer, coords: np.ndarray) -> Clusters:
     """Existing clusters for new points, without refitting (approximate_predict); outlier scores are
-    left at 0 for `score_outliers` to fill. No clusterer (too few points were fitted): all noise."""
+    left at 0 for mmcore.analysis.outliers to fill. No clusterer (too few points were fitted): all noise."""
     from hdbscan.prediction import approximate_predict
 
     n = len(coords)
@@ -204,46 +196,6 @@ def assign(clusterer, coords: np.ndarray) -> Clusters:
         return Clusters(np.full(n, NOISE), np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32))
     labels, strengths = approximate_predict(clusterer, coords)
     return Clusters(np.asarray(labels, dtype=int), np.asarray(strengths, dtype=np.float32), np.zeros(n, dtype=np.float32))
-
-
-@dataclass
-class OutlierModel:
-    """What scores new points for outliers without refitting: the PCA projection and the HDBSCAN fitted on it."""
-
-    components: np.ndarray  # [dims, vector dims]
-    mean: np.ndarray  # [vector dims]
-    clusterer: object  # hdbscan.HDBSCAN with prediction data
-
-    def project(self, vectors: np.ndarray) -> np.ndarray:
-        """PCA.transform (sklearn's arithmetic: project, then subtract the projected mean)."""
-        x = np.asarray(vectors, dtype=self.components.dtype) @ self.components.T
-        x -= self.mean.reshape(1, -1) @ self.components.T
-        return x
-
-
-def fit_outliers(vectors: np.ndarray, params: Hdbscan):
-    """GLOSH outlier scores in [0, 1] from HDBSCAN on a PCA projection of the raw vectors.
-
-    Returns (OutlierModel or None, scores); the model places new points with `score_outliers`.
-    """
-    n = len(vectors)
-    if n < max(params.min_cluster_size, 3) or n <= 2:
-        return None, np.zeros(n, dtype=np.float32)
-    from sklearn.decomposition import PCA
-
-    pca = PCA(n_components=min(OUTLIER_DIMS, n - 1, vectors.shape[1]), random_state=0).fit(vectors)
-    model = OutlierModel(pca.components_, pca.mean_, None)
-    model.clusterer = _hdbscan(params.for_outliers()).fit(model.project(vectors))
-    return model, _clean(model.clusterer.outlier_scores_)
-
-
-def score_outliers(model: OutlierModel | None, vectors: np.ndarray) -> np.ndarray:
-    """GLOSH scores of new points on a `fit_outliers` model (0 without one), without refitting."""
-    from hdbscan.prediction import approximate_predict_scores
-
-    if model is None:
-        return np.zeros(len(vectors), dtype=np.float32)
-    return _clean(approximate_predict_scores(model.clusterer, model.project(vectors)))
 
 
 # A fitted clusterer as plain numbers and arrays (for caches that must not be pickles) and back.
@@ -286,7 +238,3 @@ def _hdbscan(params: Hdbscan, cap: int = 0, prediction_data: bool = True):
     return hdbscan.HDBSCAN(min_cluster_size=params.min_cluster_size, min_samples=params.min_samples,
                            cluster_selection_method=params.selection, max_cluster_size=cap,
                            prediction_data=prediction_data, core_dist_n_jobs=1)
-
-
-def _clean(scores) -> np.ndarray:
-    return np.nan_to_num(np.asarray(scores, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1)

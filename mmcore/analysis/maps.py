@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,9 +30,11 @@ from ..errors import MediaError, MMError
 from ..safe_io import MAX_RECORD_BYTES, load_npz
 from ..vector_cache import Vectors, read_vectors, vector_cache_dir
 from ..workspace import Workspace
-from .clusters import (Clusters, Hdbscan, OutlierModel, assign, clusterer_state, coarse, find_clusters, fit_outliers,
-                       restore_clusterer, score_outliers, stability)
-from .projection import CLUSTER_DIMS, CLUSTER_MIN_DIST, Layout, Umap, fit_projection, nearest, place, use_numba_cache
+from .clusters import NOISE, Clusters, Hdbscan, assign, clusterer_state, coarse, find_clusters, restore_clusterer, stability
+from .neighbours import nearest
+from .outliers import OutlierModel, fit_outliers, score_outliers
+from .projection import (CLUSTER_DIMS, CLUSTER_MIN_DIST, Layout, Umap, _cache_umap_kernels, fit_projection, place, spectral_init,
+                         use_numba_cache)
 
 # Past this share of new items, placing them on the old map would misrepresent the collection: refit.
 MAX_PLACED_SHARE = 0.5
@@ -39,6 +42,9 @@ DEFAULT_SAMPLE, MIN_SAMPLE = 20_000, 50
 # Parameter sets whose files are kept per collection and space; the least recently used beyond them are removed
 # (each set is a fit, a result and what derives from them: about 40 MB at 100,000 items).
 KEPT_PARAMETER_SETS = 6
+# What an analysis computes, in the order its results come in: the 2D map first (what a page can draw), then the
+# clusters and the outlier scores (made at the same time), then the clusters' stability.
+STAGES = ("map", "outliers", "clusters", "stability")
 
 
 class NotAnalysed(MMError):
@@ -86,6 +92,13 @@ class Analysis:
     sampling: Sampling = Sampling()  # as asked (part of the cache key)
     sample: int = 0  # items the UMAPs and HDBSCANs were fitted on; 0 = all of them
     stability: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # per cluster label (clusters.stability)
+    done: tuple[str, ...] = STAGES  # the stages whose results are in; until "clusters" every item is noise, until
+    # "outliers" every score is 0, until "stability" the clusters have none
+
+    @property
+    def complete(self) -> bool:
+        """True once every stage is in (`analyze` returns only complete analyses; `on_stage` sees the others)."""
+        return all(stage in self.done for stage in STAGES)
 
     @property
     def method(self) -> str:
@@ -133,6 +146,7 @@ class Analysis:
 
 
 Progress = Callable[[str], None]
+Stage = Callable[["Analysis"], None]
 
 
 def analyze(
@@ -145,6 +159,7 @@ def analyze(
     refit: bool = False,
     on_progress: Progress | None = None,
     may_fit: bool = True,
+    on_stage: Stage | None = None,
 ) -> Analysis:
     """Map, clusters and outlier scores for a collection, from the cache when nothing changed.
 
@@ -157,6 +172,9 @@ def analyze(
         on_progress: called with a short description of each stage.
         may_fit: False for a caller who may only read (a viewer): the cached result, or new items placed on the
             cached fit (linear, and what every later visitor would need), never a fit.
+        on_stage: called, in the caller's thread, with the analysis so far each time a stage of a fit is done
+            (`Analysis.done`): first the 2D map alone, so a page can draw it while the rest is computed. Each is
+            also cached (`AnalysisCache.load_partial`) for other sessions to show meanwhile.
     Raises:
         NotFound: no such collection. MMError: the collection is empty. NotAnalysed: may_fit is False and there
         is nothing cached to show or place on.
@@ -173,10 +191,10 @@ def analyze(
         if not refit and (cached := cache.load_result(version)) is not None:  # made while this call waited
             cached.from_cache = True
             return cached
-        return _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, refit, may_fit, on_progress)
+        return _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, refit, may_fit, on_progress, on_stage)
 
 
-def _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, refit, may_fit, on_progress) -> Analysis:
+def _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, refit, may_fit, on_progress, on_stage) -> Analysis:
     say = on_progress or (lambda _: None)
     say("Reading vectors")
     seconds: dict[str, float] = {}
@@ -185,6 +203,15 @@ def _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, r
     if len(items) == 0:
         raise MMError(f"Collection {name!r} has no items to map yet.")
     use_numba_cache()
+
+    def named(analysis: Analysis) -> Analysis:
+        analysis.collection, analysis.space, analysis.version, analysis.requested = name, space, version, hdbscan
+        return analysis
+
+    def publish(partial: Analysis) -> None:
+        cache.save_partial(version, named(partial))
+        if on_stage:
+            on_stage(partial)
 
     fit = None if refit else cache.load_fit()
     for problem in cache.unreadable:  # a damaged or crafted cache costs a recomputation: say why it happens
@@ -196,50 +223,84 @@ def _analyze(ws, target, name, space, version, cache, umap, hdbscan, sampling, r
             raise NotAnalysed(f"The map of {name!r} with these settings is out of date or not made yet, and making it is "
                               f"an editor's action: an editor opens the Map page, or runs python -m mmcore analyze "
                               f"--collection {name}.")
-        fit = _fit(items, umap, hdbscan.resolved(len(items)), sampling, say, seconds)
+        fit = _fit(items, umap, hdbscan.resolved(len(items)), sampling, say, seconds, publish)
         cache.save_fit(fit)
         analysis = _from_fit(fit, items.ids, seconds)
-    analysis.collection, analysis.space, analysis.version, analysis.requested = name, space, version, hdbscan
-    cache.save_result(version, analysis)
+    cache.save_result(version, named(analysis))
     return analysis
 
 
-def _fit(items: Vectors, umap: Umap, hdbscan: Hdbscan, sampling: Sampling, say: Progress, seconds: dict) -> dict:
-    """Fit on every item, or on a sample and place the others (`rest`) on that fit."""
+def _fit(items: Vectors, umap: Umap, hdbscan: Hdbscan, sampling: Sampling, say: Progress, seconds: dict,
+         publish: Stage = lambda _: None) -> dict:
+    """Fit on every item, or on a sample and place the others (`rest`) on that fit; `publish` gets the analysis so
+    far after each stage.
+
+    All stages rest on one k-NN graph of the fitted points (and the rest's neighbours among them). The clustering
+    map is optimised in a second thread while this one makes the display map and the outlier scores (numba and
+    torch release the GIL), so on two cores the clusters cost little more than the map.
+    """
     n = len(items)
     sample = sampling.pick(n, umap.seed)
     fit_rows = np.arange(n) if sample is None else sample
     rest = np.setdiff1d(np.arange(n), fit_rows)
     vectors = np.asarray(items.vectors[fit_rows], dtype=np.float32)
     params = hdbscan if sample is None else hdbscan.scaled(len(fit_rows) / n)
-    with _stage("neighbours", seconds):
-        say(f"Finding the neighbours of {n:,} items")
-        k = min(umap.n_neighbors, len(vectors) - 1)
-        own = nearest(vectors, vectors, k) if len(vectors) >= 4 else None
-        others = nearest(items.vectors[rest], vectors, k) if len(rest) else None
-    with _stage("map", seconds):
-        say(f"Fitting the map on {len(fit_rows):,} items" + (f", placing {len(rest):,} more" if len(rest) else ""))
-        layout_2d, xy = fit_projection(vectors, umap, 2, own)
-        if len(rest):
-            xy = _merge(fit_rows, rest, xy, place(layout_2d, others, 2))
-    with _stage("clusters", seconds):
-        say("Finding clusters")
-        layout_nd, coords = fit_projection(vectors, replace(umap, min_dist=CLUSTER_MIN_DIST), CLUSTER_DIMS, own)
+    k = min(umap.n_neighbors, len(vectors) - 1)
+    # GLOSH's core distance is the cluster size's neighbour (plus the point itself): the graph holds that many
+    graph_k = min(len(vectors), max(k, params.min_cluster_size + 1))
+    def merged(fitted: np.ndarray, placed: np.ndarray) -> np.ndarray:
+        return _merge(fit_rows, rest, fitted, placed) if len(rest) else fitted
+
+    def partial(done: tuple[str, ...], xy, clusters: Clusters | None = None, scores=None) -> Analysis:
+        none = np.zeros(n, dtype=np.float32)
+        return Analysis(collection="", space="", version="", umap=umap, hdbscan=hdbscan, ids=list(items.ids), xy=xy,
+                        labels=clusters.labels if clusters else np.full(n, NOISE), outlier_scores=none if scores is None else scores,
+                        probabilities=clusters.probabilities if clusters else none, fitted=n, placed=0, seconds=dict(seconds),
+                        sampling=sampling, sample=0 if sample is None else len(sample), done=done)
+
+    def clustering():
+        started = time.perf_counter()
+        layout_nd, coords = fit_projection(vectors, replace(umap, min_dist=CLUSTER_MIN_DIST), CLUSTER_DIMS, own.first(k), init)
         clusterer, clusters = find_clusters(coords, params)
         fitted_labels = clusters.labels
         if len(rest):
-            placed = assign(clusterer, place(layout_nd, others, CLUSTER_DIMS))
-            clusters.labels = _merge(fit_rows, rest, clusters.labels, placed.labels)
-            clusters.probabilities = _merge(fit_rows, rest, clusters.probabilities, placed.probabilities)
+            placed = assign(clusterer, place(layout_nd, others.first(k), CLUSTER_DIMS))
+            clusters.labels = merged(clusters.labels, placed.labels)
+            clusters.probabilities = merged(clusters.probabilities, placed.probabilities)
+        return layout_nd, coords, clusterer, clusters, fitted_labels, time.perf_counter() - started
+
+    _cache_umap_kernels()  # before the threads
+    with ThreadPoolExecutor(1, thread_name_prefix="analysis") as pool:
+        with _stage("neighbours", seconds):
+            say(f"Finding the neighbours of {n:,} items")
+            own = nearest(vectors, vectors, graph_k)
+            # both maps start from the same spectral layout, found while the other items' neighbours are
+            init_done = pool.submit(spectral_init, vectors, own.first(k), umap, CLUSTER_DIMS)
+            others = nearest(items.vectors, vectors, graph_k, rows=rest)  # not a copy of every other vector
+        with _stage("initial layout", seconds):
+            init = init_done.result()
+        clustering_done = pool.submit(clustering)
+        with _stage("map", seconds):
+            say(f"Fitting the map on {len(fit_rows):,} items" + (f", placing {len(rest):,} more" if len(rest) else "")
+                + "; finding clusters meanwhile")
+            layout_2d, xy = fit_projection(vectors, umap, 2, own.first(k), init)
+            if len(rest):
+                xy = merged(xy, place(layout_2d, others.first(k), 2))
+        publish(partial(("map",), xy))
+        with _stage("outliers", seconds):
+            say("Scoring outliers; finding clusters meanwhile")
+            outlier_model, scores = fit_outliers(vectors, own, params.min_cluster_size, params.min_cluster_size)
+            if len(rest):
+                scores = merged(scores, score_outliers(outlier_model, others))
+        if not clustering_done.done():
+            publish(partial(("map", "outliers"), xy, scores=scores))
+            say("Finding clusters")
+        layout_nd, coords, clusterer, clusters, fitted_labels, seconds["clusters"] = clustering_done.result()
+    clusters.outlier_scores = scores
+    publish(partial(("map", "outliers", "clusters"), xy, clusters, scores))
     with _stage("stability", seconds):
         say("Checking how stable the clusters are")
         clusters.stability = stability(coords, fitted_labels, params)
-    with _stage("outliers", seconds):
-        say("Scoring outliers")
-        outlier_model, clusters.outlier_scores = fit_outliers(vectors, params)
-        if len(rest):
-            placed_scores = score_outliers(outlier_model, items.vectors[rest])
-            clusters.outlier_scores = _merge(fit_rows, rest, clusters.outlier_scores, placed_scores)
     return {
         "ids": list(items.ids), "xy": xy, "clusters": clusters, "umap": umap, "hdbscan": hdbscan, "sampling": sampling,
         "sample": 0 if sample is None else len(sample),
@@ -297,12 +358,14 @@ def _place_new(fit: dict, items: Vectors, say: Progress, seconds: dict) -> Analy
     if new:
         say(f"Placing {len(new):,} new items on the map")
         with _stage("place", seconds):
-            vectors = items.vectors[new]
-            near = nearest(vectors, fit["vectors"], min(fit["umap"].n_neighbors, len(fit["vectors"]) - 1))
-            xy[new] = place(fit["layout_2d"], near, 2)
-            placed = assign(fit["clusterer"], place(fit["layout_nd"], near, CLUSTER_DIMS))
+            fitted = fit["vectors"]
+            k = min(fit["umap"].n_neighbors, len(fitted) - 1)
+            outliers: OutlierModel = fit["outliers"]
+            near = nearest(items.vectors, fitted, max(k, outliers.min_samples), rows=np.asarray(new))
+            xy[new] = place(fit["layout_2d"], near.first(k), 2)
+            placed = assign(fit["clusterer"], place(fit["layout_nd"], near.first(k), CLUSTER_DIMS))
             labels[new], probabilities[new] = placed.labels, placed.probabilities
-            scores[new] = score_outliers(fit["outliers"], vectors)
+            scores[new] = score_outliers(outliers, near)
     return Analysis(
         collection="", space="", version="", umap=fit["umap"], hdbscan=fit["hdbscan"], ids=list(items.ids), xy=xy,
         labels=labels, probabilities=probabilities, outlier_scores=scores, fitted=len(old), placed=len(new), fit_key=fit["key"],
@@ -310,7 +373,7 @@ def _place_new(fit: dict, items: Vectors, say: Progress, seconds: dict) -> Analy
     )
 
 
-CACHE_FORMAT = 2  # of the files below; a file of another format (or an old pickle) is ignored and recomputed
+CACHE_FORMAT = 3  # of the files below; a file of another format (or an old pickle) is ignored and recomputed
 _META = "__meta__"  # the npz member holding the JSON part
 # What one cache file may hold per item beyond the fitted vectors: its id (in JSON) and a few hundred numbers
 # (measured: 200 to 500 bytes with 40-character ids), generously.
@@ -366,6 +429,8 @@ class AnalysisCache:
     def load_result(self, version: str) -> Analysis | None:
         path = self.dir / f"result-{self.key}-{version}.npz"
         result = _decoded(_analysis_from, self.read(path))
+        if result is not None and not result.complete:
+            return None
         if result is not None:
             _touch(path)  # recently used: kept longest
         return result
@@ -374,7 +439,17 @@ class AnalysisCache:
         for old in self.dir.glob(f"result-{self.key}-*.npz"):
             old.unlink(missing_ok=True)
         self.write(self.dir / f"result-{self.key}-{version}.npz", *_analysis_state(analysis))
+        for old in self.dir.glob(f"partial-{self.key}-*.npz"):
+            old.unlink(missing_ok=True)
         self.prune()
+
+    def load_partial(self, version: str) -> Analysis | None:
+        """The analysis of this version so far while a fit is under way (`Analysis.done` says which stages are in),
+        or None: a fit of these parameters is not running, or has not drawn its map yet."""
+        return _decoded(_analysis_from, self.read(self.dir / f"partial-{self.key}-{version}.npz"))
+
+    def save_partial(self, version: str, analysis: Analysis) -> None:
+        self.write(self.dir / f"partial-{self.key}-{version}.npz", *_analysis_state(analysis))
 
     def prune(self, keep: int = KEPT_PARAMETER_SETS) -> list[str]:
         """Remove the files of all but the `keep` most recently used parameter sets (by their result file; this
@@ -488,7 +563,7 @@ def _decoded(decode, state):
 def _analysis_state(a: Analysis) -> tuple[dict, dict[str, np.ndarray]]:
     meta = {"collection": a.collection, "space": a.space, "version": a.version, "umap": asdict(a.umap), "hdbscan": asdict(a.hdbscan),
             "requested": asdict(a.requested), "sampling": asdict(a.sampling), "ids": list(a.ids), "fitted": a.fitted,
-            "placed": a.placed, "seconds": a.seconds, "fit_key": a.fit_key, "sample": a.sample}
+            "placed": a.placed, "seconds": a.seconds, "fit_key": a.fit_key, "sample": a.sample, "done": list(a.done)}
     return meta, {"xy": a.xy, "labels": a.labels, "probabilities": a.probabilities, "outlier_scores": a.outlier_scores,
                   "stability": a.stability}
 
@@ -505,6 +580,7 @@ def _analysis_from(meta: dict, arrays: dict[str, np.ndarray]) -> Analysis:
         fitted=int(meta["fitted"]), placed=int(meta["placed"]), seconds={str(k): float(v) for k, v in meta["seconds"].items()},
         requested=Hdbscan(**meta["requested"]), fit_key=str(meta["fit_key"]), sampling=Sampling(**meta["sampling"]),
         sample=int(meta["sample"]), stability=_stability(arrays["stability"]),
+        done=tuple(stage for stage in _strings(meta["done"]) if stage in STAGES),
     )
 
 
@@ -519,15 +595,14 @@ def _fit_state(fit: dict) -> tuple[dict, dict[str, np.ndarray]]:
         if layout is not None:
             meta[name] = {k: v for k, v in asdict(layout).items() if k != "coords"}
             arrays[f"{name}.coords"] = layout.coords
-    parts = {"clusterer": fit["clusterer"]}
+    if fit["clusterer"] is not None:
+        meta["clusterer"], state = clusterer_state(fit["clusterer"])
+        arrays.update({f"clusterer.{k}": v for k, v in state.items()})
     outliers: OutlierModel | None = fit["outliers"]
     if outliers is not None:
-        parts["outliers"] = outliers.clusterer
-        arrays["outliers.components"], arrays["outliers.mean"] = outliers.components, outliers.mean
-    for name, clusterer in parts.items():
-        if clusterer is not None:
-            meta[name], state = clusterer_state(clusterer)
-            arrays.update({f"{name}.{k}": v for k, v in state.items()})
+        meta["outliers"] = {"min_samples": outliers.min_samples}
+        arrays.update({"outliers.core": outliers.core, "outliers.point_lambda": outliers.point_lambda,
+                       "outliers.cluster_max_lambda": outliers.cluster_max_lambda})
     return meta, arrays
 
 
@@ -548,7 +623,8 @@ def _fit_from(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
     outliers = None
     if "outliers" in meta:
         parts = state("outliers")
-        outliers = OutlierModel(parts.pop("components"), parts.pop("mean"), restore_clusterer(meta["outliers"], parts))
+        outliers = OutlierModel(int(meta["outliers"]["min_samples"]), *(_per_row(len(vectors), parts[name])
+                                for name in ("core", "point_lambda", "cluster_max_lambda")))
     return {
         "ids": ids, "xy": xy, "clusters": Clusters(labels, probabilities, scores, _stability(arrays["stability"])),
         "umap": Umap(**meta["umap"]),
@@ -563,6 +639,12 @@ def _layout_from(params: dict, coords: np.ndarray) -> Layout:
         raise ValueError("not a layout")
     return Layout(coords, float(params["a"]), float(params["b"]), float(params["learning_rate"]), float(params["repulsion_strength"]),
                   int(params["negative_sample_rate"]), float(params["local_connectivity"]), int(params["seed"]))
+
+
+def _per_row(n: int, values: np.ndarray) -> np.ndarray:
+    if values.shape != (n,) or values.dtype.kind != "f":
+        raise ValueError("not one value per fitted point")
+    return values
 
 
 def _stability(values: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from .maps import Analysis, AnalysisCache
 BUILTIN_VOCABULARY = Path(__file__).with_name("vocabulary.txt")
 PROMPT = "a photo of {}"
 KEYWORDS = 3
+NAMED_SAMPLE = 200  # items per cluster whose documents, vectors and metadata name it
 LABELS = 2
 LABEL_FIELDS = ("label", "class", "category", "annotation", "csv_label", "csv_category")
 STOPWORDS = frozenset(
@@ -138,7 +139,9 @@ def _dominant_label(items: Items, rows: np.ndarray) -> str | None:
 
 
 def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
-    """Automatic names for an analysis's clusters, cached on disk next to it.
+    """Automatic names for an analysis's clusters, cached on disk next to it, from a seeded sample of at most
+    NAMED_SAMPLE items per cluster (their words, vectors or labels): reading every item's metadata and document
+    from the store would take seconds at 100k items, and a few hundred items name a cluster as well.
 
     The `clip` space's own text encoder scores the vocabulary (built-in plus `<data dir>/vocabulary.txt`);
     when the model can't be loaded, image clusters fall back to label-like metadata or "cluster N".
@@ -146,7 +149,8 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
     import hashlib
     import json
 
-    from ..vector_cache import items_with_vectors, vector_cache_dir
+    from ..errors import MMError
+    from ..vector_cache import vector_cache_dir
 
     user_file = ws.settings.data_dir / "vocabulary.txt"
     labels = vocabulary(user_file)
@@ -157,7 +161,7 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
             return {int(k): str(v) for k, v in read_json(path).items()}
         except (MediaError, AttributeError, ValueError, TypeError):
             pass
-    items = items_with_vectors(ws.store.open(analysis.collection, analysis.space), vector_cache_dir(ws.settings.data_dir))
+    items = _named_sample(ws.store.open(analysis.collection, analysis.space), vector_cache_dir(ws.settings.data_dir), analysis)
     embed = None
     if analysis.space == "clip":
         try:
@@ -196,3 +200,21 @@ def _replace(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _named_sample(collection, cache_dir: Path, analysis: Analysis) -> Items:
+    """At most NAMED_SAMPLE items of each cluster (all of a smaller one), with their metadata, documents and vectors."""
+    from ..vector_cache import read_vectors
+
+    rng = np.random.default_rng(0)
+    picked = []
+    for c in analysis.cluster_ids:
+        members = np.flatnonzero(analysis.labels == c)
+        picked.append(members if len(members) <= NAMED_SAMPLE else np.sort(rng.choice(members, NAMED_SAMPLE, replace=False)))
+    ids = [analysis.ids[i] for i in np.concatenate(picked)] if picked else []
+    cached = read_vectors(collection, cache_dir)
+    row = {id_: i for i, id_ in enumerate(cached.ids)}
+    ids = [i for i in ids if i in row]  # deleted since the analysis: not named by
+    found = [item for start in range(0, len(ids), collection.max_batch) for item in collection.get(ids[start : start + collection.max_batch])]
+    return Items(ids=ids, vectors=np.asarray(cached.vectors[[row[i] for i in ids]], dtype=np.float32).reshape(len(ids), -1),
+                 metadatas=[item["metadata"] for item in found], documents=[item["document"] for item in found])

@@ -1,8 +1,8 @@
 """UMAP of a collection's vectors: 2D/3D for display, ~10D for clustering.
 
-Nearest neighbours are exact (cosine, blocked matrix products) and found here, once for all the fits and
-placements that share them, instead of by pynndescent inside UMAP: pynndescent's kernels are compiled anew
-in every process (about 40 s before the first map) and every UMAP would search again. `place` is
+Nearest neighbours come from the analysis's one k-NN graph (mmcore.analysis.neighbours), shared by all the fits
+and placements, instead of from pynndescent inside UMAP: pynndescent's kernels are compiled anew in every process
+(about 40 s before the first map) and every UMAP would search again. `place` is
 UMAP.transform from such neighbours: umap-learn 0.5's own steps, without its per-point Python loops.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MMError
+from .neighbours import Neighbours, nearest  # noqa: F401 (nearest: the map's callers find neighbours here too)
 
 DEFAULT_NEIGHBORS, MIN_NEIGHBORS, MAX_NEIGHBORS = 15, 2, 200
 DEFAULT_MIN_DIST, MIN_MIN_DIST, MAX_MIN_DIST = 0.1, 0.0, 0.99
@@ -24,7 +25,6 @@ CLUSTER_DIMS = 10
 # The clustering's UMAP packs points as tightly as it can (min_dist 0, the umap docs' advice for clustering, as
 # BERTopic does): HDBSCAN then sees dense clumps with gaps between them. The display map keeps its own min_dist.
 CLUSTER_MIN_DIST = 0.0
-BLOCK_FLOATS = 32_000_000  # similarities held at once while finding neighbours (128 MB)
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,6 @@ class Umap:
             raise MMError(f"UMAP neighbours must be between {MIN_NEIGHBORS} and {MAX_NEIGHBORS}, got {self.n_neighbors}")
         if not MIN_MIN_DIST <= self.min_dist <= MAX_MIN_DIST:
             raise MMError(f"UMAP min_dist must be between {MIN_MIN_DIST} and {MAX_MIN_DIST}, got {self.min_dist}")
-
-
-@dataclass(frozen=True)
-class Neighbours:
-    """Each query's nearest points, nearest first: indices int32 [m, k] and cosine distances float32 [m, k]."""
-
-    indices: np.ndarray
-    distances: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -82,48 +74,56 @@ def use_numba_cache() -> None:
 @functools.cache
 def _cache_umap_kernels() -> None:
     """Keep on disk the numba kernels umap-learn compiles without `cache=True`: 8 s of compiling in every
-    new process otherwise (their cache is invalidated when umap's source changes)."""
+    new process otherwise (their cache is invalidated when umap's source changes); and let its layout epochs run
+    without the GIL (mmcore.analysis.layout_kernel)."""
     from umap import distances, layouts, umap_, utils
 
     for kernel in (umap_.smooth_knn_dist, umap_.compute_membership_strengths, layouts._nb_optimize_layout_euclidean_single_epoch,
                    utils.tau_rand_int, distances.cosine):
         kernel.enable_caching()
+    from . import layout_kernel
+
+    layout_kernel.install()  # the two maps of an analysis are optimised in two threads
 
 
-def nearest(queries: np.ndarray, points: np.ndarray, k: int) -> Neighbours:
-    """The exact `k` nearest `points` (cosine) of each of `queries`, nearest first.
+def spectral_init(vectors: np.ndarray, neighbours: Neighbours, params: Umap, dims: int) -> np.ndarray | None:
+    """The starting coordinates UMAP's "tswspectral" initialisation gives these points in `dims` dimensions (the
+    graph's Laplacian eigenvectors, scaled and jittered as UMAP does), or None where UMAP starts at random (50
+    points or fewer).
 
-    Distances below 1e-6 count as 0: a point is its own nearest neighbour at distance 0, as UMAP expects.
+    Found once for every map of the same points and neighbours (the graph doesn't depend on min_dist): the first
+    two columns start the display map, all of them the clustering map. On data in separate groups it is the
+    costliest part of a fit (a Laplacian per group): 10-20 s at 20,000 points on a loaded 2-core machine.
     """
-    import torch  # its matrix product and top-k use every core; numpy's argpartition is 3x slower here
+    n = len(vectors)
+    if n <= 50:
+        return None
+    from umap.spectral import tswspectral_layout
+    from umap.umap_ import fuzzy_simplicial_set, noisy_scale_coords
 
-    base = torch.from_numpy(_unit(points))
-    block = max(1, BLOCK_FLOATS // max(len(points), 1))
-    indices, distances = [], []
-    for start in range(0, len(queries), block):
-        sims, idx = torch.topk(torch.from_numpy(_unit(queries[start : start + block])) @ base.T, k, dim=1)
-        indices.append(idx.numpy().astype(np.int32))
-        distances.append(np.clip(1.0 - sims.numpy(), 0.0, 2.0))
-    if not indices:
-        return Neighbours(np.zeros((0, k), dtype=np.int32), np.zeros((0, k), dtype=np.float32))
-    distances = np.concatenate(distances)
-    distances[distances < 1e-6] = 0.0
-    return Neighbours(np.concatenate(indices), distances)
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    v = np.array(vectors, dtype=np.float32)  # a copy: torch wants writable memory and the caller's stays as it is
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.where(norms > 0, norms, 1)
+    _cache_umap_kernels()
+    k = min(params.n_neighbors, n - 1)
+    random_state = np.random.RandomState(params.seed)
+    graph, _, _ = fuzzy_simplicial_set(vectors, k, random_state, "cosine", knn_indices=neighbours.indices[:, :k],
+                                       knn_dists=neighbours.distances[:, :k])
+    graph = graph.tocoo()
+    graph.sum_duplicates()
+    epochs = 500 if n <= 10_000 else 200  # UMAP's own pruning of weak edges before its initialisation
+    graph.data[graph.data < graph.data.max() / epochs] = 0.0
+    graph.eliminate_zeros()
+    coords = tswspectral_layout(vectors, graph, min(dims, n - 2), random_state, metric="cosine")
+    return noisy_scale_coords(coords, random_state, max_coord=10, noise=0.0001)
 
 
-def fit_projection(vectors: np.ndarray, params: Umap, dims: int, neighbours: Neighbours | None = None):
+def fit_projection(vectors: np.ndarray, params: Umap, dims: int, neighbours: Neighbours | None = None,
+                   init: np.ndarray | None = None):
     """Fit UMAP (cosine) to `dims` dimensions; returns (Layout or None, coordinates float32 [n, dims]).
 
     `neighbours`: the points' own nearest neighbours (`nearest(vectors, vectors, k)`, k at least the UMAP
-    neighbours), when already found for another fit. Tiny inputs are handled on purpose: fewer than 4 points
-    can't be embedded by UMAP, so they get fixed coordinates and no layout (new points can't be placed on
-    such a map; it is refitted instead).
+    neighbours), when already found for another fit. `init`: starting coordinates from `spectral_init` (at least
+    `dims` columns: the first ones are used), when already found for another fit; by default UMAP's own
+    "tswspectral". Tiny inputs are handled on purpose: fewer than 4 points can't be embedded by UMAP, so they get
+    fixed coordinates and no layout (new points can't be placed on such a map; it is refitted instead).
     """
     n = len(vectors)
     if n < 4:
@@ -137,13 +137,18 @@ def fit_projection(vectors: np.ndarray, params: Umap, dims: int, neighbours: Nei
     _cache_umap_kernels()
     k = min(params.n_neighbors, n - 1)
     neighbours = neighbours or nearest(vectors, vectors, k)
+    components = min(dims, n - 2)
+    if init is not None and n > 50:
+        start = np.ascontiguousarray(init[:, :components], dtype=np.float32)
+    else:
+        start = "tswspectral" if n > 50 else "random"  # tswspectral: the same eigenvectors as "spectral", 3-5x faster
     reducer = umap.UMAP(
         n_neighbors=k,
         min_dist=params.min_dist,
-        n_components=min(dims, n - 2),
+        n_components=components,
         metric="cosine",
         random_state=params.seed,
-        init="tswspectral" if n > 50 else "random",  # the same eigenvectors as "spectral", found 3-5x faster
+        init=start,
         precomputed_knn=(neighbours.indices[:, :k], neighbours.distances[:, :k]),
     )
     # UserWarnings: "n_jobs overridden by random_state" (reproducible maps are worth it) and "no search index,
