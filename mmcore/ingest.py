@@ -394,6 +394,7 @@ class Models:
     targets: dict  # space -> its collection, None until it exists
     transcriber: object | None
     broken: dict[str, str]
+    writers: dict = field(default_factory=dict)  # space -> its collection opened to write (`target`)
 
     @classmethod
     def load(cls, ws: Workspace, collection: str, names: Sequence[str]) -> "Models":
@@ -424,10 +425,11 @@ class Models:
         return cls(ws, collection, spaces, targets, transcriber, broken)
 
     def target(self, space: str):
-        """The collection of `space`, created if it doesn't exist yet (for the writer)."""
-        if self.targets.get(space) is None:
-            self.targets[space] = self.ws.collection(self.collection, space)
-        return self.targets[space]
+        """The collection of `space` opened as its writer (claiming the write, recording this backend), created if
+        it doesn't exist yet: a kind whose every file fails leaves no empty collection behind."""
+        if space not in self.writers:
+            self.writers[space] = self.targets[space] = self.ws.collection(self.collection, space)
+        return self.writers[space]
 
     def needs(self, name: str) -> list[str]:
         speech = bool(self.transcriber is not None or "speech" in self.broken) and may_hold_speech(name)
