@@ -1,6 +1,6 @@
 """A stand-in for the Twelve Labs Embed API v2 on 127.0.0.1: a real HTTP server that answers the requests
-mmcore.spaces.twelvelabs makes, with deterministic vectors, video tasks that are "processing" for a few polls
-before they are ready, and whatever refusals, failures or delays a test scripts.
+mmcore.spaces.twelvelabs makes, with deterministic vectors, video tasks (and uploaded assets) that are "processing"
+for a few polls before they are ready, and whatever refusals, failures or delays a test scripts.
 
 Its vectors are not unit length (the space must normalise them): `vector_of(...)` gives the one it returns for
 the same parts, so a test can say what the space must make of them.
@@ -16,6 +16,8 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -40,7 +42,7 @@ class FakeTwelveLabs:
 
     def __init__(self) -> None:
         self.url = ""
-        self.requests: list[dict] = []  # method, path, headers (lower-case names), body (parsed JSON or None)
+        self.requests: list[dict] = []  # method, path, headers (lower-case names), body (JSON, a form's fields, None)
         self.refusals: deque[tuple[int, dict, object]] = deque()  # (status, headers, JSON body) for the next requests
         self.polls_before_ready = 2  # GETs of a task that answer "processing" before it is ready
         self.task_outcome = "ready"  # or "failed", or "processing" (never finishes)
@@ -48,7 +50,9 @@ class FakeTwelveLabs:
         self.duration_s = 25.0  # of every video sent
         self.delay_s = 0.0  # before answering each request
         self.images: list[tuple[int, int]] = []  # sizes of the images received
+        self.asset_outcome = "ready"  # or "failed"
         self.tasks: dict[str, dict] = {}
+        self.assets: dict[str, dict] = {}  # id -> {"data", "filename", "polls"}; deleted ones leave
         self.lock = threading.Lock()
 
     def posts(self, path: str) -> list[dict]:
@@ -70,6 +74,14 @@ class FakeTwelveLabs:
             return self.create_task(body)
         if method == "GET" and path.startswith("/v1.3/embed-v2/tasks/"):
             return self.poll(path.rsplit("/", 1)[1])
+        if method == "POST" and path == "/v1.3/assets":
+            return self.create_asset(body)
+        if path.startswith("/v1.3/assets/") and path.rsplit("/", 1)[1] in self.assets:
+            asset_id = path.rsplit("/", 1)[1]
+            if method == "DELETE":
+                del self.assets[asset_id]
+                return 200, {}, {}
+            return self.asset_status(asset_id)
         return 404, {}, {"code": "not_found", "message": f"{method} {path} is not an endpoint"}
 
     def sync_vector(self, body: dict) -> list[float]:
@@ -82,9 +94,28 @@ class FakeTwelveLabs:
             self.images.append(image.size)
         return vector_of("image", hashlib.sha256(data).hexdigest())
 
+    def create_asset(self, form: dict) -> tuple[int, dict, object]:
+        assert form["method"] == "direct", form
+        asset_id = f"asset{len(self.tasks) + len(self.assets) + 1}"
+        self.assets[asset_id] = {"data": form["file"], "filename": form["filename"], "polls": 0}
+        return 200, {}, {"_id": asset_id, "status": "processing"}
+
+    def asset_status(self, asset_id: str) -> tuple[int, dict, object]:
+        asset = self.assets[asset_id]
+        asset["polls"] += 1
+        if asset["polls"] <= 1:
+            return 200, {}, {"_id": asset_id, "status": "processing"}
+        if self.asset_outcome == "failed":
+            return 200, {}, {"_id": asset_id, "status": "failed", "error": {"message": "The file is not a playable video"}}
+        return 200, {}, {"_id": asset_id, "status": "ready"}
+
     def create_task(self, body: dict) -> tuple[int, dict, object]:
         video = body["video"]
-        data = base64.b64decode(video["media_source"]["base64_string"], validate=True)
+        source = video["media_source"]
+        if "asset_id" in source:
+            data = self.assets[source["asset_id"]]["data"]
+        else:
+            data = base64.b64decode(source["base64_string"], validate=True)
         fixed = video["segmentation"].get("temporal", video["segmentation"])
         step = fixed["fixed"]["duration_sec"]
         digest = hashlib.sha256(data).hexdigest()
@@ -123,7 +154,14 @@ def twelvelabs_server():
         def handle_one(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
+            kind = self.headers.get("Content-Type", "")
+            if kind.startswith("multipart/form-data"):
+                message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {kind}\r\n\r\n".encode() + raw)
+                body = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                        for part in message.iter_parts()}
+                body = {k: v if k == "file" else v.decode() for k, v in body.items()}
+            else:
+                body = json.loads(raw) if raw else None
             status, headers, answer = fake.answer(method, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             if fake.delay_s:
                 time.sleep(fake.delay_s)
@@ -144,6 +182,9 @@ def twelvelabs_server():
 
         def do_POST(self) -> None:
             self.handle_one("POST")
+
+        def do_DELETE(self) -> None:
+            self.handle_one("DELETE")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -13,7 +13,9 @@ from PIL import Image
 from fake_twelvelabs import API_KEY, DIM, twelvelabs_server, unit, vector_of
 from mmcore.errors import MediaError, MMError, ModelUnavailable
 from mmcore.spaces import SpaceInfo
-from mmcore.spaces.twelvelabs import INLINE_LIMIT_BYTES, SegmentVectors, TwelveLabsConfig, TwelveLabsSpace
+from mmcore.spaces.twelvelabs import (
+    INLINE_LIMIT_BYTES, UPLOAD_LIMIT_BYTES, SegmentVectors, TwelveLabsConfig, TwelveLabsSpace,
+)
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40  # the fake doesn't decode it; it only has to arrive whole
 
@@ -142,18 +144,44 @@ def test_413_names_the_file_its_size_and_the_limit(fake):
         space.embed_video(VIDEO, "big.mov", 10)
     size = f"{len(VIDEO) / 2**20:.1f} MB"
     assert caught.value.name == "big.mov"
-    assert str(caught.value) == (f"big.mov: Twelve Labs refused it as it is {size}, too large (HTTP 413; media sent inline "
-                                 "may be at most 36.0 MB): The file exceeds the maximum size.")
-    assert INLINE_LIMIT_BYTES == 36 * 2**20
+    assert str(caught.value) == (f"big.mov: Twelve Labs refused it as it is {size}, too large (HTTP 413; it takes at most "
+                                 "36.0 MB sent this way): The file exceeds the maximum size.")
+    assert INLINE_LIMIT_BYTES == 36 * 2**20 and UPLOAD_LIMIT_BYTES == 200 * 2**20
 
 
-def test_a_video_over_the_inline_limit_fails_by_name_before_anything_is_sent(fake):
+def test_a_video_over_the_inline_limit_is_uploaded_as_an_asset_that_is_deleted_after(fake):
+    inline = connect(fake).embed_video(VIDEO, "clip.mp4", 10)
     space = connect(fake, inline_limit_bytes=1000)
+    uploaded = space.embed_video(VIDEO, "clip.mp4", 10)
+    assert uploaded.spans == inline.spans
+    np.testing.assert_allclose(uploaded.vectors, inline.vectors, atol=1e-6)  # the same bytes reached the model
+    (upload,) = fake.posts("/v1.3/assets")
+    assert upload["body"] == {"method": "direct", "filename": "clip.mp4", "enable_hls": "false",
+                              "enable_thumbnail": "false", "file": VIDEO}
+    assert upload["headers"]["x-api-key"] == API_KEY
+    task = fake.posts("/v1.3/embed-v2/tasks")[-1]["body"]["video"]
+    assert task["media_source"] == {"asset_id": "asset2"}
+    assert [(r["method"], r["path"]) for r in fake.requests if "/assets/" in r["path"]] == [
+        ("GET", "/v1.3/assets/asset2"), ("GET", "/v1.3/assets/asset2"), ("DELETE", "/v1.3/assets/asset2")]
+    assert fake.assets == {}  # nothing of the video stays at the service
+
+
+def test_an_upload_the_service_fails_names_the_file_and_is_deleted(fake):
+    space = connect(fake, inline_limit_bytes=1000)
+    fake.asset_outcome = "failed"
+    with pytest.raises(MediaError) as caught:
+        space.embed_video(VIDEO, "broken.mp4", 10)
+    assert str(caught.value) == "broken.mp4: Twelve Labs could not take it: The file is not a playable video"
+    assert fake.assets == {} and not fake.posts("/v1.3/embed-v2/tasks")
+
+
+def test_a_video_over_the_upload_limit_fails_by_name_before_anything_is_sent(fake):
+    space = connect(fake, inline_limit_bytes=1000, upload_limit_bytes=2000)
     sent = len(fake.requests)
     with pytest.raises(MediaError) as caught:
         space.embed_video(VIDEO, "long.mp4", 10)
-    assert str(caught.value) == (f"long.mp4: is {len(VIDEO) / 2**20:.1f} MB, more than the 0.0 MB Twelve Labs takes sent "
-                                 "inline (bigger videos need its asset upload, which mmscope does not do yet)")
+    assert str(caught.value) == (f"long.mp4: is {len(VIDEO) / 2**20:.1f} MB, more than the 0.0 MB Twelve Labs takes "
+                                 "uploaded from this machine")
     assert len(fake.requests) == sent
 
 

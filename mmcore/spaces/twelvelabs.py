@@ -22,6 +22,10 @@ The API as used here (Embed API v2 of API v1.3, from Twelve Labs' API reference 
                         -> {"_id": ID, "status": "processing"}
   GET /embed-v2/tasks/ID -> {"_id": ID, "status": "processing" | "ready" | "failed", "error": {"message": ...},
                          "data": [{"embedding", "embedding_option", "embedding_scope", "start_sec", "end_sec"}, ...]}
+  A video over the 36 MB inline limit is uploaded first, as an asset that is deleted once its vectors are back:
+  POST /assets (multipart: method=direct, file, filename) -> {"_id": A, "status": "processing"}
+  GET /assets/A -> {"_id": A, "status": "processing" | "ready" | "failed", "error": {"message": ...}}
+  then "media_source": {"asset_id": A} in the task, and DELETE /assets/A.
   Errors carry a JSON body {"code": ..., "message": ...}; 429 may carry a Retry-After header.
 
 Assumptions, not checked against the live service (no access from here):
@@ -29,9 +33,9 @@ Assumptions, not checked against the live service (no access from here):
   - With several embedding options, each segment comes back as one vector per option ("separate_embedding", the
     default). They share one latent space, so a segment's vector is their mean, re-normalised (as a CLIP segment's
     frames are). "fused_embedding" is not asked for: Marengo 3.5 takes it only with time-based metadata.
-  - Media is sent inline as base64, which the service takes up to 36 MB decoded (images up to 5 MB, at least 128 px a
-    side). Bigger videos need Twelve Labs' asset upload, which this module does not do: they fail by name before any
-    byte is sent.
+  - Media sent inline as base64 may be up to 36 MB decoded (images up to 5 MB, at least 128 px a side); a direct
+    asset upload up to 200 MB. A bigger video fails by name before any byte is sent (the service takes up to 4 GB
+    only from a public URL, which a local file doesn't have).
   - The service's segments may not cover the whole video (v1 dropped a last piece under 2 s): callers match
     segments by their start and end seconds, not by count.
   - The vectors' dimension is learned from one text query when the space loads, which also checks the key.
@@ -62,6 +66,7 @@ DEFAULT_MODEL = "marengo3.0"
 DEFAULT_URL = "https://api.twelvelabs.io/v1.3"
 VIDEO_OPTIONS = ("visual", "audio", "transcription")
 INLINE_LIMIT_BYTES = 36 * 2**20  # base64 media, decoded
+UPLOAD_LIMIT_BYTES = 200 * 2**20  # a direct asset upload
 IMAGE_LIMIT_BYTES = 5 * 2**20
 MIN_IMAGE_SIDE = 128
 MAX_IMAGE_SIDE = 2048  # far above what the model looks at; keeps a large picture under the 5 MB limit
@@ -85,6 +90,7 @@ class TwelveLabsConfig:
     backoff_s: float = 1.0  # first wait when the service gives no Retry-After; doubles each try
     max_wait_s: float = 60.0  # longest single wait, whatever Retry-After asks
     inline_limit_bytes: int = INLINE_LIMIT_BYTES
+    upload_limit_bytes: int = UPLOAD_LIMIT_BYTES
 
     def __post_init__(self):
         if not self.api_key.strip():
@@ -187,30 +193,40 @@ class TwelveLabsSpace:
     def embed_video(self, video: bytes | Path, name: str, segment_s: float) -> SegmentVectors:
         """Vectors of a stored video, one per fixed segment of `segment_s` seconds (whole seconds, at least 1).
 
-        `video` is the file's bytes or path; `name` names it in errors. The service embeds the options configured
+        `video` is the file's bytes or path; `name` names it in errors. Up to 36 MB it goes inline with the request;
+        up to 200 MB as an asset, deleted at the service once embedded. The service embeds the options configured
         (visual and audio by default); a segment's vector is the mean of its options' vectors, re-normalised.
         Raises:
-            MediaError (naming the file): it is over the inline limit, the service refused it (413 and the like) or
-                failed its task, or didn't finish within the task timeout; the service can't be reached, keeps
-                rate-limiting, times out or refuses the key. Nothing is returned for a file that fails.
+            MediaError (naming the file): it is over the upload limit, the service refused it (413 and the like) or
+                failed its upload or task, or didn't finish within the task timeout; the service can't be reached,
+                keeps rate-limiting, times out or refuses the key. Nothing is returned for a file that fails.
         """
         data = Path(video).read_bytes() if isinstance(video, (str, Path)) else bytes(video)
-        limit = self.config.inline_limit_bytes
-        if len(data) > limit:
-            raise MediaError(name, f"is {_mb(len(data))}, more than the {_mb(limit)} Twelve Labs takes sent inline "
-                             "(bigger videos need its asset upload, which mmscope does not do yet)")
+        if len(data) > self.config.upload_limit_bytes:
+            raise MediaError(name, f"is {_mb(len(data))}, more than the {_mb(self.config.upload_limit_bytes)} Twelve "
+                             "Labs takes uploaded from this machine")
+        if len(data) <= self.config.inline_limit_bytes:
+            source = {"base64_string": base64.b64encode(data).decode("ascii")}
+            return self._embed_video(source, name, segment_s, len(data), self.config.inline_limit_bytes)
+        asset_id = self.api.upload(data, name)
+        try:
+            return self._embed_video({"asset_id": asset_id}, name, segment_s, len(data), self.config.upload_limit_bytes)
+        finally:
+            self.api.forget(asset_id)
+
+    def _embed_video(self, source: dict, name: str, segment_s: float, size: int, limit: int) -> SegmentVectors:
         segmentation = {"strategy": "fixed", "fixed": {"duration_sec": max(1, round(segment_s))}}
         body = {"input_type": "video", "video": {
-            "media_source": {"base64_string": base64.b64encode(data).decode("ascii")},
+            "media_source": source,
             "segmentation": segmentation if self.config.model == "marengo3.0" else {"temporal": segmentation},
             "embedding_option": list(self.config.video_options),
             "embedding_scope": ["clip"],
         }}
-        task = self.api.request("POST", "/embed-v2/tasks", self.api.with_model(body), name=name, size=len(data))
+        task = self.api.request("POST", "/embed-v2/tasks", name, size, limit, json=self.api.with_model(body))
         task_id = str(task.get("_id") or "")
         if not task_id:
             raise MediaError(name, "Twelve Labs did not return a task for it")
-        return self._segments(self.api.finished(task_id, name), name)
+        return self._segments(self.api.ready(f"/embed-v2/tasks/{task_id}", name, f"task {task_id}"), name)
 
     def _one(self, body: dict) -> np.ndarray:
         vector = self.api.embed(body)
@@ -266,7 +282,7 @@ class _Api:
 
     def embed(self, body: dict) -> np.ndarray:
         """The one vector POST /embed-v2 returns for `body` (a text or an image)."""
-        answer = self.request("POST", "/embed-v2", self.with_model(body))
+        answer = self.request("POST", "/embed-v2", json=self.with_model(body))
         try:
             vector = np.asarray(answer["data"][0]["embedding"], dtype=np.float32).reshape(-1)
         except (KeyError, IndexError, TypeError, ValueError):
@@ -275,29 +291,55 @@ class _Api:
             raise MMError("Twelve Labs returned an empty or non-finite embedding")
         return vector
 
-    def finished(self, task_id: str, name: str) -> dict:
-        """The task once ready, looked at every poll_s until task_timeout_s has passed."""
+    def upload(self, data: bytes, name: str) -> str:
+        """The id of a new asset holding `data`, once the service has processed it."""
+        form = {"method": "direct", "filename": name, "enable_hls": "false", "enable_thumbnail": "false"}
+        asset = self.request("POST", "/assets", name, len(data), self.config.upload_limit_bytes,
+                             data=form, files={"file": (name, data, "application/octet-stream")})
+        asset_id = str(asset.get("_id") or "")
+        if not asset_id:
+            raise MediaError(name, "Twelve Labs did not return an asset for its upload")
+        try:
+            if asset.get("status") != "ready":
+                self.ready(f"/assets/{asset_id}", name, f"upload {asset_id}")
+        except MMError:
+            self.forget(asset_id)
+            raise
+        return asset_id
+
+    def forget(self, asset_id: str) -> None:
+        """Delete an uploaded asset at the service. Best effort: its vectors are good whether this works or not."""
+        import httpx
+
+        try:
+            self.http.request("DELETE", f"/assets/{asset_id}")
+        except httpx.HTTPError:
+            pass
+
+    def ready(self, path: str, name: str, what: str) -> dict:
+        """The task or asset at `path` once ready, looked at every poll_s until task_timeout_s has passed."""
         deadline = time.monotonic() + self.config.task_timeout_s
         while True:
-            task = self.request("GET", f"/embed-v2/tasks/{task_id}", name=name)
+            task = self.request("GET", path, name)
             status = task.get("status")
             if status == "ready":
                 return task
             if status == "failed":
                 reason = _text((task.get("error") or {}).get("message")) or "it gave no reason"
-                raise self._error(f"Twelve Labs could not embed it: {reason}", name)
+                raise self._error(f"Twelve Labs could not {'take' if path.startswith('/assets') else 'embed'} it: {reason}", name)
             if time.monotonic() + self.config.poll_s > deadline:
                 raise self._error(
-                    f"Twelve Labs did not finish embedding it within {self.config.task_timeout_s:g} s (task {task_id} "
+                    f"Twelve Labs did not finish embedding it within {self.config.task_timeout_s:g} s ({what} "
                     f"is still {_text(status) or 'unknown'}); try again later or raise MMCORE_TWELVELABS_TASK_TIMEOUT_S",
                     name,
                 )
             self.sleep(self.config.poll_s)
 
-    def request(self, method: str, path: str, body: dict | None = None, name: str | None = None,
-                size: int | None = None) -> dict:
-        """The JSON answer to one request, tried again (up to `attempts` in all) while rate-limited, and for a GET
-        also after a timeout or a dropped connection (a POST is not repeated blindly: it may have created a task).
+    def request(self, method: str, path: str, name: str | None = None, size: int | None = None,
+                limit: int | None = None, **content: Any) -> dict:
+        """The JSON answer to one request (its body in `content`: json=, or data= and files=), tried again (up to
+        `attempts` in all) while rate-limited, and for a GET also after a timeout or a dropped connection (a POST is
+        not repeated blindly: it may have made a task). `size` and `limit` of the media sent go into a 413's message.
 
         Raises:
             MediaError naming `name` when one is given, else MMError.
@@ -307,7 +349,7 @@ class _Api:
         for attempt in range(1, self.config.attempts + 1):
             last = attempt == self.config.attempts
             try:
-                response = self.http.request(method, path, json=body)
+                response = self.http.request(method, path, **content)
             except httpx.TimeoutException:
                 if method == "GET" and not last:
                     self._wait(None, attempt)
@@ -330,16 +372,16 @@ class _Api:
                 if not isinstance(answer, dict):
                     raise self._error(f"Twelve Labs answered {method} {path} with something other than a JSON object", name)
                 return answer
-            raise self._error(self._refusal(response, size), name)
+            raise self._error(self._refusal(response, size, limit), name)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _refusal(self, response, size: int | None) -> str:
+    def _refusal(self, response, size: int | None, limit: int | None) -> str:
         status = response.status_code
         said = _service_message(response)
         if status == 413:
             what = f"it is {_mb(size)}, too large" if size is not None else "too large"
-            return (f"Twelve Labs refused it as {what} (HTTP 413; media sent inline may be at most "
-                    f"{_mb(self.config.inline_limit_bytes)}){_colon(said)}")
+            most = f"; it takes at most {_mb(limit)} sent this way" if limit else ""
+            return f"Twelve Labs refused it as {what} (HTTP 413{most}){_colon(said)}"
         if status in (401, 403):
             return f"Twelve Labs refused the API key (HTTP {status}){_colon(said)}: check MMCORE_TWELVELABS_API_KEY"
         if status == 429:
