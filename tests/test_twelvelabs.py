@@ -58,6 +58,9 @@ def test_text_queries_are_the_services_vectors_normalised_and_the_key_goes_in_x_
     assert bodies[-1] == {"model_name": "marengo3.0", "input_type": "text", "text": {"input_text": "a red car"}}
     assert {r["headers"]["x-api-key"] for r in fake.requests} == {API_KEY}
     assert space.embed_texts([]).shape == (0, DIM)
+    assert space.modalities == {"image", "text", "video"} and space.max_text_tokens == 250
+    text = "A dog, running."
+    assert [text[a:b] for a, b in space.token_spans(text)] == ["A", "dog", ",", "running", "."]
 
 
 def test_images_are_sent_as_jpegs_scaled_into_the_services_bounds(fake):

@@ -251,6 +251,8 @@ class TwelveLabsSpace:
                 vector = np.asarray(item["embedding"], dtype=np.float32).reshape(-1)
             except (KeyError, TypeError, ValueError):
                 raise MediaError(name, "Twelve Labs returned a segment without its times or vector") from None
+            if not np.isfinite(vector).all():
+                raise MediaError(name, "Twelve Labs returned a non-finite vector for it")
             self._check_dim(vector.shape[0], name)
             by_span.setdefault(span, []).append(vector)
         if not by_span:
