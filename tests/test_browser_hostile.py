@@ -331,6 +331,7 @@ def colour_by(page, index: int) -> None:
     """Colour the map by the menu's `index`th option (switched in the browser: no rerun)."""
     page.locator(f"{CHART} .updatemenu-header-group").click()
     page.locator(f"{CHART} .updatemenu-item-text").nth(index).click()
+    expect(page.locator(f"{CHART} .updatemenu-dropdown-button")).to_have_count(0)  # faded out: a lasso would start on it
 
 
 def hover_a_point(page, watch) -> None:
