@@ -60,8 +60,12 @@ def legend(page) -> list[str]:
 
 
 def colour_by(page, label: str) -> None:
+    """Pick a colouring in the chart's menu and wait for its list to close, as a person sees it close: plotly fades
+    the list out over 250 ms, and until then its items, over the plot's top left, take the pointer (a lasso started
+    on them draws nothing)."""
     page.locator(f"{CHART} .updatemenu-header-group").click()
     page.locator(f"{CHART} .updatemenu-item-text", has_text=re.compile(f"^{label}$")).click()
+    expect(page.locator(f"{CHART} .updatemenu-dropdown-button")).to_have_count(0)
 
 
 def lasso(page, corners) -> None:
@@ -72,6 +76,18 @@ def lasso(page, corners) -> None:
     for cx, cy in corners[1:]:
         page.mouse.move(x0 + w * cx, y0 + h * cy, steps=8)
     page.mouse.up()
+
+
+def open_facet(page, name: str) -> None:
+    """Open a facet's list of values. Scrolled into view first, on its own: the list closes when anything around it
+    scrolls, and a click scrolls and presses at once, so on a busy machine the scroll's event, which comes with the
+    next frame, came after the list had opened and closed it again."""
+    expect(page.get_by_role("listbox")).to_have_count(0)  # the list last opened has faded out
+    box = page.get_by_role("combobox", name=name)
+    box.scroll_into_view_if_needed()
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    box.click()
+    expect(page.get_by_role("listbox")).to_be_visible()
 
 
 def pick_rows(page, rows) -> None:
@@ -164,7 +180,7 @@ def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
         # Facets: pick a digit; the map fades the rest, the table lists what is kept, other facets count within it.
         page.get_by_role("button", name="Clear the map selection").click()
         expect(page.get_by_text("1,797 items in the map")).to_be_visible()
-        page.get_by_role("combobox", name="label").click()
+        open_facet(page, "label")
         option = page.get_by_role("option", name=re.compile(r"^3 \(\d+\)$"))
         threes = int(re.search(r"\((\d+)\)", option.text_content()).group(1))
         option.click()
@@ -173,7 +189,7 @@ def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
         page.wait_for_function(f"() => ({TRACES})().some(([name, n]) => name === 'filtered out')")  # the chart comes after the table
         traces = dict(page.evaluate(TRACES))
         assert traces["items"] == threes and traces["filtered out"] == 1797 - threes
-        page.get_by_role("combobox", name="cluster").click()
+        open_facet(page, "cluster")
         options = [o for o in page.get_by_role("option").all_text_contents() if o != "Select all"]
         counts = [int(re.search(r"\(([\d,]+)\)$", o).group(1).replace(",", "")) for o in options if "(" in o]
         assert len(counts) == len(options), options
@@ -183,12 +199,14 @@ def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
         screenshot_main(page, SCREENSHOTS / "map-facets.png")
 
         # 3D: no card left floating from a hover in 2D; the cloud fills its canvas.
-        page.get_by_role("combobox", name="label").click()
+        open_facet(page, "label")
         page.keyboard.press("Backspace")  # unpick the 3
         page.keyboard.press("Escape")
         expect(page.get_by_text("1,797 items in the map")).to_be_visible()
-        expect(page.locator(CHART)).to_have_count(1)  # the redrawn chart only
+        # The redrawn figure is a new chart to Streamlit, drawn above the old one until the run ends: wait for the
+        # new chart, then for the old one to go.
         page.wait_for_function(f"() => !({TRACES})().some(([name, n]) => name === 'filtered out')")
+        expect(page.locator(CHART)).to_have_count(1)
         page.locator(CHART).scroll_into_view_if_needed()
         point = page.evaluate(POINT_JS, 500)
         page.mouse.move(point["x"] - 30, point["y"] - 30)
