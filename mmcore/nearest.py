@@ -119,7 +119,7 @@ def _finish_refreshes() -> None:
 
 
 def _snapshot(collection: ItemCollection, cache_dir: Path, version: str) -> _Loaded | None:
-    key = (str(cache_dir), collection.raw.id, version)
+    key = (str(cache_dir), collection.uid, version)
     with _lock:
         if key in _loaded:
             _loaded.move_to_end(key)
@@ -165,7 +165,7 @@ def _mask(collection: ItemCollection, loaded: _Loaded, where: dict, tags: str) -
         else:  # known from the snapshot itself
             mask &= np.isin(loaded.modalities, allowed)
     if rest:  # listed by the store: the ids meeting the other conditions
-        ids = collection.raw.get(where=rest[0] if len(rest) == 1 else {"$and": rest}, include=[])["ids"]
+        ids = collection.ids(rest[0] if len(rest) == 1 else {"$and": rest})
         mask &= np.isin(loaded.ids, np.asarray(ids, dtype=loaded.ids.dtype)) if ids else False
     with _lock:
         loaded.masks[key] = mask
@@ -186,7 +186,7 @@ def _modalities(clause: dict) -> list[str] | None:
 
 def _refresh_later(collection: ItemCollection, cache_dir: Path) -> None:
     """Bring the vector cache up to date in a background thread (one per collection at a time)."""
-    key = f"{cache_dir}/{collection.raw.id}"
+    key = f"{cache_dir}/{collection.uid}"
     with _lock:
         if key in _refreshing:
             return

@@ -326,7 +326,7 @@ _memo_lock = threading.Lock()
 
 
 def _memoised(collection: ItemCollection, thresholds: Thresholds, k: int, cache_dir: Path):
-    key = (collection.raw.id, collection.version, thresholds, k)
+    key = (collection.uid, collection.version, thresholds, k)
     with _memo_lock:
         hit = _MEMO.get(key)
     if hit is None:
@@ -348,7 +348,7 @@ def _carry_over(collection: ItemCollection, before: str, deleted: set[str]) -> N
     someone else changed the collection meanwhile (then the count tells, and it is recomputed)."""
     after, count = collection.version, collection.count()
     with _memo_lock:
-        stale = [key for key in _MEMO if key[:2] == (collection.raw.id, before)]
+        stale = [key for key in _MEMO if key[:2] == (collection.uid, before)]
         entries = [(key, _MEMO.pop(key)) for key in stale]
     for key, (pairs, info, n) in entries:
         if count == n - len(deleted):
