@@ -215,7 +215,7 @@ def record_added(collection: ItemCollection, cache_dir: Path, before: str | None
         return False
     dim = vectors.shape[1]
     base = Snapshot(np.zeros(0, dtype=str), np.zeros(0, dtype=str), np.zeros((0, dim), dtype=np.float32)) if before is None \
-        else _load(folder / before)
+        else _load(folder / before, _bounds(collection))
     if base is None or base.vectors.shape[1] != dim:
         return False
     all_ids = np.concatenate([base.ids, np.asarray(ids, dtype=str)])
