@@ -21,6 +21,7 @@ from typing import Iterator
 
 from . import __version__
 from .errors import MediaError, NewerDataDir, StoreError, StoreLocked
+from .files import write_atomically
 from .safe_io import read_json, regular_fd
 
 SCHEMA = 1  # raise when the layout of the data dir or its items' metadata changes incompatibly
@@ -65,10 +66,7 @@ def stamp_schema(data_dir: Path) -> None:
     path = Path(data_dir) / SCHEMA_FILE
     if path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"schema": SCHEMA, "written_by": f"mmscope {__version__}"}) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, (json.dumps({"schema": SCHEMA, "written_by": f"mmscope {__version__}"}) + "\n").encode())
 
 
 class WriteClaim:

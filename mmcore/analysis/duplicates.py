@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, fields
@@ -21,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import MediaError, MMError
+from ..files import write_atomically
 from ..safe_io import read_json
 from ..store import ItemCollection, Items
 from ..vector_cache import items_with_vectors, vector_cache_dir
@@ -309,11 +309,7 @@ class _Dismissals:
         with self._lock:
             sets = self.sets() + [sorted(ids)]
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
-                with os.fdopen(fd, "w") as f:
-                    json.dump({"not_duplicates": sets}, f, indent=0)
-                os.replace(tmp, self.path)
+                write_atomically(self.path, json.dumps({"not_duplicates": sets}, indent=0).encode())
             except OSError as e:
                 raise MMError(f"Could not save the duplicate review to {self.path}: {e}") from e
 
