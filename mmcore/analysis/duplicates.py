@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, fields
 from itertools import combinations_with_replacement
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from cachetools import LRUCache
 
 from ..errors import MediaError, MMError
 from ..files import write_atomically
@@ -316,8 +316,7 @@ class _Dismissals:
 
 # Pairs by (collection id, version, thresholds, k): the review queue of a big collection is recomputed only
 # when its items change, not on every click of a review.
-_MEMO: OrderedDict = OrderedDict()
-_MEMO_SIZE = 8
+_MEMO: LRUCache = LRUCache(8)  # used under _memo_lock
 _memo_lock = threading.Lock()
 
 
@@ -334,9 +333,6 @@ def _memoised(collection: ItemCollection, thresholds: Thresholds, k: int, cache_
 def _remember(key, value) -> None:
     with _memo_lock:
         _MEMO[key] = value
-        _MEMO.move_to_end(key)
-        while len(_MEMO) > _MEMO_SIZE:
-            _MEMO.popitem(last=False)
 
 
 def _carry_over(collection: ItemCollection, before: str, deleted: set[str]) -> None:
