@@ -1,9 +1,10 @@
 """What a data dir says about itself: the schema version of the mmscope that wrote it (`mmscope.json`), and the
 lock that keeps its embedded Chroma store to one writing process at a time (`chroma/.mmscope.lock`).
 
-The lock is an OS file lock (flock): the kernel drops it when its process ends, however it ends, so it never
-goes stale. It is taken on a process's first write and only then; reading never locks. Within one process every
-claim on the same data dir shares one lock (flock locks of two open files would exclude each other).
+The lock is an OS file lock (flock, through filelock.FileLock): the kernel drops it when its process ends, however
+it ends, so it never goes stale. It is taken on a process's first write and only then; reading never locks. Within
+one process every claim on the same data dir shares one FileLock, which counts them and holds the flock from the
+first to the last (flock locks of two open files would exclude each other).
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import sys
 import threading
 import time
 import weakref
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
+from filelock import FileLock, Timeout
+
 from . import __version__
 from .errors import MediaError, NewerDataDir, StoreError, StoreLocked
+from .files import write_atomically
 from .safe_io import read_json, regular_fd
 
 SCHEMA = 1  # raise when the layout of the data dir or its items' metadata changes incompatibly
@@ -65,10 +70,7 @@ def stamp_schema(data_dir: Path) -> None:
     path = Path(data_dir) / SCHEMA_FILE
     if path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"schema": SCHEMA, "written_by": f"mmscope {__version__}"}) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, (json.dumps({"schema": SCHEMA, "written_by": f"mmscope {__version__}"}) + "\n").encode())
 
 
 class WriteClaim:
@@ -122,7 +124,7 @@ def write_lock(data_dir: Path) -> Iterator[None]:
         _give_back(path)
 
 
-_locks: dict[Path, list[int]] = {}  # lock file -> [fd, claims holding it]
+_locks: dict[Path, FileLock] = {}  # lock file -> this process's one lock on it, counting the claims that hold it
 _locks_mutex = threading.Lock()
 
 
@@ -133,32 +135,44 @@ def lock_path(data_dir: Path) -> Path:
 def _take(data_dir: Path) -> Path:
     path = lock_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path = path.parent.resolve() / path.name  # the lock file itself is never followed (see _open_lock)
+    path = path.parent.resolve() / path.name  # the lock file itself is never followed (O_NOFOLLOW, see _open_lock)
     with _locks_mutex:
-        if path in _locks:
-            _locks[path][1] += 1
-            return path
-        fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
+        lock = _locks.get(path)
+        if lock is None:
+            lock = _locks[path] = FileLock(path, thread_local=False, blocking=False, fallback_to_soft=False,
+                                           preserve_lock_file=True, on_acquired=_record_holder)
+        if not lock.is_locked and os.path.lexists(path):
+            os.close(_open_lock(path, os.O_RDONLY))  # refuses a link, a FIFO or a device, naming it
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            lock.acquire()
+        except Timeout:
             raise StoreLocked(_locked_message(data_dir, path)) from None
-        holder = {"pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
-        _locks[path] = [fd, 1]
+        except OSError as e:  # a link or a FIFO put there since the check
+            raise StoreError(f"{path}: could not be locked ({e.strerror or e}). That is not the lock file mmscope makes: "
+                             "remove it, then try again.") from None
         return path
+
+
+def _record_holder(fd: int) -> None:
+    """Who holds the lock, written into the lock file as the flock is taken (lock_holder reads it)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped in since the check
+        raise StoreError("The store's lock file is not a regular file, so not the lock file mmscope makes: remove it, then try again.")
+    holder = {"pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
 
 
 def _give_back(path: Path) -> None:
     with _locks_mutex:
-        held = _locks[path]
-        held[1] -= 1
-        if held[1] == 0:
-            del _locks[path]
-            os.ftruncate(held[0], 0)
-            os.close(held[0])  # closing the last descriptor drops the flock
+        lock = _locks[path]
+        if lock.lock_counter == 1:  # the last claim: the record goes before the lock does
+            with suppress(StoreError, OSError):
+                fd = _open_lock(path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, 0)
+                finally:
+                    os.close(fd)
+        lock.release()
 
 
 def lock_holder(data_dir: Path) -> dict | None:

@@ -130,13 +130,9 @@ def _check_collection(target: ItemCollection, media: Path, page: int, problems: 
 
 def _pages(target: ItemCollection, page: int):
     """(ids, vectors, metadatas) a page at a time, without assuming the vectors share one dimension."""
-    offset = 0
-    while True:
-        batch = target.raw.get(include=["embeddings", "metadatas"], limit=page, offset=offset)
-        if not len(batch["ids"]):
-            return
-        yield batch["ids"], [np.asarray(v).reshape(-1) for v in batch["embeddings"]], batch["metadatas"]
-        offset += len(batch["ids"])
+    for batch in target.pages(["vectors", "metadatas"], page):
+        if batch.ids:
+            yield batch.ids, [np.asarray(v).reshape(-1) for v in batch.vectors], batch.metadatas
 
 
 def _is_media_file(media: Path, relative: str) -> bool:

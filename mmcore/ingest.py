@@ -612,7 +612,7 @@ class PartWriter:
         f.record.abandon()  # from here on, a crash leaves it to be removed, never resumed
         for space in self.ws.store.spaces(self.collection):
             target = self.ws.store.open(self.collection, space)
-            ids = target.raw.get(where={"source_hash": f.result.source_hash}, include=[])["ids"]
+            ids = target.ids({"source_hash": f.result.source_hash})
             if ids:
                 target.delete(ids)
         f.record.remove()

@@ -20,11 +20,11 @@ import json
 import sys
 import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from cachetools import LRUCache
 
 from .store import ItemCollection, Match
 from .vector_cache import Snapshot, current_snapshot, read_vectors
@@ -81,7 +81,7 @@ class _Loaded:
         self.vectors = snapshot.vectors
         self.modalities = snapshot.modalities()
         self.modality_known = bool(np.all(self.modalities != ""))  # items written before it was recorded: ""
-        self.masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.masks: LRUCache[tuple, np.ndarray] = LRUCache(MASKS_KEPT)
         self._torch = None  # (vectors, a float16 copy), made on the first query scored with torch
 
     def scores(self, rows: np.ndarray, query: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +104,7 @@ class _Loaded:
         return rows, torch.mv(vectors[torch.from_numpy(rows)], q).numpy()
 
 
-_loaded: OrderedDict[tuple, _Loaded] = OrderedDict()
+_loaded: LRUCache[tuple, _Loaded] = LRUCache(KEPT)  # used under _lock
 _refreshing: set[str] = set()
 _lock = threading.Lock()
 _refreshers: list[threading.Thread] = []
@@ -119,19 +119,16 @@ def _finish_refreshes() -> None:
 
 
 def _snapshot(collection: ItemCollection, cache_dir: Path, version: str) -> _Loaded | None:
-    key = (str(cache_dir), collection.raw.id, version)
+    key = (str(cache_dir), collection.uid, version)
     with _lock:
-        if key in _loaded:
-            _loaded.move_to_end(key)
-            return _loaded[key]
+        if (loaded := _loaded.get(key)) is not None:
+            return loaded
     snapshot = current_snapshot(collection, cache_dir, version)
     if snapshot is None:
         return None
     loaded = _Loaded(snapshot)
     with _lock:
         _loaded[key] = loaded
-        while len(_loaded) > KEPT:
-            _loaded.popitem(last=False)
     return loaded
 
 
@@ -153,9 +150,8 @@ def _mask(collection: ItemCollection, loaded: _Loaded, where: dict, tags: str) -
     """Rows of the snapshot that meet `where`, kept per snapshot, tags token and filter."""
     key = (tags, json.dumps(where, sort_keys=True, default=str))
     with _lock:
-        if key in loaded.masks:
-            loaded.masks.move_to_end(key)
-            return loaded.masks[key]
+        if (mask := loaded.masks.get(key)) is not None:
+            return mask
     mask = np.ones(len(loaded.ids), dtype=bool)
     rest = []
     for clause in where.get("$and", [where]):
@@ -165,12 +161,10 @@ def _mask(collection: ItemCollection, loaded: _Loaded, where: dict, tags: str) -
         else:  # known from the snapshot itself
             mask &= np.isin(loaded.modalities, allowed)
     if rest:  # listed by the store: the ids meeting the other conditions
-        ids = collection.raw.get(where=rest[0] if len(rest) == 1 else {"$and": rest}, include=[])["ids"]
+        ids = collection.ids(rest[0] if len(rest) == 1 else {"$and": rest})
         mask &= np.isin(loaded.ids, np.asarray(ids, dtype=loaded.ids.dtype)) if ids else False
     with _lock:
         loaded.masks[key] = mask
-        while len(loaded.masks) > MASKS_KEPT:
-            loaded.masks.popitem(last=False)
     return mask
 
 
@@ -186,7 +180,7 @@ def _modalities(clause: dict) -> list[str] | None:
 
 def _refresh_later(collection: ItemCollection, cache_dir: Path) -> None:
     """Bring the vector cache up to date in a background thread (one per collection at a time)."""
-    key = f"{cache_dir}/{collection.raw.id}"
+    key = f"{cache_dir}/{collection.uid}"
     with _lock:
         if key in _refreshing:
             return

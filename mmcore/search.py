@@ -253,17 +253,15 @@ def with_pairs(ws: Workspace, hits: Sequence[Hit], collection: str | None = None
     target = ws.store.open(name, "clip")
     found: dict[str, list[Pair]] = {}
     if linked:
-        got = target.raw.get(ids=linked, include=["metadatas"])
-        for item_id, meta in zip(got["ids"], got["metadatas"]):
-            found[item_id] = [_pair(ws, item_id, meta or {}, None)]
+        for item in target.get(linked, skip_missing=True):
+            found[item["id"]] = [_pair(ws, item["id"], item["metadata"], None)]
     captions: dict[str, list[Pair]] = {}
     if images:
-        got = target.raw.get(where={"pair_of": {"$in": images}}, include=["metadatas", "documents"],
-                             limit=4 * per_image * len(images))
-        for item_id, meta, doc in sorted(zip(got["ids"], got["metadatas"], got["documents"])):
-            own = captions.setdefault(str((meta or {}).get("pair_of")), [])
-            if len(own) < per_image and not (meta or {}).get("char_start"):  # a long caption's first window only
-                own.append(_pair(ws, item_id, meta or {}, doc))
+        for item in sorted(target.find({"pair_of": {"$in": images}}, limit=4 * per_image * len(images)), key=lambda i: i["id"]):
+            meta = item["metadata"]
+            own = captions.setdefault(str(meta.get("pair_of")), [])
+            if len(own) < per_image and not meta.get("char_start"):  # a long caption's first window only
+                own.append(_pair(ws, item["id"], meta, item["document"]))
     return [replace(h, pairs=tuple(captions.get(h.id, []) if h.modality == "image" else found.get(h.metadata.get("pair_of"), [])))
             if h.space == "clip" else h for h in hits]
 

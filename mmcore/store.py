@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -39,6 +39,17 @@ class Items:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a collection's items in the store's order; a field not asked for is empty."""
+
+    ids: list[str]
+    vectors: Any  # as Chroma gives them: an array [n, d], or a list of arrays when their dimensions differ
+    metadatas: list[dict[str, Any]]
+    documents: list[str | None]
+    writes: list[str]  # each item's write token (its uri, set by ItemCollection.add; "" when it has none)
 
 
 @dataclass(frozen=True)
@@ -161,13 +172,16 @@ class Store:
         self.client.delete_collection(f"{name}.{space}")
 
 
+_FIELDS = {"vectors": "embeddings", "metadatas": "metadatas", "documents": "documents", "writes": "uris"}
+
+
 def _settable(metadata: dict) -> dict:
     """Collection metadata to write back: without Chroma's own `hnsw:` keys."""
     return {k: v for k, v in metadata.items() if not k.startswith("hnsw:")}
 
 
 class ItemCollection:
-    """One Chroma collection of items from one space."""
+    """One Chroma collection of items from one space: the only code that touches the Chroma collection (`raw`)."""
 
     def __init__(self, raw, max_batch: int, client=None, before_write: Callable[[], None] = _no_claim):
         self.raw = raw
@@ -185,6 +199,16 @@ class ItemCollection:
             if "mm_space" in meta
             else None
         )
+
+    @property
+    def key(self) -> str:
+        """The collection's name in the store, `<name>.<space>`: unique there (caches name their folders after it)."""
+        return self.raw.name
+
+    @property
+    def uid(self) -> str:
+        """The store's id of the collection: one deleted and made again under the same name gets a new one."""
+        return str(self.raw.id)
 
     @property
     def backends(self) -> list[str]:
@@ -307,23 +331,34 @@ class ItemCollection:
             self.space = replace(self.space, backend=meta["mm_backend"])
         self.raw.modify(metadata=meta)
 
-    def all(self, with_vectors: bool = True, where: dict | None = None, page: int = 5000) -> Items:
-        """Every item (matching `where`), in a stable order: sorted by id."""
-        include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
-        ids, vectors, metadatas, documents = [], [], [], []
+    def pages(self, fields: Sequence[str] = (), size: int = 5000, where: dict | None = None) -> Iterator[Page]:
+        """Every item (meeting `where`), a page of `size` at a time in the store's order, with the `fields` asked
+        ("vectors", "metadatas", "documents", "writes"). The last page is the first shorter than `size` (maybe empty)."""
+        include = [_FIELDS[f] for f in fields]
         offset = 0
         while True:
-            batch = self.raw.get(where=where or None, include=include, limit=page, offset=offset)
-            if not batch["ids"]:
-                break
-            ids += batch["ids"]
-            metadatas += [m or {} for m in batch["metadatas"]]
-            documents += [d or None for d in batch["documents"]]
-            if with_vectors:
-                vectors.append(np.asarray(batch["embeddings"], dtype=np.float32))
-            offset += len(batch["ids"])
-            if len(batch["ids"]) < page:
-                break
+            batch = self.raw.get(where=where or None, include=include, limit=size, offset=offset)
+            ids = batch["ids"]
+            yield Page(
+                ids=ids,
+                vectors=batch["embeddings"] if "vectors" in fields else [],
+                metadatas=[m or {} for m in batch["metadatas"]] if "metadatas" in fields else [],
+                documents=[d or None for d in batch["documents"]] if "documents" in fields else [],
+                writes=[w or "" for w in batch["uris"]] if "writes" in fields else [],
+            )
+            offset += len(ids)
+            if len(ids) < size:
+                return
+
+    def all(self, with_vectors: bool = True, where: dict | None = None, page: int = 5000) -> Items:
+        """Every item (matching `where`), in a stable order: sorted by id."""
+        ids, vectors, metadatas, documents = [], [], [], []
+        for batch in self.pages(["metadatas", "documents"] + (["vectors"] if with_vectors else []), page, where):
+            ids += batch.ids
+            metadatas += batch.metadatas
+            documents += batch.documents
+            if with_vectors and batch.ids:
+                vectors.append(np.asarray(batch.vectors, dtype=np.float32))
         order = sorted(range(len(ids)), key=ids.__getitem__)
         dim = self.space.dim if self.space else 0
         stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
@@ -333,6 +368,28 @@ class ItemCollection:
             metadatas=[metadatas[i] for i in order],
             documents=[documents[i] for i in order],
         )
+
+    def ids(self, where: dict | None = None) -> list[str]:
+        """The ids of the items meeting `where` (of every item when None), in the store's order."""
+        return self.raw.get(where=where or None, include=[])["ids"]
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Those of `ids` the collection holds."""
+        found: set[str] = set()
+        for i in range(0, len(ids), self.max_batch):
+            found.update(self.raw.get(ids=list(ids[i : i + self.max_batch]), include=[])["ids"])
+        return found
+
+    def vectors_of(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors of those of `ids` the collection holds, by id (one request: keep `ids` to a page)."""
+        batch = self.raw.get(ids=list(ids), include=["embeddings"])
+        return dict(zip(batch["ids"], batch["embeddings"]))
+
+    def find(self, where: dict, limit: int | None = None) -> list[dict]:
+        """Up to `limit` items meeting `where`, in the store's order, each a dict with id, metadata and document."""
+        batch = self.raw.get(where=where, include=["metadatas", "documents"], limit=limit)
+        return [{"id": id_, "metadata": meta or {}, "document": doc or None}
+                for id_, meta, doc in zip(batch["ids"], batch["metadatas"], batch["documents"])]
 
     def query(self, vector: np.ndarray, k: int, where: dict | None = None, exclude: Sequence[str] = ()) -> list[Match]:
         """The `k` nearest items to `vector` (cosine), optionally filtered by metadata."""
@@ -354,8 +411,12 @@ class ItemCollection:
         ]
         return matches[:k]
 
-    def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[dict]:
-        """Items by id, in the order asked, each a dict with id, metadata, document (and vector)."""
+    def get(self, ids: Sequence[str], with_vectors: bool = False, skip_missing: bool = False) -> list[dict]:
+        """Items by id, in the order asked, each a dict with id, metadata, document (and vector).
+
+        Raises:
+            NotFound: an id isn't in the collection (unless `skip_missing`: then it is left out).
+        """
         include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
         result = self.raw.get(ids=list(ids), include=include)
         by_id = {}
@@ -364,6 +425,8 @@ class ItemCollection:
             if with_vectors:
                 item["vector"] = np.asarray(result["embeddings"][i], dtype=np.float32)
             by_id[id_] = item
+        if skip_missing:
+            return [by_id[i] for i in ids if i in by_id]
         missing = [i for i in ids if i not in by_id]
         if missing:
             raise NotFound(f"No item {missing[0]!r} in collection {self.name!r}.")

@@ -72,7 +72,7 @@ def read_vectors(collection: ItemCollection, cache_dir: Path) -> Vectors:
     Raises:
         StoreError and Chroma's errors: the store can't be read.
     """
-    folder = cache_dir / collection.raw.name
+    folder = cache_dir / collection.key
     version = collection.version
     bounds = _bounds(collection)
     snapshot = _load(folder / version, bounds)
@@ -86,7 +86,7 @@ def read_vectors(collection: ItemCollection, cache_dir: Path) -> Vectors:
 def current_snapshot(collection: ItemCollection, cache_dir: Path, version: str | None = None) -> Snapshot | None:
     """The saved snapshot of the collection's current `version` (read from the store when not given), or None.
     The store's items are not read."""
-    return _load(cache_dir / collection.raw.name / (version or collection.version), _bounds(collection))
+    return _load(cache_dir / collection.key / (version or collection.version), _bounds(collection))
 
 
 def items_with_vectors(collection: ItemCollection, cache_dir: Path) -> Items:
@@ -101,10 +101,10 @@ def items_with_vectors(collection: ItemCollection, cache_dir: Path) -> Items:
 def _refresh(collection: ItemCollection, base: Snapshot | None) -> Snapshot:
     dim = collection.space.dim if collection.space else 0
     if base is None or base.vectors.shape[1] != dim:  # nothing to reuse: one pass with the vectors
-        ids, writes, vectors = _page_through(collection, ["uris", "embeddings"], dim)
+        ids, writes, vectors = _page_through(collection, ["writes", "vectors"], dim)
         ids, writes = np.asarray(ids, dtype=str), np.asarray(writes, dtype=str)
     else:
-        listed, listed_writes, _ = _page_through(collection, ["uris"], dim)
+        listed, listed_writes, _ = _page_through(collection, ["writes"], dim)
         ids, writes = np.asarray(listed, dtype=str), np.asarray(listed_writes, dtype=str)
         row = {id_: i for i, id_ in enumerate(base.ids.tolist())}
         source = np.array([row.get(id_, -1) for id_ in listed], dtype=np.int64)
@@ -116,8 +116,7 @@ def _refresh(collection: ItemCollection, base: Snapshot | None) -> Snapshot:
         missing = np.flatnonzero(~same)
         for start in range(0, len(missing), PAGE):
             rows = missing[start : start + PAGE]
-            batch = collection.raw.get(ids=ids[rows].tolist(), include=["embeddings"])
-            fetched = dict(zip(batch["ids"], batch["embeddings"]))
+            fetched = collection.vectors_of(ids[rows].tolist())
             for i in rows:  # one deleted since the listing is left out (and the version check keeps all this unsaved)
                 if ids[i] in fetched:
                     vectors[i] = fetched[ids[i]]
@@ -128,18 +127,15 @@ def _refresh(collection: ItemCollection, base: Snapshot | None) -> Snapshot:
     return Snapshot(ids[order], writes[order], vectors[order])
 
 
-def _page_through(collection: ItemCollection, include: list[str], dim: int) -> tuple[list[str], list[str], np.ndarray]:
+def _page_through(collection: ItemCollection, fields: list[str], dim: int) -> tuple[list[str], list[str], np.ndarray]:
     ids: list[str] = []
     writes: list[str] = []
     vectors: list[np.ndarray] = []
-    while True:
-        batch = collection.raw.get(include=include, limit=PAGE, offset=len(ids))
-        ids += batch["ids"]
-        writes += [w or "" for w in batch["uris"]]
-        if "embeddings" in include and batch["ids"]:
-            vectors.append(np.asarray(batch["embeddings"], dtype=np.float32))
-        if len(batch["ids"]) < PAGE:
-            break
+    for page in collection.pages(fields, PAGE):
+        ids += page.ids
+        writes += page.writes
+        if "vectors" in fields and page.ids:
+            vectors.append(np.asarray(page.vectors, dtype=np.float32))
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
     return ids, writes, stacked
 
@@ -214,7 +210,7 @@ def record_added(collection: ItemCollection, cache_dir: Path, before: str | None
     Saved only when it is exact: the collection is still at `after` and the snapshot of `before` is on disk (or
     the collection was empty). Returns whether it was saved.
     """
-    folder = cache_dir / collection.raw.name
+    folder = cache_dir / collection.key
     if collection.version != after:  # written again since: the next read refreshes from the store
         return False
     dim = vectors.shape[1]

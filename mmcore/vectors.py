@@ -286,7 +286,7 @@ def write_new(
     recover(ws.store, journals)  # so an item a crash left in an uncommitted batch is not taken for one already in
     target = ws.store.collection(name, info)
     empty, start_version = target.count() == 0, target.version
-    present = _present(target, ids)
+    present = target.existing(ids)
     new = [i for i, id_ in enumerate(ids) if id_ not in present]
     report.skipped = len(ids) - len(new)
     version, written = start_version, []  # what this import wrote, while nobody else writes in between
@@ -312,14 +312,6 @@ def write_new(
         record_added(target, vector_cache_dir(ws.settings.data_dir), None if empty else start_version,
                      [i for part in written for i in part[0]], [w for part in written for w in part[1]], vectors,
                      np.concatenate([part[2] for part in written]), version)
-
-
-def _present(target, ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for i in range(0, len(ids), target.max_batch):
-        # ItemCollection.get refuses missing ids; asking Chroma directly returns just the ones present.
-        found.update(target.raw.get(ids=list(ids[i : i + target.max_batch]), include=[])["ids"])
-    return found
 
 
 def _store_image(ws: Workspace, root: Path, given: str, options: ReadOptions, confine: bool = False) -> dict:

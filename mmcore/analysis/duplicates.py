@@ -10,17 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, fields
 from itertools import combinations_with_replacement
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from cachetools import LRUCache
 
 from ..errors import MediaError, MMError
+from ..files import write_atomically
 from ..safe_io import read_json
 from ..store import ItemCollection, Items
 from ..vector_cache import items_with_vectors, vector_cache_dir
@@ -309,24 +309,19 @@ class _Dismissals:
         with self._lock:
             sets = self.sets() + [sorted(ids)]
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
-                with os.fdopen(fd, "w") as f:
-                    json.dump({"not_duplicates": sets}, f, indent=0)
-                os.replace(tmp, self.path)
+                write_atomically(self.path, json.dumps({"not_duplicates": sets}, indent=0).encode())
             except OSError as e:
                 raise MMError(f"Could not save the duplicate review to {self.path}: {e}") from e
 
 
 # Pairs by (collection id, version, thresholds, k): the review queue of a big collection is recomputed only
 # when its items change, not on every click of a review.
-_MEMO: OrderedDict = OrderedDict()
-_MEMO_SIZE = 8
+_MEMO: LRUCache = LRUCache(8)  # used under _memo_lock
 _memo_lock = threading.Lock()
 
 
 def _memoised(collection: ItemCollection, thresholds: Thresholds, k: int, cache_dir: Path):
-    key = (collection.raw.id, collection.version, thresholds, k)
+    key = (collection.uid, collection.version, thresholds, k)
     with _memo_lock:
         hit = _MEMO.get(key)
     if hit is None:
@@ -338,9 +333,6 @@ def _memoised(collection: ItemCollection, thresholds: Thresholds, k: int, cache_
 def _remember(key, value) -> None:
     with _memo_lock:
         _MEMO[key] = value
-        _MEMO.move_to_end(key)
-        while len(_MEMO) > _MEMO_SIZE:
-            _MEMO.popitem(last=False)
 
 
 def _carry_over(collection: ItemCollection, before: str, deleted: set[str]) -> None:
@@ -348,7 +340,7 @@ def _carry_over(collection: ItemCollection, before: str, deleted: set[str]) -> N
     someone else changed the collection meanwhile (then the count tells, and it is recomputed)."""
     after, count = collection.version, collection.count()
     with _memo_lock:
-        stale = [key for key in _MEMO if key[:2] == (collection.raw.id, before)]
+        stale = [key for key in _MEMO if key[:2] == (collection.uid, before)]
         entries = [(key, _MEMO.pop(key)) for key in stale]
     for key, (pairs, info, n) in entries:
         if count == n - len(deleted):

@@ -17,7 +17,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import MediaError, MMError
+from ..files import write_atomically
 from ..safe_io import MAX_RECORD_BYTES, load_npz
 from ..vector_cache import Vectors, read_vectors, vector_cache_dir
 from ..workspace import Workspace
@@ -504,13 +504,7 @@ class AnalysisCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         for old in self.dir.glob("*.pkl"):  # caches of an older mmscope, never read
             old.unlink(missing_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{_META: np.array(json.dumps({"format": CACHE_FORMAT, **meta}))}, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(path, lambda f: np.savez(f, **{_META: np.array(json.dumps({"format": CACHE_FORMAT, **meta}))}, **arrays))
 
 
 def _key_of(path: Path) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MediaError, MMError
+from ..files import write_atomically
 from ..safe_io import MAX_RECORD_BYTES, read_bounded, read_json
 from ..store import Items
 from .maps import Analysis, AnalysisCache
@@ -172,7 +173,7 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
         except MMError:
             embed = None
     names = name_clusters(analysis, items, embed, labels)
-    _replace(path, json.dumps({str(k): v for k, v in names.items()}))
+    write_atomically(path, json.dumps({str(k): v for k, v in names.items()}).encode())
     return names
 
 
@@ -183,23 +184,9 @@ def save_user_labels(user_file: Path, text: str) -> None:
         MMError: the data dir isn't writable.
     """
     try:
-        _replace(user_file, text.strip() + "\n")
+        write_atomically(user_file, (text.strip() + "\n").encode())
     except OSError as e:
         raise MMError(f"Could not save the vocabulary to {user_file}: {e}. Check that the data dir is writable.") from None
-
-
-def _replace(path: Path, text: str) -> None:
-    """`path` replaced by a file holding `text`, whole: whatever was there (a torn file, a FIFO, a link) is replaced,
-    never written through."""
-    import uuid
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _named_sample(collection, cache_dir: Path, analysis: Analysis) -> Items:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MediaError, MMError
+from ..files import write_atomically
 from ..safe_io import read_json
 from ..store import ItemCollection
 from .clusters import NOISE
@@ -159,16 +159,9 @@ class Taxonomy:
         data = {"fit": self.fit, "names": {str(k): v for k, v in self.names.items()},
                 "merged": {str(k): v for k, v in self.merged.items()}, "splits": self.splits,
                 "members": {str(k): v for k, v in self.members.items()}}
-        tmp = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.path)
+            write_atomically(self.path, json.dumps(data).encode())
         except OSError as e:
-            if tmp:
-                Path(tmp).unlink(missing_ok=True)
             raise MMError(f"Could not save the taxonomy to {self.path}: {e}. Check that the data dir is writable.") from e
 
     def _bind(self, analysis: Analysis) -> None:

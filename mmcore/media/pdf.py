@@ -8,7 +8,7 @@ import threading
 
 import pypdfium2 as pdfium
 import pypdfium2.internal as pdfium_i
-import pypdfium2.raw as pdfium_c
+from pypdfium2 import raw as pdfium_c
 from PIL import Image
 
 from ..errors import MediaError
