@@ -228,6 +228,8 @@ def search_each_modality(
             hits = _calibrated(_hits(ws, found, one), query, model)
             if hits:
                 results.setdefault(modality, []).append(hits)
+    for lists in results.values():  # an item found in several spaces shows the first one's score: the calibrated one
+        lists.sort(key=lambda hits: calibration(hits[0].space).probability is None)
     merged = {m: lists[0] if len(lists) == 1 else fuse(lists, k) for m, lists in results.items()}
     return {m: merged[m] for m in MODALITIES if m in merged} | {m: h for m, h in merged.items() if m not in MODALITIES}
 

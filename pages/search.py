@@ -58,7 +58,7 @@ def grid(hits) -> None:
 
 
 if query is not None and modalities:
-    models = () if query.like else tuple(s for s in query.spaces if s in spaces)
+    models = () if query.like else tuple(s for s in query.spaces if s in spaces and s in ui.workspace().space_names())
     args = (ui.workspace(), query, ui.collection(), k, filters, like_space)
     if query.like is None and fused:
         hits = ui.guarded(lambda: with_pairs(ui.workspace(), search_fused(*args), ui.collection()), needs_model=models)

@@ -146,6 +146,8 @@ def test_search_shows_siglips_probability_beside_the_cosine_and_fuses_spaces(bot
     # Images live in both spaces under the same ids: their two lists are merged by rank, each image voted for twice.
     assert sorted(h.id for h in per_kind["image"]) == sorted(h.id for h in pictures)
     assert all(h.fused > 1 / (RRF_K + 1) for h in per_kind["image"])
+    # ... each shown with the score of the space that has a probability, so the probability stands beside it
+    assert all(h.space == "siglip" and h.probability is not None for h in per_kind["image"])
     fused = search_fused(ws, Query(text="a tone"), k=50)  # one item, one hit: SigLIP's are CLIP's items
     assert {h.modality for h in fused} == {"image", "text", "audio"} and len({h.id for h in fused}) == len(fused)
 
