@@ -17,7 +17,8 @@ from mmcore.errors import MMError
 from mmcore.files import read_stored, read_thumbnail
 from mmcore.plaintext import WORD_JOINER
 from mmcore.plaintext import markdown as plain  # every user string put into Markdown goes through this
-from mmcore.spaces import is_loaded, load_failure
+from mmcore.spaces import backend_of, is_loaded, load_failure
+from mmcore.spaces.registry import DEFAULT_SPACE, names, require, specs
 from mmcore.speech import is_loaded as speech_loaded
 from mmcore.speech import load_failure as speech_failure
 from mmcore.workspace import Workspace
@@ -90,8 +91,10 @@ def collection_sizes() -> dict[str, int]:
 
 
 def collection_space_names() -> list[str]:
-    """The spaces of the current collection, clip first."""
-    return sorted((info.space.space for info in collections() if info.name == collection()), key=lambda s: (s != "clip", s))
+    """The spaces of the current collection: those of model families in registry order, then imported ones."""
+    order = {name: i for i, name in enumerate(names())}
+    return sorted((info.space.space for info in collections() if info.name == collection()),
+                  key=lambda s: (order.get(s, len(order)), s))
 
 
 def space() -> str | None:
@@ -188,16 +191,17 @@ def access_panel() -> None:
         st.button("Log out", icon=":material/logout:", on_click=st.logout, key="logout")
 
 
-MODELS = {"clip": "clip_model", "clap": "clap_model"}
-
-
 def show_model_status() -> None:
     settings = workspace().settings
     lines = []
-    for space, field in MODELS.items():
-        state = load_state(is_loaded(space, settings), load_failure(space, settings))
-        backend = f" · {settings.backend}" if space == "clip" and settings.backend != "torch" else ""  # CLAP runs on torch
-        lines.append(f"**{space.upper()}** `{getattr(settings, field)}`{backend} · {state}")
+    for spec in specs():
+        model = settings.model_for(spec.name)
+        if not model:  # an optional family left off says nothing until it is configured
+            continue
+        state = load_state(is_loaded(spec.name, settings), load_failure(spec.name, settings))
+        backend = backend_of(spec.name, settings)
+        shown = f" · {backend}" if backend != "torch" else ""
+        lines.append(f"**{plain(spec.title)}** `{model}`{shown} · {state}")
     if settings.asr_model:
         state = load_state(speech_loaded(settings), speech_failure(settings))
         lines.append(f"**Speech** `{settings.asr_model}` · {state}")
@@ -219,14 +223,14 @@ def load_state(loaded: bool, failure: str | None) -> str:
 def guarded(action, needs_model: bool | tuple[str, ...] = True):
     """Run `action`, showing a spinner while models load and our errors as a message, not a trace.
 
-    `needs_model`: the spaces whose models `action` uses (True: clip), loaded first under a spinner.
+    `needs_model`: the spaces whose models `action` uses (True: the default space), loaded first under a spinner.
     """
     ws = workspace()
-    spaces = ("clip",) if needs_model is True else needs_model or ()
+    spaces = (DEFAULT_SPACE,) if needs_model is True else needs_model or ()
     try:
         for space in spaces:
             if not is_loaded(space, ws.settings):
-                with st.spinner(f"Loading model {getattr(ws.settings, MODELS[space])} (first use only)…"):
+                with st.spinner(f"Loading model {ws.settings.model_for(space) or require(space).title} (first use only)…"):
                     ws.space(space)
                 show_model_status()
         return action()
@@ -326,7 +330,8 @@ def hit_card(hit, rank: int) -> None:
             snippet(hit.document[:400])
         if captions:
             snippet("\n".join(f"“{c.document[:200]}”" for c in captions))  # an image's captions beneath it
-        score = f"**{hit.score:.3f}**" + (f" · fused {hit.fused:.4f}" if hit.fused is not None else "")
+        score = f"**{hit.score:.3f}**" + (f" · p {hit.probability:.2f}" if hit.probability is not None else "")
+        score += f" · fused {hit.fused:.4f}" if hit.fused is not None else ""
         st.markdown(f"{score} · `{hit.space}`")  # space names are letters, digits, - and _ (checked when made)
         st.caption(plain(" · ".join(p for p in (hit.source, hit.where, f"image {image_of.source}" if image_of else "") if p)))
         with st.container(horizontal=True, gap="small"):

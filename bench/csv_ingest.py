@@ -97,7 +97,7 @@ def main() -> None:
         size = write_csv(path, args.rows)
         limit_mb = max(10, -(-size // 2**20))
         print(f"CSV: {args.rows:,} rows, {size / 2**20:.1f} MB" + (f" (MMCORE_MAX_TEXT_MB raised to {limit_mb})" if limit_mb > 10 else ""))
-        settings = Settings(data_dir=Path(tmp) / "data", clip_model=model, batch_size=args.batch, backend=args.backend,
+        settings = Settings(data_dir=Path(tmp) / "data", models={"clip": model}, batch_size=args.batch, backend=args.backend,
                             max_text_bytes=limit_mb * 2**20)
         ws = Workspace(settings)
         ws.space()  # the model loads before the clock starts

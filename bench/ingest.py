@@ -59,7 +59,7 @@ def main() -> None:
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):  # raw and pipeline alternate, so a change in machine load hits both
-            ws = Workspace(Settings(data_dir=Path(tmp) / str(round_), clip_model=model, batch_size=args.batch, backend=args.backend))
+            ws = Workspace(Settings(data_dir=Path(tmp) / str(round_), models={"clip": model}, batch_size=args.batch, backend=args.backend))
             space = ws.space()
             decoded = [Image.open(io.BytesIO(s.data)).convert("RGB") for s in sources[: min(args.n, 256)]]
             space.embed_images(decoded[: args.batch])  # warm-up

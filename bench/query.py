@@ -70,7 +70,7 @@ def percentiles(times: list[float]) -> str:
 
 
 def run(data_dir: Path, n: int, model: str, queries: list[str], backend: str) -> None:
-    ws = Workspace(Settings(data_dir=data_dir, clip_model=model, collection="bench", backend=backend))
+    ws = Workspace(Settings(data_dir=data_dir, models={"clip": model}, collection="bench", backend=backend))
     try:
         if not ws.store.list():
             build(ws, n)

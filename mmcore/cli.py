@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="a text query (every space of the collection that embeds text)")
     query.add_argument("--image", type=Path, help="an image file as the query (images, pages, video segments)")
-    query.add_argument("--audio", type=Path, help="a sound file as the query (audio windows, clap space)")
+    query.add_argument("--audio", type=Path, help="a sound file as the query (its windows, in the spaces that take sound)")
     query.add_argument("--like", metavar="ID", help="the id of an item: find more like it")
     p.add_argument("--collection")
     p.add_argument("-k", type=int, default=10, help="how many hits per kind of media, or in all with --all (default 10)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="filter: modality=, source=, tag=, added_from=/added_to=YYYY-MM-DD, or any metadata key")
-    p.add_argument("--space", help="for --like: which space of the collection (default: its only one, else clip)")
+    p.add_argument("--space", help="for --like: which space of the collection (default: its only one, else the default space)")
     p.add_argument("--all", action="store_true",
                    help="every modality and space the query reaches, merged by reciprocal rank fusion")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
@@ -229,6 +229,7 @@ def _search(args) -> int:
             where = " ".join(f"{k}={v}" for k, v in h.locator.items())
             snippet = f"  {h.document[:80]!r}" if h.document else ""
             score = f"fused {h.fused:.4f} (cosine {h.score:.3f})" if h.fused is not None else f"{h.score:.4f}"
+            score += f" p={h.probability:.3f}" if h.probability is not None else ""
             print(f"{rank:3}. {score}  {h.space:4}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
             for pair in h.pairs:  # an image-caption pair: the caption's image, or the image's captions
                 print(f"       {pair.modality}: {pair.source}" + (f"  {pair.document[:80]!r}" if pair.document else ""))
@@ -263,7 +264,7 @@ def _info(args) -> int:
 
 def _analysis_arguments(p) -> None:
     p.add_argument("--collection")
-    p.add_argument("--space", help="which space of the collection (default: its only one, else clip)")
+    p.add_argument("--space", help="which space of the collection (default: its only one, else the default space)")
     p.add_argument("--neighbors", type=int, default=None, help="UMAP neighbours (default 15)")
     p.add_argument("--min-dist", type=float, default=None, help="UMAP min_dist (default 0.1)")
     p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN (default: from the size)")
@@ -453,9 +454,11 @@ def _restore(args) -> int:
 
 
 def _space_of(ws, name: str | None, given: str | None) -> str:
-    """The space asked for, else the collection's only one, else clip."""
+    """The space asked for, else the collection's only one, else the default space."""
     if given:
         return given
     name = name or ws.settings.collection
     spaces = [c.space.space for c in ws.store.list() if c.name == name]
-    return spaces[0] if len(spaces) == 1 else "clip"
+    from .spaces.registry import DEFAULT_SPACE
+
+    return spaces[0] if len(spaces) == 1 else DEFAULT_SPACE

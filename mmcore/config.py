@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from .access import parse_editors
 from .errors import MMError
 
-DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
-DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
 DEFAULT_COLLECTION = "default"
 
 
@@ -20,8 +19,9 @@ class Settings:
 
     Environment variables (all optional):
       MMCORE_DATA_DIR       where the embedded Chroma store, originals and thumbnails live (./mmdata)
-      MMCORE_CLIP_MODEL     hub id or local directory of a CLIP/SigLIP checkpoint
-      MMCORE_CLAP_MODEL     hub id or local directory of a CLAP checkpoint (the audio space)
+      MMCORE_<SPACE>_MODEL  hub id or local directory of each space's model (mmcore.spaces.registry):
+                            MMCORE_CLIP_MODEL (images, text, pages, video; on by default),
+                            MMCORE_CLAP_MODEL (sound; on by default), MMCORE_SIGLIP_MODEL (off unless set)
       MMCORE_ASR_MODEL      hub id or local directory of a speech-recognition model (Whisper); transcripts
                             of audio and video are made only when this is set
       MMCORE_CHROMA_HOST    use a Chroma server at this host instead of the embedded store
@@ -46,8 +46,9 @@ class Settings:
     """
 
     data_dir: Path = Path("mmdata")
-    clip_model: str = DEFAULT_CLIP_MODEL
-    clap_model: str = DEFAULT_CLAP_MODEL
+    # Model per space, as (space, model) pairs: given as a mapping, completed with the default model of every
+    # family that has one and isn't named; a space named with None (or "") is off.
+    models: Mapping[str, str | None] | tuple[tuple[str, str], ...] = field(default_factory=dict)
     asr_model: str | None = None
     chroma_host: str | None = None
     chroma_port: int = 8000
@@ -68,6 +69,23 @@ class Settings:
     max_pdf_pages: int = 500
     editors: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        from .spaces.registry import default_models  # here: mmcore.spaces imports this module
+
+        given = dict(self.models)
+        merged = {**default_models(), **given}
+        object.__setattr__(self, "models", tuple(sorted((k, str(v)) for k, v in merged.items() if v)))
+
+    def model_for(self, space: str) -> str | None:
+        """The model of `space` (hub id or local folder), or None when the space is off."""
+        return dict(self.models).get(space)
+
+    def with_model(self, space: str, model: str | None) -> "Settings":
+        """These settings with `space`'s model replaced (None: off)."""
+        from dataclasses import replace
+
+        return replace(self, models={**dict(self.models), space: model})
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         """Build settings from `env` (os.environ by default); raises MMError on a malformed number."""
@@ -86,11 +104,11 @@ class Settings:
             return value
 
         from .spaces.backends import DEFAULT_BACKEND, check_backend  # here: mmcore.spaces imports this module
+        from .spaces.registry import specs
 
         return cls(
             data_dir=Path(env.get("MMCORE_DATA_DIR") or "mmdata").expanduser(),
-            clip_model=env.get("MMCORE_CLIP_MODEL") or DEFAULT_CLIP_MODEL,
-            clap_model=env.get("MMCORE_CLAP_MODEL") or DEFAULT_CLAP_MODEL,
+            models={s.name: env.get(s.variable, "").strip() or s.default_model for s in specs()},
             asr_model=env.get("MMCORE_ASR_MODEL") or None,
             chroma_host=env.get("MMCORE_CHROMA_HOST") or None,
             chroma_port=number("MMCORE_CHROMA_PORT", 8000),

@@ -10,8 +10,10 @@ as committed (mmcore.journal.PartialFile): a crash loses at most the group in fl
 file embeds only the items not in yet (item ids are content hash + locator, the same in every run). The file is
 reported as added once its last group is in; until then it is not "already in the collection".
 
-Files of a kind whose model can't be loaded (sound without a CLAP model, speech without the speech model) fail
-by name with the reason; every other file goes in. A CSV of image file names and captions links each caption to
+Each item goes to every enabled space that embeds its modality (mmcore.spaces.registry), each space its own
+collection. A file needs every space its items go to: when one of them can't be loaded (sound without its model,
+speech without the speech model) the file fails by name with the reason, and nothing of it is stored in any
+space (a file is whole in all its spaces or in none); every other file goes in. A CSV of image file names and captions links each caption to
 its image's item (`pair_of`); such CSVs are read after every other file, so their images are known.
 
 Three stages overlap so the model never waits: decoder threads check the next files against the store and
@@ -36,10 +38,10 @@ import numpy as np
 from .errors import MediaError, ModelUnavailable, NotFound, SpaceMismatch
 from .files import display_name
 from .journal import Journal, PartialFile, journal_dir, recover
-from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, read_media, space_of
+from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, modalities_of, read_media
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
-from .spaces import normalize
+from .spaces.registry import spaces_for, spec_of
 from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
 
@@ -139,11 +141,12 @@ def ingest(
 ) -> IngestReport:
     """Add files to a collection and report what happened to each.
 
-    Images, text, document pages and video segments go to the collection's `clip` space, audio windows to its
-    `clap` space. With a speech model configured (MMCORE_ASR_MODEL), what is said in audio and video becomes text
-    items in `clip` too, one per audio window or video segment that has speech (meta transcript=True). A file
-    whose bytes are already in the collection is skipped; a file that can't be read or transcribed, or whose
-    kind's model can't be loaded, fails with its reason and nothing of it is stored. Never raises for a bad file
+    Every item goes to each enabled space that embeds its modality (by default images, text, document pages and
+    video segments to `clip`, audio windows to `clap`). With a speech model configured (MMCORE_ASR_MODEL), what is
+    said in audio and video becomes text items too, one per audio window or video segment that has speech (meta
+    transcript=True). A file whose bytes are already in the collection is skipped; a file that can't be read or
+    transcribed, or that needs a space whose model can't be loaded, fails with its reason and nothing of it is
+    stored. Never raises for a bad file
     or a missing model. With `max_total_bytes` (an upload's limit, MMCORE_MAX_UPLOAD_MB), a file that would bring
     the files taken so far past it fails unread, and nothing of it is stored.
 
@@ -171,7 +174,7 @@ def ingest(
     models = Models.load(ws, collection_name, [s.name for s in sources])
     options = read_options(settings, models.spaces, csv_rows, pair_column)
     reading = reading_key(options, models.transcriber is not None)
-    pairing = Pairing(lambda: models.targets.get("clip"))
+    pairing = Pairing(models.image_target)
     report = IngestReport()
     in_order = [FileResult(s.name, "failed") for s in sources]
     batch: list[tuple[_Pending, int]] = []  # chunks waiting for the model, across files
@@ -190,7 +193,7 @@ def ingest(
 
     def queue(pending: _Pending, index: int, chunk: Chunk) -> None:
         pending.chunks.append(chunk)
-        pending.vectors.append(None)
+        pending.vectors.append({})
         pending.indices.append(index)
         if pending.part_started is None:
             pending.part_started = time.perf_counter()
@@ -398,22 +401,24 @@ class Models:
 
     @classmethod
     def load(cls, ws: Workspace, collection: str, names: Sequence[str]) -> "Models":
-        """Load what files `names` need: clip always (its tokenizer cuts every text), clap for sound, the speech
-        model for audio and video when MMCORE_ASR_MODEL is set. A model that can't be loaded, or a collection
-        made by another model, fails only the files that need it.
+        """Load what files `names` need: every enabled space that embeds their modalities, the spaces of text
+        always (a tokenizer cuts every text), the speech model for audio and video when MMCORE_ASR_MODEL is set. A
+        model that can't be loaded, or a collection made by another model, fails only the files that need it.
 
         Raises:
             StoreError: the store can't be reached. MMError: the settings name an unknown backend.
         """
         spaces, targets, broken = {}, {}, {}
-        for space in sorted({space_of(n) for n in names} | {"clip"}):
+        settings = ws.settings
+        wanted = {space for n in names for m in modalities_of(n) for space in spaces_for(m, settings)}
+        for space in [s for s in ws.space_names() if s in wanted or s in spaces_for("text", settings)]:
             try:
                 spaces[space] = ws.space(space)
                 targets[space] = ws.collection(collection, space, create=False)
             except NotFound:
                 targets[space] = None
             except ModelUnavailable as e:
-                broken[space] = f"needs the {space.upper()} model, which could not be loaded: {e}"
+                broken[space] = f"needs the {spec_of(space).title} model, which could not be loaded: {e}"
             except SpaceMismatch as e:
                 broken[space] = str(e)
         transcriber = None
@@ -432,12 +437,23 @@ class Models:
         return self.writers[space]
 
     def needs(self, name: str) -> list[str]:
+        """The spaces a file of this name goes to (and "speech" when its speech is transcribed), in registry order."""
+        settings = self.ws.settings
         speech = bool(self.transcriber is not None or "speech" in self.broken) and may_hold_speech(name)
-        return [space_of(name)] + (["speech", "clip"] if speech else [])
+        modalities = list(modalities_of(name)) + (["text"] if speech else [])
+        own = [space for m in modalities for space in spaces_for(m, settings)]
+        return list(dict.fromkeys(own + (["speech"] if speech else [])))
 
     def refusal(self, name: str) -> str | None:
         """Why a file of this name can't be ingested now (a model it needs is missing), or None."""
+        for modality in modalities_of(name):
+            if not spaces_for(modality, self.ws.settings):
+                return f"no space embeds {modality} (none of the models for it is configured)"
         return next((self.broken[need] for need in self.needs(name) if need in self.broken), None)
+
+    def image_target(self):
+        """The collection of the first space of images, where an image-caption CSV looks for its images."""
+        return next((self.targets[s] for s in spaces_for("image", self.ws.settings) if self.targets.get(s) is not None), None)
 
     def existing(self, name: str) -> list:
         """The collections a file of this name may have items in, of those that exist."""
@@ -467,7 +483,7 @@ class _Pending:
     decoded: Decoded | None
     data: bytes
     chunks: list[Chunk] = field(default_factory=list)
-    vectors: list[np.ndarray | None] = field(default_factory=list)
+    vectors: list[dict[str, np.ndarray]] = field(default_factory=list)  # per chunk: space -> its vector
     indices: list[int] = field(default_factory=list)
     failed: str | None = None
     record: PartialFile | None = None  # its record of committed groups, once it has (or had) some
@@ -520,13 +536,17 @@ def whole_parts(f: _Pending) -> list[_Part]:
 
 
 def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: str = "auto") -> ReadOptions:
-    """How files are read for the loaded `spaces` ({name: Space}): their limits, and the clip tokenizer's text
-    windows (without clip, no text is read: files that need it are refused before). The same settings and models
+    """How files are read for the loaded `spaces` ({name: Space}): their limits, texts cut into windows that every
+    space of text takes whole (by the tokenizer of the one with the fewest tokens; without one, no text is read:
+    files that need it are refused before), sound at the rate of the space of audio. The same settings and models
     give the same chunks, so the same item ids."""
-    clip = spaces.get("clip")
-    max_tokens = clip.max_text_tokens if clip is not None else 1
+    texts = [spaces[s] for s in spaces_for("text", settings) if s in spaces]
+    cutter = min(texts, key=lambda space: space.max_text_tokens) if texts else None
+    # One rate for all: a second space of sound with another rate would need its own resampling.
+    hearing = next((spaces[s] for s in spaces_for("audio", settings) if s in spaces), None)
+    max_tokens = cutter.max_text_tokens if cutter is not None else 1
     return ReadOptions(
-        token_spans=clip.token_spans if clip is not None else (lambda text: []),
+        token_spans=cutter.token_spans if cutter is not None else (lambda text: []),
         max_tokens=max_tokens,
         overlap_tokens=max(1, max_tokens // 8),
         max_file_bytes=settings.max_file_bytes,
@@ -535,7 +555,7 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
         pair_column=pair_column.strip() or "auto",
         video_segment_s=float(settings.video_segment_s),
         audio_segment_s=float(settings.audio_segment_s),
-        audio_rate=int(getattr(spaces.get("clap"), "sampling_rate", ReadOptions.audio_rate)),
+        audio_rate=int(getattr(hearing, "sampling_rate", ReadOptions.audio_rate)),
         max_media_seconds=float(settings.max_media_seconds),
         max_pdf_pages=settings.max_pdf_pages,
         max_text_bytes=settings.max_text_bytes,
@@ -543,17 +563,18 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
 
 
 def embed_queued(spaces: dict, batch: list[tuple[_Pending, int]]) -> None:
-    """Embed the queued chunks (file, chunk index) in their spaces: fill in their vectors and drop their pixels.
+    """Embed the queued chunks (file, chunk index) in every space of `spaces` that takes their modality: fill in
+    their vectors (space -> vector) and drop their pixels.
 
-    Raises whatever the model raises; the files' vectors are then incomplete.
+    Raises whatever a model raises; the files' vectors are then incomplete.
     """
     for name, space in spaces.items():
-        part = [(f, i) for f, i in batch if f.chunks[i].space == name]
+        part = [(f, i) for f, i in batch if spec_of(name).takes(f.chunks[i].modality)]
         if part:
-            vectors = _embed(space, [f.chunks[i] for f, i in part])
-            for (f, i), vector in zip(part, vectors):
-                f.vectors[i] = vector
-                f.chunks[i] = _without_pixels(f.chunks[i])
+            for (f, i), vector in zip(part, space.embed([f.chunks[i] for f, i in part])):
+                f.vectors[i][name] = vector
+    for f, i in batch:
+        f.chunks[i] = _without_pixels(f.chunks[i])
 
 
 class PartWriter:
@@ -642,27 +663,6 @@ def _ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _embed(space, chunks: list[Chunk]) -> np.ndarray:
-    """Vectors for chunks of mixed modality (all of one space), in the chunks' order.
-
-    A video segment's vector is the mean of its frames' vectors, re-normalised.
-    """
-    vectors = np.zeros((len(chunks), space.info.dim), dtype=np.float32)
-    for modality, method in (("image", "embed_images"), ("page", "embed_images"), ("text", "embed_texts"), ("audio", "embed_audio")):
-        idx = [i for i, c in enumerate(chunks) if c.modality == modality]
-        if idx:
-            vectors[idx] = getattr(space, method)([chunks[i].payload for i in idx])
-    segments = [i for i, c in enumerate(chunks) if c.modality == "video"]
-    if segments:
-        frames = [frame for i in segments for frame in chunks[i].payload]
-        frame_vectors = space.embed_images(frames)
-        ends = np.cumsum([len(chunks[i].payload) for i in segments])
-        for i, part in zip(segments, np.split(frame_vectors, ends[:-1])):
-            vectors[i] = part.mean(axis=0)
-        vectors[segments] = normalize(vectors[segments])
-    return vectors
-
-
 def _without_pixels(chunk: Chunk) -> Chunk:
     """The chunk without its decoded pixels or samples, which are not needed once it is embedded."""
     return chunk if chunk.modality == "text" else replace(chunk, payload=None)
@@ -677,7 +677,7 @@ def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict
     thumbnail = ws.files.save_thumbnail(source_hash, decoded.thumbnail) if decoded.thumbnail is not None else None
     rows: dict[str, tuple[list, list, list, list]] = {}
     saved: dict[int, Path] = {}  # chunks may share one picture (a page's text windows show the page)
-    for chunk, vector in zip(part.chunks, part.vectors):
+    for chunk, vectors_of in zip(part.chunks, part.vectors):
         item_id = f"{source_hash[:32]}:{chunk.locator_key}"
         meta = {
             "source": result.name,
@@ -708,9 +708,10 @@ def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict
                 f.unpaired_example = f.unpaired_example or chunk.pair
         if tags:
             meta["tags"] = tags
-        ids, metadatas, documents, vectors = rows.setdefault(chunk.space, ([], [], [], []))
-        ids.append(item_id)
-        metadatas.append(meta)
-        documents.append(chunk.payload if chunk.modality == "text" else None)
-        vectors.append(vector)
+        for space, vector in vectors_of.items():  # the same item in each space that embeds its modality
+            ids, metadatas, documents, vectors = rows.setdefault(space, ([], [], [], []))
+            ids.append(item_id)
+            metadatas.append(meta)
+            documents.append(chunk.payload if chunk.modality == "text" else None)
+            vectors.append(vector)
     return rows

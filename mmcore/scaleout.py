@@ -24,14 +24,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 
 from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
 from .ingest import (FileResult, IngestReport, PartWriter, SourceFile, _Pending, earlier, embed_queued, pairs_later,
                      read_options, reading_key, tag_list, whole_parts)
 from .journal import Journal, journal_dir, recover
-from .media import may_hold_speech, read_media, space_of
+from .media import may_hold_speech, modalities_of, read_media
+from .spaces.registry import spaces_for
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
 from .workspace import Workspace
@@ -93,7 +93,8 @@ def ingest_on_ray(
     """
     settings = _portable(ws.settings)
     name = collection or settings.collection
-    needed = sorted({space_of(s.name) for s in sources} | {"clip"})
+    wanted = {space for s in sources for m in modalities_of(s.name) for space in spaces_for(m, settings)}
+    needed = [space for space in ws.space_names() if space in wanted or space in spaces_for("text", settings)]
     speech = bool(settings.asr_model) and any(may_hold_speech(s.name) for s in sources)
     journals = journal_dir(settings.data_dir)
     tracker = ProgressTracker(len(sources), on_progress)
@@ -110,7 +111,8 @@ def ingest_on_ray(
     position = 0  # of the next file of `todo` to read
     retry: list[list[_Pending]] = []  # calls to send again, one file each, after their worker died
     attempts: dict[int, int] = {}  # id(pending) -> calls that were lost with it
-    pairing = Pairing(lambda: targets.get("clip"))  # known once the workers say which models they loaded
+    # Known once the workers say which models they loaded: the first space of images, where a CSV's images are.
+    pairing = Pairing(lambda: next((targets[s] for s in spaces_for("image", settings) if s in targets), None))
     cluster = None
     store = None
 
@@ -145,8 +147,9 @@ def ingest_on_ray(
                 finish(result)
                 continue
             result.source_hash = hashlib.sha256(data).hexdigest()
-            space = space_of(source.name)
-            whole, record, _ = earlier(journals, name, result.source_hash, "", lambda: has(space, result.source_hash))
+            own = [space for m in modalities_of(source.name) for space in spaces_for(m, settings)]
+            whole, record, _ = earlier(journals, name, result.source_hash, "",
+                                       lambda: any(has(space, result.source_hash) for space in own))
             if result.source_hash in seen or whole:
                 result.status, result.reason = "skipped", "already in the collection"
                 finish(result)
@@ -394,7 +397,7 @@ class _Worker:
         except MMError as e:  # the same error, saying where
             raise _on_node(e) from None
         self.options = read_options(self.settings, self.spaces, self.csv_rows, self.pair_column)
-        device = str(getattr(self.spaces["clip"], "device", "cpu"))
+        device = str(getattr(next(iter(self.spaces.values()), None), "device", "cpu"))
         reading = reading_key(self.options, self.transcriber is not None)
         return socket.gethostname(), device, {name: space.info for name, space in self.spaces.items()}, reading
 
@@ -419,7 +422,7 @@ class _Worker:
 
         def queue(f: _Pending, chunk) -> None:
             f.chunks.append(chunk)
-            f.vectors.append(None)
+            f.vectors.append({})
             batch.append((f, len(f.chunks) - 1))
             if len(batch) >= self.settings.batch_size:
                 embed()
@@ -451,7 +454,7 @@ class _Worker:
             seconds["read"] += time.perf_counter() - started
         if batch:
             embed()
-        return [(f.failed, f.decoded, f.chunks, np.stack(f.vectors)) if not f.failed else (f.failed, None, [], None)
+        return [(f.failed, f.decoded, f.chunks, f.vectors) if not f.failed else (f.failed, None, [], None)
                 for f in out], seconds
 
 
@@ -499,12 +502,11 @@ def _on_node(error: MMError) -> MMError:
 
 def _portable(settings: Settings) -> Settings:
     """The settings the workers get: model folders as absolute paths (the same path must exist on every node)."""
-    paths = {}
-    for key in ("clip_model", "clap_model", "asr_model"):
-        value = getattr(settings, key)
-        if value and Path(value).expanduser().is_dir():
-            paths[key] = str(Path(value).expanduser().resolve())
-    return replace(settings, **paths)
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value and Path(value).expanduser().is_dir() else value
+
+    return replace(settings, models={space: absolute(model) for space, model in settings.models},
+                   asr_model=absolute(settings.asr_model))
 
 
 def _resources(resources: dict) -> str:

@@ -1,8 +1,10 @@
 """Queries (text, image, audio, an existing item) against a collection, with metadata filters.
 
-A collection may span spaces (`clip` for images, text, pages and video; `clap` for audio). A query is embedded
-once in each space it can be embedded in; scores of different spaces are never compared: lists from different
-spaces are merged by rank (reciprocal rank fusion), never by score.
+A collection may span spaces (mmcore.spaces.registry: by default `clip` for images, text, pages and video, `clap`
+for audio; a modality may live in several). A query is embedded once in each space it can be embedded in; scores
+of different spaces are never compared: lists from different spaces are merged by rank (reciprocal rank fusion),
+never by score. Where a space's model has a probability of its own (SigLIP), hits of the other modality than the
+query's (a text query's pictures, an image query's texts) carry it beside the cosine.
 """
 
 from __future__ import annotations
@@ -17,17 +19,16 @@ from .errors import MMError
 from .files import stored_path
 from .ingest import LOCATOR_KEYS
 from .media import ReadOptions, read_media
-from .media.base import SPACE_OF_MODALITY
 from .media.image import read_image
 from .nearest import nearest
-from .spaces import normalize
+from .spaces.registry import DEFAULT_SPACE, accepts, calibration, names, spec_of
 from .store import Match
 from .vector_cache import vector_cache_dir
 from .workspace import Workspace
 
 MODALITIES = ("image", "text", "page", "video", "audio")
 IMPORTED = "vector"  # the modality of an imported vector with neither an image nor a text (mmcore.vectors)
-MODEL_SPACES = ("clip", "clap")  # spaces with a model to embed queries; others hold imported vectors
+PICTURES = ("image", "page", "video")  # what a text describes, for a model's image-text probability
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009): dampens the weight of top ranks
 
 
@@ -137,8 +138,9 @@ class Hit:
     document: str | None
     thumbnail: str | None
     original: str | None
-    space: str = "clip"
+    space: str = DEFAULT_SPACE
     fused: float | None = None  # the reciprocal rank fusion score, in a list merged across spaces
+    probability: float | None = None  # the space's own probability that the hit matches the query (SigLIP's sigmoid)
     pairs: tuple[Pair, ...] = ()
 
     def to_json(self) -> dict:
@@ -169,17 +171,26 @@ class Query:
     audio_name: str = "query audio"
 
     @property
+    def kind(self) -> str | None:
+        """"text", "image" or "audio": what embeds it; None for an item (it has its vector)."""
+        if self.like is not None:
+            return None
+        return "image" if self.image is not None else "audio" if self.audio is not None else "text"
+
+    @property
     def spaces(self) -> tuple[str, ...]:
         """The spaces this query can be embedded in (an item's own space is known only from the store)."""
-        if self.image is not None:
-            return ("clip",)
-        if self.audio is not None:
-            return ("clap",)
-        return MODEL_SPACES
+        return tuple(s for s in names() if accepts(s, self.kind or "text"))
+
+
+def model_spaces() -> tuple[str, ...]:
+    """The spaces with a model to embed queries; others hold imported vectors (mmcore.vectors)."""
+    return names()
 
 
 def search(
-    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str = "clip"
+    ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None,
+    space: str = DEFAULT_SPACE,
 ) -> list[Hit]:
     """The `k` items of one space nearest to the query, best first, among those that pass the filters.
 
@@ -188,34 +199,39 @@ def search(
         can't be read. NotFound: no such collection or item. ModelUnavailable, SpaceMismatch: as for
         Workspace.collection.
     """
-    target, vector, exclude = _prepare(ws, query, collection, space)
-    return _hits(ws, _nearest(ws, target, vector, k, filters, exclude), space)
+    target, vector, exclude, model = _prepare(ws, query, collection, space)
+    return _calibrated(_hits(ws, _nearest(ws, target, vector, k, filters, exclude), space), query, model)
 
 
 def search_each_modality(
     ws: Workspace, query: Query, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str | None = None
 ) -> dict[str, list[Hit]]:
-    """Top `k` per modality, each from the space that holds that modality, embedding the query once per space.
+    """Top `k` per modality, from the spaces that hold that modality, embedding the query once per space.
 
     Similarities of different modality pairs live on different scales (a text query scores far higher
     against texts than against images), so one merged list by score would bury the images: show them side by
-    side, or merge them by rank with `search_fused`. `space` limits the search to one space (an item's own
-    space for "more like this"; by default every space of the collection the query can be embedded in).
-    Modalities with no hits are left out.
+    side, or merge them by rank with `search_fused`. A modality held by several spaces (images in CLIP and
+    SigLIP) gets their lists merged by rank. `space` limits the search to one space (an item's own space for
+    "more like this"; by default every space of the collection the query can be embedded in). Modalities with
+    no hits are left out.
     """
     filters = filters or Filters()
     name = collection or ws.settings.collection
     spaces = [space] if space else query_spaces(ws, query, name)
-    results: dict[str, list[Hit]] = {}
+    results: dict[str, list[list[Hit]]] = {}
     for one in spaces:
-        target, vector, exclude = _prepare(ws, query, name, one)
-        modalities = [m for m in (filters.modalities or (*MODALITIES, IMPORTED))
-                      if SPACE_OF_MODALITY.get(m, one) == one or one not in MODEL_SPACES]
+        target, vector, exclude, model = _prepare(ws, query, name, one)
+        spec = spec_of(one)
+        modalities = [m for m in (filters.modalities or (*MODALITIES, IMPORTED)) if spec is None or spec.takes(m)]
         for modality in modalities:
-            hits = _hits(ws, _nearest(ws, target, vector, k, replace(filters, modalities=(modality,)), exclude), one)
+            found = _nearest(ws, target, vector, k, replace(filters, modalities=(modality,)), exclude)
+            hits = _calibrated(_hits(ws, found, one), query, model)
             if hits:
-                results[modality] = hits
-    return {m: results[m] for m in MODALITIES if m in results} | {m: h for m, h in results.items() if m not in MODALITIES}
+                results.setdefault(modality, []).append(hits)
+    for lists in results.values():  # an item found in several spaces shows the first one's score: the calibrated one
+        lists.sort(key=lambda hits: calibration(hits[0].space).probability is None)
+    merged = {m: lists[0] if len(lists) == 1 else fuse(lists, k) for m, lists in results.items()}
+    return {m: merged[m] for m in MODALITIES if m in merged} | {m: h for m, h in merged.items() if m not in MODALITIES}
 
 
 def search_fused(
@@ -245,12 +261,21 @@ def with_pairs(ws: Workspace, hits: Sequence[Hit], collection: str | None = None
     """The hits with their pairs (items an image-caption CSV linked, `pair_of`): a caption's image, and up to
     `per_image` captions of an image. Two reads of the store at most, whatever the number of hits."""
     name = collection or ws.settings.collection
-    clip = [h for h in hits if h.space == "clip"]
-    images = [h.id for h in clip if h.modality == "image"]
-    linked = sorted({str(h.metadata["pair_of"]) for h in clip if h.metadata.get("pair_of")})
+    hits = list(hits)
+    for space in dict.fromkeys(h.space for h in hits):
+        spec = spec_of(space)
+        if spec is not None and spec.takes("image") and spec.takes("text"):  # captions live beside their images
+            hits = _with_pairs_in(ws, hits, name, space, per_image)
+    return hits
+
+
+def _with_pairs_in(ws: Workspace, hits: list[Hit], name: str, space: str, per_image: int) -> list[Hit]:
+    own = [h for h in hits if h.space == space]
+    images = [h.id for h in own if h.modality == "image"]
+    linked = sorted({str(h.metadata["pair_of"]) for h in own if h.metadata.get("pair_of")})
     if not images and not linked:
-        return list(hits)
-    target = ws.store.open(name, "clip")
+        return hits
+    target = ws.store.open(name, space)
     found: dict[str, list[Pair]] = {}
     if linked:
         for item in target.get(linked, skip_missing=True):
@@ -263,7 +288,7 @@ def with_pairs(ws: Workspace, hits: Sequence[Hit], collection: str | None = None
             if len(own) < per_image and not meta.get("char_start"):  # a long caption's first window only
                 own.append(_pair(ws, item["id"], meta, item["document"]))
     return [replace(h, pairs=tuple(captions.get(h.id, []) if h.modality == "image" else found.get(h.metadata.get("pair_of"), [])))
-            if h.space == "clip" else h for h in hits]
+            if h.space == space else h for h in hits]
 
 
 def _pair(ws: Workspace, item_id: str, meta: dict, document: str | None) -> Pair:
@@ -284,17 +309,20 @@ def search_image(ws: Workspace, name: str, data: bytes, collection: str | None =
 
 def search_audio(ws: Workspace, name: str, data: bytes, collection: str | None = None, k: int = 20, filters: Filters | None = None) -> list[Hit]:
     """Audio windows nearest to a sound given as bytes (its windows' mean vector). Raises as `search`."""
-    return search(ws, Query(audio=data, audio_name=name), collection, k, filters, space="clap")
+    query = Query(audio=data, audio_name=name)
+    hearing = [s for s in query.spaces if s in ws.space_names()] or list(query.spaces) or [DEFAULT_SPACE]
+    return search(ws, query, collection, k, filters, space=hearing[0])
 
 
 def search_like(
-    ws: Workspace, item_id: str, collection: str | None = None, k: int = 20, filters: Filters | None = None, space: str = "clip"
+    ws: Workspace, item_id: str, collection: str | None = None, k: int = 20, filters: Filters | None = None,
+    space: str = DEFAULT_SPACE,
 ) -> list[Hit]:
     """Items nearest to an item already in the collection, the item itself left out. Needs no model."""
     return search(ws, Query(like=item_id), collection, k, filters, space)
 
 
-def get_item(ws: Workspace, item_id: str, collection: str | None = None, space: str = "clip") -> Hit:
+def get_item(ws: Workspace, item_id: str, collection: str | None = None, space: str = DEFAULT_SPACE) -> Hit:
     """One item as a Hit (score 1): its metadata, document, locator and the paths of its thumbnail and original.
 
     Raises:
@@ -314,11 +342,15 @@ def query_spaces(ws: Workspace, query: Query, name: str) -> list[str]:
     """The collection's spaces this query can be embedded in; a clear error when there are none."""
     present = collection_spaces(ws, name)
     if query.like is not None:
-        return present[:1] if len(present) == 1 else ["clip"]  # an item of a model space is found in its own
-    usable = [s for s in query.spaces if s in present]
+        return present[:1] if len(present) == 1 else [DEFAULT_SPACE]  # an item of a model space is found in its own
+    usable = [s for s in query.spaces if s in present and s in ws.space_names()]
     if usable:
         return usable
-    if present and not set(present) & set(MODEL_SPACES):
+    off = [spec_of(s) for s in query.spaces if s in present]
+    if off:
+        raise MMError(f"Collection {name!r} can be searched so in space {off[0].name!r}, whose model is not configured: "
+                      f"set {off[0].variable} to the model that made it ({ws.store.open(name, off[0].name).space.model_id}).")
+    if present and not set(present) & set(model_spaces()):
         raise MMError(
             f"Collection {name!r} holds vectors of space {present[0]!r}, made without a text or image model: "
             "search it by item (\"more like this\"), not by text or image."
@@ -327,44 +359,60 @@ def query_spaces(ws: Workspace, query: Query, name: str) -> list[str]:
         raise MMError(f"Collection {name!r} has no audio to search by sound: add audio files to it first.")
     if query.image is not None and present:
         raise MMError(f"Collection {name!r} has no images, pages or video to search by image.")
-    return ["clip"]  # lets the store say the collection does not exist
+    return [DEFAULT_SPACE]  # lets the store say the collection does not exist
 
 
-def _prepare(ws: Workspace, query: Query, collection: str | None, space: str = "clip"):
-    """The collection to search, the query's vector, and ids to leave out of the results."""
+def _prepare(ws: Workspace, query: Query, collection: str | None, space: str = DEFAULT_SPACE):
+    """The collection to search, the query's vector, ids to leave out of the results, and the model (None for
+    an item's own vector)."""
     name = collection or ws.settings.collection
     if query.like is not None:
         target = ws.store.open(name, space)  # the item's own vector: no model needed
-        return target, target.get([query.like], with_vectors=True)[0]["vector"], [query.like]
-    if space not in MODEL_SPACES or space not in query.spaces:
-        what = "a sound" if query.audio is not None else "an image" if query.image is not None else "a text"
+        return target, target.get([query.like], with_vectors=True)[0]["vector"], [query.like], None
+    if not accepts(space, query.kind):
+        what = {"audio": "a sound", "image": "an image"}.get(query.kind, "a text")
         raise MMError(
             f"Collection {name!r} is searched in space {space!r}, which can't embed {what}"
-            + ("; search it by item (\"more like this\") instead." if space not in MODEL_SPACES else ".")
+            + ("; search it by item (\"more like this\") instead." if space not in model_spaces() else ".")
         )
-    if space == "clip":
-        _refuse_model_free(ws, name)
+    _refuse_model_free(ws, name)
     model = ws.space(space)
     if query.image is not None:
         target = ws.collection(name, space, create=False)
         image = read_image(query.image_name, query.image, _options(ws, model)).chunks[0].payload
-        return target, model.embed_images([image])[0], []
+        return target, model.embed_query("image", [image]), [], model
     if query.audio is not None:
         target = ws.collection(name, space, create=False)
         chunks = [c for c in read_media(query.audio_name, query.audio, _options(ws, model)).chunks if c.modality == "audio"]
         if not chunks:
             raise MMError(f"{query.audio_name}: no sound in it to search with.")
-        return target, normalize(model.embed_audio([c.payload for c in chunks]).mean(axis=0, keepdims=True))[0], []
+        return target, model.embed_query("audio", [c.payload for c in chunks]), [], model
     if not (query.text or "").strip():
         raise MMError("Type something to search for.")
     target = ws.collection(name, space, create=False)
-    return target, model.embed_texts([query.text])[0], []
+    return target, model.embed_query("text", [query.text]), [], model
+
+
+def _calibrated(hits: list[Hit], query: Query, model) -> list[Hit]:
+    """The hits with their space's own probability of matching the query, where its model has one and the pair
+    is a text and a picture (what such models are trained on)."""
+    probability = calibration(hits[0].space).probability if hits and model is not None else None
+    if probability is None or query.kind not in ("text", "image"):
+        return hits
+    crossed = [i for i, h in enumerate(hits) if (h.modality in PICTURES) == (query.kind == "text")]
+    if not crossed:
+        return hits
+    chances = probability(model, [hits[i].score for i in crossed])
+    out = list(hits)
+    for i, p in zip(crossed, chances):
+        out[i] = replace(out[i], probability=round(float(p), 6))
+    return out
 
 
 def _options(ws: Workspace, model) -> ReadOptions:
     settings = ws.settings
     return ReadOptions(
-        token_spans=model.token_spans, max_tokens=model.max_text_tokens,
+        token_spans=getattr(model, "token_spans", lambda text: []), max_tokens=getattr(model, "max_text_tokens", 1),
         max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels,
         audio_segment_s=float(settings.audio_segment_s), audio_rate=int(getattr(model, "sampling_rate", ReadOptions.audio_rate)),
         max_media_seconds=float(settings.max_media_seconds),
@@ -374,7 +422,7 @@ def _options(ws: Workspace, model) -> ReadOptions:
 def _refuse_model_free(ws: Workspace, name: str) -> None:
     """A clear word when the collection only holds imported vectors (no model to embed a query with)."""
     spaces = collection_spaces(ws, name)
-    if spaces and not set(spaces) & set(MODEL_SPACES):
+    if spaces and not set(spaces) & set(model_spaces()):
         raise MMError(
             f"Collection {name!r} holds vectors of space {spaces[0]!r}, made without a text or image model: "
             "search it by item (\"more like this\"), not by text or image."

@@ -17,6 +17,7 @@ import numpy as np
 from .config import Settings
 from .errors import NotFound, SpaceMismatch, StoreError
 from .spaces import SpaceInfo
+from .spaces.registry import DEFAULT_SPACE, spec_of
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -136,7 +137,7 @@ class Store:
             collection.writer = space
         return collection
 
-    def open(self, name: str, space: str = "clip") -> "ItemCollection":
+    def open(self, name: str, space: str = DEFAULT_SPACE) -> "ItemCollection":
         """An existing collection, whatever model made it (for reads that need no model)."""
         return self._wrap(self._get(f"{validate_name(name)}.{space}", name))
 
@@ -165,7 +166,7 @@ class Store:
         metas = [raw.metadata or {} for raw in self.client.list_collections()]
         return sorted(m["mm_space"] for m in metas if m.get("mm_collection") == name and "mm_space" in m)
 
-    def delete(self, name: str, space: str = "clip") -> None:
+    def delete(self, name: str, space: str = DEFAULT_SPACE) -> None:
         """Remove a collection's space with all its items."""
         self.open(name, space)
         self.before_write()
@@ -224,10 +225,11 @@ class ItemCollection:
         mine = self.space
         if mine is None or (mine.space, mine.model_id, mine.dim) != (space.space, space.model_id, space.dim):
             made_by = f"{mine.model_id} ({mine.dim}-d)" if mine else "an unknown model"
+            spec = spec_of(space.space)
+            fix = f"set {spec.variable}={mine.model_id if mine else '...'} or " if spec is not None else ""
             raise SpaceMismatch(
                 f"Collection {self.name!r} was made with {made_by}, but the current model is {space.model_id} "
-                f"({space.dim}-d). Vectors of different models can't be compared: set MMCORE_CLIP_MODEL={mine.model_id if mine else '...'} "
-                "or use another collection."
+                f"({space.dim}-d). Vectors of different models can't be compared: {fix}use another collection."
             )
         from .spaces.backends import compatible
 

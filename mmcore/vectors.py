@@ -26,7 +26,8 @@ from .journal import Journal, journal_dir, recover
 from .media import ReadOptions
 from .media.image import read_image
 from .safe_io import read_bounded, read_npy
-from .spaces import KNOWN_SPACES, SpaceInfo
+from .spaces import SpaceInfo
+from .spaces.registry import names as model_spaces
 from .vector_cache import record_added, vector_cache_dir
 from .workspace import Workspace
 
@@ -239,10 +240,10 @@ def read_meta(path: Path, expected_rows: int, vectors_name: str, max_bytes: int 
 
 
 def check_space_name(space: str) -> None:
-    """Raises MMError unless `space` can name an imported space (not one a model owns, like `clip`)."""
+    """Raises MMError unless `space` can name an imported space (not one a model family owns: mmcore.spaces.registry)."""
     if not SPACE_PATTERN.match(space or ""):
         raise MMError(f"Invalid space name {space!r}: use 1-32 letters, digits, '-' or '_', starting with a letter or digit.")
-    if space in KNOWN_SPACES:
+    if space in model_spaces():
         raise MMError(f"Space {space!r} belongs to a model; give imported vectors a space of their own (e.g. 'custom').")
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from pathlib import Path
 
-from .config import DEFAULT_CLAP_MODEL, DEFAULT_CLIP_MODEL, Settings
+from .config import Settings
 from .datadir import WriteClaim, check_schema
 from .errors import NotFound, StoreLocked
 from .files import MediaFiles
 from .journal import journal_dir, recover
 from .spaces import Space, get_space
+from .spaces.registry import DEFAULT_SPACE, enabled, specs
 from .store import ItemCollection, Store, open_client
 
 
@@ -43,30 +43,35 @@ class Workspace:
                 self._store = store
             return self._store
 
-    def space(self, name: str = "clip") -> Space:
+    def space(self, name: str = DEFAULT_SPACE) -> Space:
         return get_space(name, self.settings)
 
-    def collection(self, name: str | None = None, space: str = "clip", create: bool = True) -> ItemCollection:
+    def space_names(self) -> list[str]:
+        """The spaces whose model is configured, in registry order."""
+        return [spec.name for spec in enabled(self.settings)]
+
+    def collection(self, name: str | None = None, space: str = DEFAULT_SPACE, create: bool = True) -> ItemCollection:
         """The named (or default) collection of `space`, checked against the space's current model."""
         return self.store.collection(name or self.settings.collection, self.space(space).info, create=create)
 
     def use_recorded_models(self, collection: str | None = None) -> list[str]:
-        """Where a space's model is left at its default hub id, use the local folder that the collection records
-        as its model, if that folder still exists: a collection made with MMCORE_CLIP_MODEL=folder then needs the
-        variable only once. Returns a note per model taken so (for the CLI to print)."""
+        """Where a space's model is left at its default (its family's default hub id, or off for an optional family),
+        use the local folder that the collection records as its model, if that folder still exists: a collection
+        made with MMCORE_CLIP_MODEL=folder then needs the variable only once. Returns a note per model taken so
+        (for the CLI to print)."""
         name = collection or self.settings.collection
         notes = []
-        for space, field, default, variable in (("clip", "clip_model", DEFAULT_CLIP_MODEL, "MMCORE_CLIP_MODEL"),
-                                                ("clap", "clap_model", DEFAULT_CLAP_MODEL, "MMCORE_CLAP_MODEL")):
-            if getattr(self.settings, field) != default:
+        for spec in specs():
+            space, variable = spec.name, spec.variable
+            if self.settings.model_for(space) != spec.default_model:
                 continue
             try:
                 recorded = self.store.open(name, space).space
             except NotFound:
                 continue
             if recorded is not None and Path(recorded.model_id).is_dir():
-                self.settings = replace(self.settings, **{field: recorded.model_id})
-                notes.append(f"note: using the {space.upper()} model that made collection {name!r}: {recorded.model_id} "
+                self.settings = self.settings.with_model(space, recorded.model_id)
+                notes.append(f"note: using the {spec.title} model that made collection {name!r}: {recorded.model_id} "
                              f"({variable} is not set)")
         return notes
 

@@ -7,6 +7,7 @@ from mmcore.analysis.clusters import NOISE, stability_words
 from mmcore.analysis.naming import cluster_names, save_user_labels, user_labels
 from mmcore.analysis.taxonomy import export_taxonomy, load_taxonomy, save_as_tags
 from mmcore.errors import MMError
+from mmcore.spaces.registry import spec_of
 
 SAMPLES = 6
 PER_PAGE = 20
@@ -144,11 +145,11 @@ if taxonomy.edited and st.button("Undo all edits", icon=":material/undo:", disab
                                  help=denied or "Back to the automatic clusters and names; tags already written stay."):
     edit(taxonomy.reset, "All edits undone.")
 
-if space == "clip":
+if (family := spec_of(space)) is not None and family.names_clusters:
     with st.expander("Vocabulary for naming image clusters", icon=":material/dictionary:"):
         user_file = ws.settings.data_dir / "vocabulary.txt"
-        st.caption("Image clusters are named with the labels their CLIP text vectors fit best, from a built-in list "
-                   "of common subjects plus yours below (one per line).")
+        st.caption(f"Image clusters are named with the labels their {family.title} text vectors fit best, from a "
+                   "built-in list of common subjects plus yours below (one per line).")
         extra = st.text_area("Your labels", ui.guarded(lambda: user_labels(user_file), needs_model=False) or "", height=140,
                              placeholder="forklift\nsolar panel\nhandwritten form")
         if st.button("Save labels and rename clusters", icon=":material/save:", disabled=bool(denied), help=denied):

@@ -1,10 +1,7 @@
 import streamlit as st
 
 import ui
-from mmcore.analysis.duplicates import (
-    DEFAULT_IMAGE_IMAGE, DEFAULT_IMAGE_TEXT, DEFAULT_TEXT_TEXT, MAX_THRESHOLD, MIN_THRESHOLD, Thresholds, dismiss,
-    keep_one, review_queue,
-)
+from mmcore.analysis.duplicates import MAX_THRESHOLD, MIN_THRESHOLD, Thresholds, dismiss, keep_one, review_queue
 from mmcore.errors import MMError
 from mmcore.files import stored_path
 
@@ -16,13 +13,15 @@ DONE = "duplicates-done"  # what the last review did, shown after the rerun it t
 ui.page("Duplicates")
 space = ui.space_or_stop()
 
+calibrated = Thresholds.for_space(space)  # each model family's cosines live on their own scale
 with st.expander("Thresholds (cosine similarity)", icon=":material/tune:"):
     a, b, c = st.columns(3)
-    thresholds = Thresholds(
-        image_image=a.slider("Image–image", MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_IMAGE_IMAGE, 0.01),
-        text_text=b.slider("Text–text", MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_TEXT_TEXT, 0.01),
-        image_text=c.slider("Image–text", MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_IMAGE_TEXT, 0.01,
+    thresholds = Thresholds(  # keyed by space: another space's sliders start from its own calibration
+        image_image=a.slider("Image–image", MIN_THRESHOLD, MAX_THRESHOLD, calibrated.image_image, 0.01, key=f"dup-ii-{space}"),
+        text_text=b.slider("Text–text", MIN_THRESHOLD, MAX_THRESHOLD, calibrated.text_text, 0.01, key=f"dup-tt-{space}"),
+        image_text=c.slider("Image–text", MIN_THRESHOLD, MAX_THRESHOLD, calibrated.image_text, 0.01, key=f"dup-it-{space}",
                             help="A text and an image of the same thing score far lower than two copies of an image."),
+        default=calibrated.default,
     )
 
 if done := st.session_state.pop(DONE, None):

@@ -8,6 +8,7 @@ from mmcore.analysis.frame import table_view, with_3d
 from mmcore.analysis.maps import map_3d
 from mmcore.analysis.projection import MAX_NEIGHBORS, MIN_NEIGHBORS, Umap
 from mmcore.search import Query, search
+from mmcore.spaces.registry import accepts
 
 ui.page("Map")
 space = ui.space_or_stop()
@@ -48,11 +49,13 @@ if analysis.stale:
         st.rerun()
 
 a, b = st.columns([5, 1], vertical_alignment="bottom")
-query = a.text_input("Highlight search hits", placeholder="a text query (clip space)", disabled=space != "clip")
+searchable = accepts(space, "text")
+query = a.text_input("Highlight search hits", placeholder=f"a text query ({space} space)", disabled=not searchable)
 three_d = b.toggle("3D")
 highlight = set()
-if query.strip() and space == "clip":
-    hits = ui.guarded(lambda: search(ui.workspace(), Query(text=query), ui.collection(), k=25))
+if query.strip() and searchable:
+    hits = ui.guarded(lambda: search(ui.workspace(), Query(text=query), ui.collection(), k=25, space=space),
+                      needs_model=(space,))
     highlight = {h.id for h in hits or []}
 if three_d:
     with st.spinner("Fitting the 3D map (once per collection version)…"):

@@ -2,15 +2,17 @@ import streamlit as st
 
 import ui
 from mmcore.media import AUDIO_EXTENSIONS
-from mmcore.search import MODEL_SPACES, Query, collection_spaces, search_each_modality, search_fused, with_pairs
+from mmcore.search import Query, collection_spaces, model_spaces, search_each_modality, search_fused, with_pairs
+from mmcore.spaces.registry import DEFAULT_SPACE, QUERY_KINDS, accepts
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 AUDIO_TYPES = [e.lstrip(".") for e in AUDIO_EXTENSIONS]
 COLUMNS = 5
+KIND_LABELS = {"text": "Text", "image": "Image", "audio": "Sound"}
 
 ui.page("Search")
-spaces = collection_spaces(ui.workspace(), ui.collection()) or ["clip"]
-space = ui.space() or "clip"
+spaces = collection_spaces(ui.workspace(), ui.collection()) or [DEFAULT_SPACE]
+space = ui.space() or DEFAULT_SPACE
 
 with st.expander("Filters", icon=":material/filter_list:"):
     filters = ui.filter_widgets("search")
@@ -23,11 +25,11 @@ if like:
     like_id, like_space = like
     ui.like_banner(like_id, like_space)
     query = Query(like=like_id)
-elif not set(spaces) & set(MODEL_SPACES):
+elif not set(spaces) & set(model_spaces()):
     st.info(f"This collection holds vectors of space **{ui.plain(space)}**, made without a text or image model, so it is "
             "searched by item: select items on the Map page and use *More like this*.", icon=":material/info:")
 else:
-    kinds = ["Text", "Image"] + (["Sound"] if "clap" in spaces else [])
+    kinds = [KIND_LABELS[kind] for kind in QUERY_KINDS if any(accepts(s, kind) for s in spaces)]
     left, right = st.columns([3, 2], vertical_alignment="center")
     mode = left.segmented_control("Query by", kinds, default="Text", label_visibility="collapsed")
     fused = right.toggle("All media in one list", help="Merge the lists of every kind and space by rank "
@@ -56,7 +58,7 @@ def grid(hits) -> None:
 
 
 if query is not None and modalities:
-    models = () if query.like else tuple(s for s in query.spaces if s in spaces)
+    models = () if query.like else tuple(s for s in query.spaces if s in spaces and s in ui.workspace().space_names())
     args = (ui.workspace(), query, ui.collection(), k, filters, like_space)
     if query.like is None and fused:
         hits = ui.guarded(lambda: with_pairs(ui.workspace(), search_fused(*args), ui.collection()), needs_model=models)

@@ -50,8 +50,41 @@ def tiny_siglip(path: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     path.mkdir(parents=True, exist_ok=True)
-    SiglipModel(config).save_pretrained(path)
+    model = SiglipModel(config)
+    with torch.no_grad():  # a trained model's values (these init to zero): the probability must use them
+        model.logit_scale.fill_(2.0)
+        model.logit_bias.fill_(-1.0)
+    model.save_pretrained(path)
     SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+def tiny_siglip2(path: Path, seed: int = 0) -> Path:
+    """A SigLIP 2 NaFlex checkpoint: each image resized to at most 256 patches of 16 px (the processor's own
+    defaults) with its aspect ratio kept (`pixel_attention_mask`, `spatial_shapes`), and a Gemma-style tokenizer
+    whose texts are padded to 64 tokens."""
+    import torch
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor, Siglip2Tokenizer
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for ch in string.ascii_lowercase + string.digits + string.punctuation + " ":
+        vocab.setdefault(ch, len(vocab))
+    tokenizer = Siglip2Tokenizer(vocab=vocab, merges=[])
+    config = Siglip2Config(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           patch_size=16, num_patches=256),
+    )
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    model = Siglip2Model(config)
+    with torch.no_grad():  # a trained model's values (these init to zero): the probability must use them
+        model.logit_scale.fill_(2.3)
+        model.logit_bias.fill_(-1.5)
+    model.save_pretrained(path)
+    images = Siglip2ImageProcessor(patch_size=16, max_num_patches=256)
+    Siglip2Processor(image_processor=images, tokenizer=tokenizer).save_pretrained(path)
     return path
 
 

@@ -33,7 +33,7 @@ def other_clip_dir(tmp_path_factory):
 @pytest.fixture
 def settings(tmp_path, clip_dir):
     # A small batch size, so ingesting a handful of files already takes several model batches.
-    return Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), batch_size=4)
+    return Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, batch_size=4)
 
 
 @pytest.fixture

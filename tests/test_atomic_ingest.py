@@ -185,7 +185,7 @@ def folder(tmp_path_factory) -> Path:
 
 
 def settings_for(data_dir: Path, clip_dir: Path, clap_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, clip_model=str(clip_dir), clap_model=str(clap_dir), batch_size=4)
+    return Settings(data_dir=data_dir, models={"clip": str(clip_dir), "clap": str(clap_dir)}, batch_size=4)
 
 
 def snapshot(store: Store) -> dict[str, dict]:
@@ -222,8 +222,8 @@ def reference(folder, clip_dir, clap_dir, tmp_path_factory) -> dict[str, dict]:
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
-    env.update(MMCORE_DATA_DIR=str(settings.data_dir), MMCORE_CLIP_MODEL=settings.clip_model,
-               MMCORE_CLAP_MODEL=settings.clap_model, MMCORE_BATCH_SIZE=str(settings.batch_size), HF_HUB_OFFLINE="1",
+    env.update(MMCORE_DATA_DIR=str(settings.data_dir), MMCORE_CLIP_MODEL=settings.model_for("clip"),
+               MMCORE_CLAP_MODEL=settings.model_for("clap"), MMCORE_BATCH_SIZE=str(settings.batch_size), HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT), **extra)
     return env
 

@@ -13,7 +13,8 @@ import pytest
 import media_audio as ma
 from mmcore.config import Settings
 from mmcore.errors import MediaError, ModelUnavailable
-from mmcore.media import SUPPORTED_EXTENSIONS, ReadOptions, read_media, space_of
+from mmcore.media import SUPPORTED_EXTENSIONS, ReadOptions, modalities_of, read_media
+from mmcore.spaces.registry import require, spaces_for
 from mmcore.media.audio import EXTENSIONS, THUMBNAIL_SIZE, sniff_container
 from mmcore.spaces import get_space, is_loaded
 
@@ -50,7 +51,8 @@ def spans(decoded) -> list[tuple[float, float]]:
 def test_every_audio_extension_is_read_and_goes_to_the_clap_space():
     for ext in (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus"):
         assert ext in EXTENSIONS and ext in SUPPORTED_EXTENSIONS
-        assert space_of(f"sound{ext}") == "clap"
+        assert modalities_of(f"sound{ext}") == ("audio",)
+    assert spaces_for("audio", Settings()) == ["clap"]
 
 
 def test_wav_is_split_into_windows_with_locators():
@@ -59,7 +61,7 @@ def test_wav_is_split_into_windows_with_locators():
     assert (decoded.mime, decoded.stored_ext) == ("audio/wav", ".wav")
     assert spans(decoded) == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
     for chunk in decoded.chunks:
-        assert chunk.modality == "audio" and chunk.space == "clap"
+        assert chunk.modality == "audio"
         assert chunk.payload.dtype == np.float32 and chunk.payload.ndim == 1
         assert len(chunk.payload) == round((chunk.locator["end_s"] - chunk.locator["start_s"]) * RATE)
         assert chunk.meta == {"sample_rate": RATE, "channels": 1, "duration_s": 25.0}
@@ -213,7 +215,7 @@ def test_empty_file_is_refused():
 
 @pytest.fixture
 def clap_settings(tmp_path, clap_dir, clip_dir):
-    return Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), clap_model=str(clap_dir), batch_size=4)
+    return Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "clap": str(clap_dir)}, batch_size=4)
 
 
 @pytest.fixture
@@ -234,7 +236,7 @@ def test_clap_space_loads_from_a_local_folder(clap, clap_settings, clap_dir):
     assert clap.info.space == "clap"
     assert clap.info.model_id == str(Path(clap_dir).resolve())
     assert clap.info.dim == 16 and clap.info.revision == "local"
-    assert clap.modalities == {"audio", "text"}
+    assert require("clap").modalities == {"audio"} and require("clap").queries == {"text", "audio"}
     assert clap.sampling_rate == RATE
     assert clap.max_text_tokens == 62  # 64 positions less <s> and </s>
     assert is_loaded("clap", clap_settings)
@@ -289,7 +291,7 @@ def test_over_long_text_is_truncated_not_refused(clap):
 def test_missing_clap_folder_says_how_to_provide_one(tmp_path):
     missing = tmp_path / "no-such-clap"
     with pytest.raises(ModelUnavailable) as caught:
-        get_space("clap", Settings(data_dir=tmp_path, clap_model=str(missing)))
+        get_space("clap", Settings(data_dir=tmp_path, models={"clap": str(missing)}))
     message = str(caught.value)
     assert "MMCORE_CLAP_MODEL" in message and str(missing) in message
     assert "hf download laion/clap-htsat-unfused" in message
@@ -297,7 +299,7 @@ def test_missing_clap_folder_says_how_to_provide_one(tmp_path):
 
 def test_uncached_clap_hub_id_is_unavailable(tmp_path):
     with pytest.raises(ModelUnavailable) as caught:
-        get_space("clap", Settings(data_dir=tmp_path, clap_model="nobody/not-a-clap"))
+        get_space("clap", Settings(data_dir=tmp_path, models={"clap": "nobody/not-a-clap"}))
     assert "nobody/not-a-clap" in str(caught.value) and "MMCORE_CLAP_MODEL" in str(caught.value)
 
 
@@ -318,10 +320,10 @@ def test_pickled_clap_weights_are_refused_and_never_unpickled(tmp_path, clap_dir
     marker = tmp_path / "pwned"
     (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps(_CreatesMarker(marker)))
     with pytest.raises(ModelUnavailable, match="safetensors"):
-        get_space("clap", Settings(data_dir=tmp_path, clap_model=str(model_dir)))
+        get_space("clap", Settings(data_dir=tmp_path, models={"clap": str(model_dir)}))
     assert not marker.exists(), "the pickled weights were unpickled"
 
 
 def test_a_clip_checkpoint_is_not_a_clap_model(tmp_path, clip_dir):
     with pytest.raises(ModelUnavailable, match="not a CLAP model"):
-        get_space("clap", Settings(data_dir=tmp_path, clap_model=str(clip_dir)))
+        get_space("clap", Settings(data_dir=tmp_path, models={"clap": str(clip_dir)}))

@@ -42,7 +42,7 @@ def own_cache(tmp_path_factory):
 
 
 def settings_for(tmp_path, clip_dir, backend, batch_size=4):
-    return Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), batch_size=batch_size, backend=backend)
+    return Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, batch_size=batch_size, backend=backend)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_an_unknown_backend_is_refused_by_name(tmp_path, clip_dir):
 
 def test_openvino_refuses_a_gpu_device_instead_of_ignoring_it(tmp_path, clip_dir):
     with pytest.raises(BackendUnavailable, match="MMCORE_DEVICE=cpu"):
-        get_space("clip", Settings(data_dir=tmp_path, clip_model=str(clip_dir), device="cuda", backend=OPENVINO_BF16))
+        get_space("clip", Settings(data_dir=tmp_path, models={"clip": str(clip_dir)}, device="cuda", backend=OPENVINO_BF16))
 
 
 def test_openvino_missing_is_a_clear_error(tmp_path, clip_dir, monkeypatch):

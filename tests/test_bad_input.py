@@ -106,7 +106,7 @@ BAD_FILES = [
 def seeded(tmp_path_factory, clip_dir, clap_dir, media):
     """A workspace with both spaces that already holds an image, a text and a sound."""
     data_dir = tmp_path_factory.mktemp("bad-input") / "data"
-    ws = Workspace(Settings(data_dir=data_dir, clip_model=str(clip_dir), clap_model=str(clap_dir), batch_size=4))
+    ws = Workspace(Settings(data_dir=data_dir, models={"clip": str(clip_dir), "clap": str(clap_dir)}, batch_size=4))
     good = [SourceFile("img.jpg", path=media["img.jpg"]), SourceFile("long.txt", path=media["long.txt"]),
             SourceFile("tone.wav", data=ma.make_wav(2.0))]
     report = ingest(ws, good)
@@ -156,7 +156,7 @@ def test_markup_in_a_text_file_is_stored_as_plain_text(ws, markup):
 
 
 def test_text_limit_comes_from_the_settings(tmp_path, clip_dir):
-    ws = Workspace(Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), max_text_bytes=1024))
+    ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, max_text_bytes=1024))
     report = ingest(ws, [SourceFile("small.txt", data=b"word " * 100), SourceFile("big.txt", data=b"word " * 300)])
     assert [r.status for r in report.results] == ["added", "failed"]
     assert "limit for text" in report.results[1].reason and "MMCORE_MAX_TEXT_MB" in report.results[1].reason

@@ -40,7 +40,7 @@ def data_dir(tmp_path_factory, clip_dir):
     harbour().save(files / "harbour-copy.jpg", quality=95)
     night().save(files / "night.png")
     data = tmp_path_factory.mktemp("duplicates-data")
-    with Workspace(Settings(data_dir=data, clip_model=str(clip_dir))) as ws:
+    with Workspace(Settings(data_dir=data, models={"clip": str(clip_dir)})) as ws:
         report = ingest(ws, [SourceFile(p.name, path=p) for p in sorted(files.iterdir())])
     assert report.items_added == 3, report.results
     return data
@@ -74,7 +74,7 @@ def test_review_a_duplicate_set_and_tag_the_copy(data_dir, clip_dir, page):
         expect(page.get_by_text("tagged 1 other item(s)")).to_be_visible()
         expect(page.get_by_text("No near-duplicates left to review")).to_be_visible()
 
-    items = Workspace(Settings(data_dir=data_dir, clip_model=str(clip_dir))).store.open("default").all(with_vectors=False)
+    items = Workspace(Settings(data_dir=data_dir, models={"clip": str(clip_dir)})).store.open("default").all(with_vectors=False)
     by_source = {meta["source"]: (id_, meta) for id_, meta in zip(items.ids, items.metadatas)}
     copies = sorted((by_source[name] for name in ("harbour.png", "harbour-copy.jpg")), key=lambda x: (x[1]["added_at"], x[0]))
     (kept_id, kept), (_, other) = copies  # the suggested keeper: earliest added, then smallest id

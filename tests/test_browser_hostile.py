@@ -108,7 +108,7 @@ def data_dir(tmp_path_factory, clip_dir):
                          f"{blob} {HOSTILE} {PLOTLY}", f"value {b} {HOSTILE} {PLOTLY}"])
     (files / "meta.csv").write_bytes(csv_bytes(rows))
 
-    with Workspace(Settings(data_dir=data, clip_model=str(clip_dir))) as ws:
+    with Workspace(Settings(data_dir=data, models={"clip": str(clip_dir)})) as ws:
         report = ingest(ws, sources, collection=COLLECTION, tags=[f"tag {HOSTILE}"], csv_rows=True)
         assert report.ok, report.results
         imported = import_vectors(ws, files / "vectors.npy", files / "meta.csv", COLLECTION, "vecs")

@@ -106,7 +106,7 @@ def items_added(result: dict) -> int:
 
 @pytest.fixture
 def server_ws(tmp_path, server, clip_dir):
-    return Workspace(Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), chroma_host="127.0.0.1", chroma_port=server))
+    return Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, chroma_host="127.0.0.1", chroma_port=server))
 
 
 def test_two_processes_ingest_disjoint_folders_into_one_collection_at_once(tmp_path, server, clip_dir, server_ws):

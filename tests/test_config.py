@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from mmcore.config import DEFAULT_CLIP_MODEL, Settings
+from mmcore.config import Settings
+from mmcore.spaces.clip import DEFAULT_CLIP_MODEL
 from mmcore.errors import MMError
 
 
 def test_defaults_without_environment():
     settings = Settings.from_env({})
     assert settings == Settings()
-    assert settings.data_dir == Path("mmdata") and settings.clip_model == DEFAULT_CLIP_MODEL
+    assert settings.data_dir == Path("mmdata") and settings.model_for("clip") == DEFAULT_CLIP_MODEL
     assert settings.collection == "default" and settings.chroma_host is None
 
 
@@ -24,7 +25,7 @@ def test_values_from_environment():
         "MMCORE_CHROMA_HOST": "", "MMCORE_DEVICE": "cpu",
     })
     assert settings.data_dir == Path("/srv/mm")
-    assert settings.clip_model == "./models/clip" and settings.collection == "photos"
+    assert settings.model_for("clip") == "./models/clip" and settings.collection == "photos"
     assert settings.batch_size == 8
     assert settings.max_file_bytes == 2 * 1024 * 1024
     assert settings.max_image_pixels == 1_000_000

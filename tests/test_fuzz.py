@@ -22,7 +22,7 @@ import media_factory as mf
 import media_pdf as mp
 from mmcore.errors import MediaError
 from mmcore.media import Decoded, ReadOptions, read_media
-from mmcore.media.base import SPACE_OF_MODALITY
+from mmcore.media.base import MODALITIES
 
 # Pillow warns about every broken TIFF tag it skips: expected here, and noise in the report.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")
@@ -111,7 +111,7 @@ def check(name: str, data: bytes, options: ReadOptions, csv_rows: bool = False) 
         assert e.name == name and e.reason
         return
     assert isinstance(decoded, Decoded) and decoded.chunks
-    assert all(chunk.modality in SPACE_OF_MODALITY for chunk in decoded.chunks)
+    assert all(chunk.modality in MODALITIES for chunk in decoded.chunks)
 
 
 @pytest.mark.parametrize("name", sorted(SEEDS))

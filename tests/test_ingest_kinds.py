@@ -37,7 +37,7 @@ def mixed(tmp_path_factory) -> Path:
 
 def test_sounds_without_a_clap_model_fail_by_name_and_every_other_file_is_stored(tmp_path, clip_dir, mixed):
     missing = tmp_path / "no-such-clap"
-    ws = Workspace(Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), clap_model=str(missing), batch_size=4))
+    ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "clap": str(missing)}, batch_size=4))
     files = [SourceFile(p.name, path=p) for p in sorted(mixed.iterdir())]
     report = ingest(ws, files)
 

@@ -116,7 +116,7 @@ def audio_ws(tmp_path, clip_dir, clap_dir):
     from mmcore.config import Settings
     from mmcore.workspace import Workspace
 
-    return Workspace(Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), clap_model=str(clap_dir), batch_size=4))
+    return Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "clap": str(clap_dir)}, batch_size=4))
 
 
 def test_audio_windows_go_to_the_clap_space_and_a_window_finds_itself(audio_ws, media):

@@ -41,7 +41,7 @@ def today():
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory, clip_dir, media):
     """One workspace holding the standard media: images tagged beach+a, texts tagged notes. Read-only for tests."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("loaded") / "data", clip_model=str(clip_dir), batch_size=4)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("loaded") / "data", models={"clip": str(clip_dir)}, batch_size=4)
     ws = Workspace(settings)
     started = int(time.time())
     progress = []
@@ -385,7 +385,7 @@ def test_parsed_filters_select_in_search(loaded):
 def test_collection_refuses_another_model(ws, media, other_clip_dir, clip_dir):
     ingest(ws, sources(media, ["img.bmp", "long.txt"]))
     item_id = next(iter(all_items(ws)))
-    other = Workspace(Settings(data_dir=ws.settings.data_dir, clip_model=str(other_clip_dir), batch_size=4))
+    other = Workspace(Settings(data_dir=ws.settings.data_dir, models={"clip": str(other_clip_dir)}, batch_size=4))
     assert other.space().info.dim == 24
 
     with pytest.raises(SpaceMismatch) as caught:
@@ -408,7 +408,7 @@ def test_collection_refuses_another_model(ws, media, other_clip_dir, clip_dir):
 
 def test_new_workspace_on_the_same_data_dir_sees_everything(loaded, media, clip_dir):
     old = loaded["ws"]
-    fresh = Workspace(Settings(data_dir=old.settings.data_dir, clip_model=str(clip_dir), batch_size=4))
+    fresh = Workspace(Settings(data_dir=old.settings.data_dir, models={"clip": str(clip_dir)}, batch_size=4))
     assert fresh.store is not old.store
     assert set(all_items(fresh)) == set(all_items(old))
     hits = search_image(fresh, "img.gif", media["img.gif"].read_bytes(), k=1)

@@ -40,9 +40,9 @@ def pickled_checkpoint(path: Path, marker: Path) -> None:
 
 # How each kind of model is loaded, from its folder: the same entry points ingest and search use.
 LOADERS = {
-    "clip": lambda folder, data: get_space("clip", Settings(data_dir=data, clip_model=str(folder))),
+    "clip": lambda folder, data: get_space("clip", Settings(data_dir=data, models={"clip": str(folder)})),
     "clip (ClipSpace.load)": lambda folder, data: ClipSpace.load(str(folder), device="cpu"),
-    "clap": lambda folder, data: get_space("clap", Settings(data_dir=data, clap_model=str(folder))),
+    "clap": lambda folder, data: get_space("clap", Settings(data_dir=data, models={"clap": str(folder)})),
     "whisper": lambda folder, data: get_transcriber(Settings(data_dir=data, asr_model=str(folder))),
 }
 CHECKPOINTS = {"clip": "clip_dir", "clip (ClipSpace.load)": "clip_dir", "clap": "clap_dir", "whisper": "whisper_dir"}

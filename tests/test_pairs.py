@@ -34,7 +34,7 @@ CAPTIONS = (
 
 @pytest.fixture(scope="module")
 def space(clip_dir):
-    return get_space("clip", Settings(clip_model=str(clip_dir)))
+    return get_space("clip", Settings(models={"clip": str(clip_dir)}))
 
 
 def rows_options(space, **kw) -> ReadOptions:
@@ -173,5 +173,5 @@ def test_the_cli_pairs_by_default_and_not_with_pair_column_none(tmp_path, clip_d
     plain = subprocess.run([sys.executable, "-m", "mmcore", "ingest", str(folder / "captions.csv"), "--pair-column",
                             "none", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0, plain.stderr
-    docs = Workspace(Settings(data_dir=tmp_path / "other", clip_model=str(clip_dir))).collection().all(with_vectors=False).documents
+    docs = Workspace(Settings(data_dir=tmp_path / "other", models={"clip": str(clip_dir)})).collection().all(with_vectors=False).documents
     assert "image: a.jpg; caption: A red kite over the beach ." in docs, "--pair-column none: rows as before"

@@ -12,7 +12,7 @@ from pypdfium2.internal import bases
 
 from media_pdf import make_pdf
 from mmcore.errors import MediaError
-from mmcore.media import SUPPORTED_EXTENSIONS, ReadOptions, read_media
+from mmcore.media import SUPPORTED_EXTENSIONS, ReadOptions, modalities_of, read_media
 from mmcore.media import pdf as pdf_reader
 from mmcore.media.image import THUMBNAIL_SIZE
 from mmcore.media.pdf import RENDER_SIZE, read_pdf
@@ -45,7 +45,7 @@ def test_each_page_is_an_image_chunk_and_its_text_a_text_chunk(options):
     texts = [c for c in decoded.chunks if c.modality == "text"]
     assert [c.locator for c in pages] == [{"page": 1}, {"page": 2}, {"page": 3}]
     for chunk in pages:
-        assert chunk.space == "clip"
+        assert chunk.modality in modalities_of("doc.pdf")
         assert chunk.payload.mode == "RGB"
         # A US Letter page (612 x 792 pt) renders with its long side at RENDER_SIZE, aspect kept.
         width, height = chunk.payload.size

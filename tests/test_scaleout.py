@@ -133,7 +133,7 @@ def test_ingest_on_a_ray_cluster_stores_what_a_local_ingest_stores(tmp_path, ray
     assert len(workers) == 2 and sum(w["files"] for w in workers) == 6, "two 1-CPU workers on the 2-CPU cluster did it all"
 
     # The same files ingested here, with the same models, into another collection and data dir.
-    ws = Workspace(Settings(data_dir=tmp_path / "local-data", clip_model=str(clip_dir), clap_model=str(clap_dir),
+    ws = Workspace(Settings(data_dir=tmp_path / "local-data", models={"clip": str(clip_dir), "clap": str(clap_dir)},
                             chroma_host="127.0.0.1", chroma_port=server, batch_size=2))
     local = ingest(ws, [SourceFile(f"in/{p.name}", path=p) for p in sorted(folder.iterdir())], collection="here")
     assert {r.name: r.items for r in local.results if r.status == "added"} == \
@@ -195,5 +195,5 @@ def test_files_of_a_worker_that_dies_go_to_the_others(tmp_path, ray_cluster, ser
     assert "Ray: a worker died" in err
     assert "added 80 files (80 items), skipped 0, failed 0" in out
     assert "Ray workers: 2: " in out and out.count("(died)") == 1, "the survivor did the rest"
-    ws = Workspace(Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), chroma_host="127.0.0.1", chroma_port=server))
+    ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, chroma_host="127.0.0.1", chroma_port=server))
     assert ws.store.open("survivor", "clip").count() == 80

@@ -13,6 +13,7 @@ import media_factory as mf
 from mmcore.config import Settings
 from mmcore.errors import MMError, ModelUnavailable
 from mmcore.spaces import get_space, is_loaded, load_failure
+from mmcore.spaces.registry import require
 
 TEXTS = ["a red square", "the harbour at dawn", "mackerel and crushed ice", "42", "tide tables, 1012 hPa", "x"]
 
@@ -37,7 +38,7 @@ def test_space_describes_its_model(space, clip_dir):
     assert space.info.space == "clip"
     assert space.info.model_id == str(Path(clip_dir).resolve())
     assert space.info.dim == 16
-    assert space.modalities == {"image", "text"}
+    assert require("clip").modalities == {"image", "text", "page", "video"} and require("clip").queries == {"text", "image"}
     assert space.max_text_tokens == 75  # 77 positions less the start and end tokens
 
 
@@ -94,7 +95,7 @@ def test_get_space_loads_once_and_shares(settings, ws):
     assert is_loaded("clip", settings)
     assert get_space("clip", settings) is first
     assert ws.space() is first
-    assert get_space("clip", Settings(data_dir=settings.data_dir / "elsewhere", clip_model=settings.clip_model, batch_size=4)) is first
+    assert get_space("clip", Settings(data_dir=settings.data_dir / "elsewhere", models={"clip": settings.model_for("clip")}, batch_size=4)) is first
 
 
 def test_unknown_space_is_refused(settings):
@@ -105,7 +106,7 @@ def test_unknown_space_is_refused(settings):
 def test_missing_local_folder_names_the_setting(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelUnavailable) as caught:
-        get_space("clip", Settings(data_dir=tmp_path, clip_model=str(missing)))
+        get_space("clip", Settings(data_dir=tmp_path, models={"clip": str(missing)}))
     assert "MMCORE_CLIP_MODEL" in str(caught.value)
     assert str(missing) in str(caught.value)
 
@@ -114,21 +115,21 @@ def test_folder_that_is_not_a_checkpoint_is_unavailable(tmp_path):
     empty = tmp_path / "empty-model"
     empty.mkdir()
     with pytest.raises(ModelUnavailable, match="MMCORE_CLIP_MODEL"):
-        get_space("clip", Settings(data_dir=tmp_path, clip_model=str(empty)))
+        get_space("clip", Settings(data_dir=tmp_path, models={"clip": str(empty)}))
 
 
 def test_uncached_hub_id_is_unavailable(tmp_path):
     with pytest.raises(ModelUnavailable) as caught:
-        get_space("clip", Settings(data_dir=tmp_path, clip_model="nobody/not-a-model"))
+        get_space("clip", Settings(data_dir=tmp_path, models={"clip": "nobody/not-a-model"}))
     assert "nobody/not-a-model" in str(caught.value)
     assert "MMCORE_CLIP_MODEL" in str(caught.value)
-    assert not is_loaded("clip", Settings(data_dir=tmp_path, clip_model="nobody/not-a-model"))
+    assert not is_loaded("clip", Settings(data_dir=tmp_path, models={"clip": "nobody/not-a-model"}))
 
 
 def test_a_failed_load_is_remembered_until_one_succeeds(tmp_path, clip_dir):
     """The sidebar shows why a model is missing instead of "loads on first use"; providing it clears that."""
     folder = tmp_path / "clip-later"
-    settings = Settings(data_dir=tmp_path, clip_model=str(folder))
+    settings = Settings(data_dir=tmp_path, models={"clip": str(folder)})
     assert load_failure("clip", settings) is None
     with pytest.raises(ModelUnavailable) as caught:
         get_space("clip", settings)
@@ -162,7 +163,7 @@ def test_pickled_weights_are_refused_and_never_unpickled(tmp_path, clip_dir):
     (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps(_CreatesMarker(marker)))
 
     with pytest.raises(ModelUnavailable) as caught:
-        get_space("clip", Settings(data_dir=tmp_path, clip_model=str(model_dir)))
+        get_space("clip", Settings(data_dir=tmp_path, models={"clip": str(model_dir)}))
     assert "safetensors" in str(caught.value)
     assert not marker.exists(), "the pickled weights were unpickled"
 

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def asr_settings(tmp_path, clip_dir, clap_dir, whisper_dir):
-    return Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), clap_model=str(clap_dir),
+    return Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "clap": str(clap_dir)},
                     asr_model=str(whisper_dir), batch_size=4)
 
 
@@ -137,7 +137,7 @@ def test_segments_join_the_window_that_holds_their_middle_and_silent_windows_get
         ({"start_s": 0, "end_s": 10}, "hello there general", "picture 0"),  # 4-12 s is mostly before 10 s
         ({"start_s": 20, "end_s": 25}, "bye", "picture 20"),
     ], "10-20 s has no speech: no item"
-    assert all(c.modality == "text" and c.space == "clip" and c.meta == {"transcript": True} for c in chunks)
+    assert all(c.modality == "text" and c.meta == {"transcript": True} for c in chunks)
     assert [c.locator_key for c in chunks] == ["text.t0-10", "text.t20-25"]
 
 
@@ -201,7 +201,7 @@ def test_speech_in_a_video_lines_up_with_its_segments_and_keyframes(asr_settings
 
 def test_without_a_speech_model_nothing_is_transcribed(tmp_path, clip_dir, clap_dir, whisper_dir, monkeypatch):
     monkeypatch.setattr("mmcore.ingest.get_transcriber", lambda settings: pytest.fail("loaded a speech model"))
-    ws = Workspace(Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), clap_model=str(clap_dir)))
+    ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "clap": str(clap_dir)}))
     report = ingest(ws, [SourceFile("talk.mp4", data=make_video(seconds=5, fps=5, audio=True)),
                          SourceFile("talk.wav", data=ma.make_wav(5))])
     assert report.ok and report.seconds["transcribe"] == 0
@@ -210,13 +210,13 @@ def test_without_a_speech_model_nothing_is_transcribed(tmp_path, clip_dir, clap_
 
 def test_with_a_speech_model_other_files_do_not_load_it(tmp_path, clip_dir, monkeypatch, media):
     monkeypatch.setattr("mmcore.ingest.get_transcriber", lambda settings: pytest.fail("loaded a speech model"))
-    ws = Workspace(Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), asr_model=str(tmp_path / "nothing")))
+    ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, asr_model=str(tmp_path / "nothing")))
     assert ingest(ws, [SourceFile("img.png", path=Path(media["img.png"]))]).ok
 
 
 def test_a_missing_speech_model_folder_says_how_to_provide_one_and_stores_nothing(tmp_path, clip_dir):
     missing = tmp_path / "no-such-whisper"
-    settings = Settings(data_dir=tmp_path / "data", clip_model=str(clip_dir), asr_model=str(missing))
+    settings = Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, asr_model=str(missing))
     ws = Workspace(settings)
     report = ingest(ws, [SourceFile("talk.mp4", data=make_video(seconds=2, fps=5, audio=True))])
     [(status, message)] = [(r.status, r.reason) for r in report.results]

@@ -59,7 +59,7 @@ def test_segments_cover_the_video_and_the_last_ends_at_its_end(clip25):
     ]
     assert [c.locator_key for c in decoded.chunks] == ["video.t0-10", "video.t10-20", "video.t20-25"]
     for chunk in decoded.chunks:
-        assert chunk.modality == "video" and chunk.space == "clip"
+        assert chunk.modality == "video"
         assert chunk.meta == {"codec": "h264", "fps": 10.0, "width": 64, "height": 48, "duration_s": 25.0}
         assert all(frame.mode == "RGB" and frame.size == (64, 48) for frame in chunk.payload)
     # One frame a second (the default), the last segment only for its 5 s.

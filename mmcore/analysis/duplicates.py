@@ -22,12 +22,14 @@ from cachetools import LRUCache
 from ..errors import MediaError, MMError
 from ..files import write_atomically
 from ..safe_io import read_json
+from ..spaces.registry import Calibration, calibration
 from ..store import ItemCollection, Items
 from ..vector_cache import items_with_vectors, vector_cache_dir
 from ..workspace import Workspace
 
-DEFAULT_IMAGE_IMAGE = DEFAULT_TEXT_TEXT = DEFAULT_OTHER = 0.95
-DEFAULT_IMAGE_TEXT = 0.40  # CLIP scores an image against its own caption far lower than two copies of an image
+# The defaults of a space without a family (imported vectors); a family's own come from its calibration.
+DEFAULT_IMAGE_IMAGE = DEFAULT_TEXT_TEXT = DEFAULT_OTHER = Calibration().duplicate
+DEFAULT_IMAGE_TEXT = Calibration().image_text
 MIN_THRESHOLD, MAX_THRESHOLD = 0.1, 1.0  # below 0.1 nearly every pair matches and the queue is one huge set
 DEFAULT_K, MIN_K, MAX_K = 10, 1, 100
 SLACK = 1e-6  # float32 rounding: a copy scored 0.9999999 is still "at or above" a threshold of 1.0
@@ -60,6 +62,12 @@ class Thresholds:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_THRESHOLD <= value <= MAX_THRESHOLD:
                 raise MMError(f"The {f.name.replace('_', '-')} duplicate threshold must be a cosine similarity between "
                               f"{MIN_THRESHOLD} and {MAX_THRESHOLD}, got {value!r}.")
+
+    @classmethod
+    def for_space(cls, space: str) -> "Thresholds":
+        """The thresholds the space's family is calibrated for (mmcore.spaces.registry.Calibration)."""
+        own = calibration(space)
+        return cls(image_image=own.duplicate, text_text=own.duplicate, image_text=own.image_text, default=own.duplicate)
 
     def for_pair(self, a: str, b: str) -> float:
         """The threshold for an item of modality `a` and one of modality `b` (in either order)."""
@@ -247,10 +255,11 @@ def dismiss(ws: Workspace, collection: ItemCollection, duplicates: DuplicateSet)
 
 
 def review_queue(
-    ws: Workspace, collection: ItemCollection, thresholds: Thresholds = Thresholds(), k: int = DEFAULT_K
+    ws: Workspace, collection: ItemCollection, thresholds: Thresholds | None = None, k: int = DEFAULT_K
 ) -> list[DuplicateSet]:
     """The duplicate sets of a collection still to review, highest similarity first: items tagged
-    `duplicate` and pairs dismissed with `dismiss` are left out.
+    `duplicate` and pairs dismissed with `dismiss` are left out. `thresholds` default to those of the
+    collection's space (`Thresholds.for_space`).
 
     Similarities are computed once per collection version, thresholds and k, and kept in memory: tagging
     and dismissing only regroup the pairs, and deleting through `keep_one` carries them over.
@@ -258,6 +267,8 @@ def review_queue(
     Raises:
         MMError: k is out of range, or the reviews file is unreadable. StoreError: the store can't be read.
     """
+    if thresholds is None:
+        thresholds = Thresholds.for_space(collection.space.space if collection.space else "")
     pairs, info = _memoised(collection, thresholds, k, vector_cache_dir(ws.settings.data_dir))
     if not pairs:
         return []

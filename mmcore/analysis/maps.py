@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import MediaError, MMError
 from ..files import write_atomically
 from ..safe_io import MAX_RECORD_BYTES, load_npz
+from ..spaces.registry import DEFAULT_SPACE
 from ..vector_cache import Vectors, read_vectors, vector_cache_dir
 from ..workspace import Workspace
 from .clusters import NOISE, Clusters, Hdbscan, assign, clusterer_state, coarse, find_clusters, restore_clusterer, stability
@@ -152,7 +153,7 @@ Stage = Callable[["Analysis"], None]
 def analyze(
     ws: Workspace,
     collection: str | None = None,
-    space: str = "clip",
+    space: str = DEFAULT_SPACE,
     umap: Umap = Umap(),
     hdbscan: Hdbscan = Hdbscan(),
     sampling: Sampling = Sampling(),

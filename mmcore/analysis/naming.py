@@ -144,13 +144,15 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
     NAMED_SAMPLE items per cluster (their words, vectors or labels): reading every item's metadata and document
     from the store would take seconds at 100k items, and a few hundred items name a cluster as well.
 
-    The `clip` space's own text encoder scores the vocabulary (built-in plus `<data dir>/vocabulary.txt`);
-    when the model can't be loaded, image clusters fall back to label-like metadata or "cluster N".
+    In a space whose family names clusters (mmcore.spaces.registry: `names_clusters`), the space's own text encoder
+    scores the vocabulary (built-in plus `<data dir>/vocabulary.txt`); elsewhere, or when the model can't be
+    loaded, image clusters fall back to label-like metadata or "cluster N".
     """
     import hashlib
     import json
 
     from ..errors import MMError
+    from ..spaces.registry import spec_of
     from ..vector_cache import vector_cache_dir
 
     user_file = ws.settings.data_dir / "vocabulary.txt"
@@ -164,10 +166,11 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
             pass
     items = _named_sample(ws.store.open(analysis.collection, analysis.space), vector_cache_dir(ws.settings.data_dir), analysis)
     embed = None
-    if analysis.space == "clip":
+    spec = spec_of(analysis.space)
+    if spec is not None and spec.names_clusters:
         try:
-            space = ws.space("clip")
-            space_info = ws.store.open(analysis.collection, "clip").space
+            space = ws.space(analysis.space)
+            space_info = ws.store.open(analysis.collection, analysis.space).space
             if space_info and space_info.model_id == space.info.model_id:
                 embed = space.embed_texts
         except MMError:

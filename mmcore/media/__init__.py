@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from ..errors import MediaError
-from .base import Chunk, Decoded, ReadOptions
+from .base import MODALITIES, Chunk, Decoded, ReadOptions
 from . import audio, image, text
 from . import video
 from . import pdf
@@ -27,7 +27,7 @@ READERS = {
 
 SUPPORTED_EXTENSIONS = tuple(sorted(READERS))
 
-__all__ = ["Chunk", "Decoded", "ReadOptions", "read_media", "is_supported", "space_of", "SUPPORTED_EXTENSIONS"]
+__all__ = ["Chunk", "Decoded", "ReadOptions", "read_media", "is_supported", "modalities_of", "MODALITIES", "SUPPORTED_EXTENSIONS"]
 
 
 def extension(name: str) -> str:
@@ -37,9 +37,18 @@ def extension(name: str) -> str:
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a")
 
 
-def space_of(name: str) -> str:
-    """The space a file's own items go to: audio to `clap`, everything else to `clip`."""
-    return "clap" if extension(name) in AUDIO_EXTENSIONS else "clip"
+def modalities_of(name: str) -> tuple[str, ...]:
+    """The modalities a file's own items may have, by its extension (transcripts of its speech not counted)."""
+    ext = extension(name)
+    if ext in AUDIO_EXTENSIONS:
+        return ("audio",)
+    if ext in video.EXTENSIONS:
+        return ("video",)
+    if ext in image.EXTENSIONS:
+        return ("image",)
+    if ext == ".pdf":
+        return ("page", "text")
+    return ("text",) if ext in READERS else ()
 
 
 def may_hold_speech(name: str) -> bool:

@@ -9,12 +9,12 @@ Scalar = Union[str, int, float, bool]
 TokenSpans = Callable[[str], "list[tuple[int, int]]"]
 
 
-# What each modality's payload is, and the space that embeds it.
+# What each modality's payload is (which spaces embed it is theirs to say: mmcore.spaces.registry).
 #   image: an RGB PIL image            text: a str
 #   page:  an RGB PIL image of a rendered document page
-#   video: a list of RGB PIL frames sampled inside one segment (its vector is their mean, re-normalised)
+#   video: a list of RGB PIL frames sampled inside one segment
 #   audio: a mono float32 numpy array at ReadOptions.audio_rate
-SPACE_OF_MODALITY = {"image": "clip", "text": "clip", "page": "clip", "video": "clip", "audio": "clap"}
+MODALITIES = ("image", "text", "page", "video", "audio")
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,6 @@ class Chunk:
     meta: dict[str, Scalar] = field(default_factory=dict)
     thumbnail: Any = None  # PIL.Image or None
     pair: str | None = None
-
-    @property
-    def space(self) -> str:
-        return SPACE_OF_MODALITY[self.modality]
 
     @property
     def locator_key(self) -> str:

@@ -8,7 +8,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..config import Settings
-from ..errors import MMError
+from ..errors import ModelUnavailable
 from ..models import LoadedOnce
 
 
@@ -30,21 +30,19 @@ class SpaceInfo:
 class Space(Protocol):
     """A loaded model that turns chunks into float32, L2-normalised vectors of one space.
 
-    Every space embeds text (queries); `modalities` says what else it takes. A space with "image" has
-    `embed_images(images: Sequence[PIL.Image])`; one with "audio" has `embed_audio(waves: Sequence[np.ndarray])`,
-    mono float32 waves at its `sampling_rate`.
+    Small on purpose (in the spirit of Chroma's one-method EmbeddingFunction): `embed` takes a batch of chunks of
+    the modalities its family declares (mmcore.spaces.registry), `embed_query` one query of a kind it accepts
+    ("text": [a str], "image": [a PIL image], "audio": a sound's windows, mono float32 at its `sampling_rate`).
+    Families built from towers get both from mmcore.spaces.embed.Towers. A space that embeds text items also has
+    `token_spans(text)` and `max_text_tokens`, which cut texts into windows it can take whole.
     """
 
     info: SpaceInfo
-    modalities: frozenset[str]
-    max_text_tokens: int
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed(self, chunks: Sequence) -> np.ndarray: ...
 
-    def token_spans(self, text: str) -> list[tuple[int, int]]: ...
+    def embed_query(self, kind: str, payloads: Sequence) -> np.ndarray: ...
 
-
-KNOWN_SPACES = ("clip", "clap")
 
 _models: LoadedOnce[Space] = LoadedOnce()
 
@@ -54,25 +52,18 @@ def get_space(name: str, settings: Settings) -> Space:
 
     Raises:
         MMError: `name` is not a known space, or settings.backend is not a known backend.
-        ModelUnavailable: the model can't be found locally or downloaded; BackendUnavailable (a ModelUnavailable):
-            the backend can't run on this machine.
+        ModelUnavailable: the space is off (its variable is unset), or its model can't be found locally or
+            downloaded; BackendUnavailable (a ModelUnavailable): the backend can't run on this machine.
     """
     from .backends import check_backend
 
-    if name not in KNOWN_SPACES:
-        raise MMError(f"unknown space {name!r}; known spaces: {', '.join(KNOWN_SPACES)}")
+    spec = require(name)
+    model = settings.model_for(name)
+    if not model:
+        raise ModelUnavailable(f"The {spec.title} space is off: set {spec.variable} to the hub id or local folder of "
+                               f"a {spec.title} checkpoint to use it.")
     check_backend(settings.backend)
-    return _models.get(_key(name, settings), lambda: _load(name, settings))
-
-
-def _load(name: str, settings: Settings) -> Space:
-    if name == "clap":  # CLAP runs eagerly whatever MMCORE_BACKEND says; its SpaceInfo records "torch"
-        from .clap import ClapSpace
-
-        return ClapSpace.load(_model(name, settings), device=settings.device, batch_size=settings.batch_size)
-    from .clip import ClipSpace
-
-    return ClipSpace.load(_model(name, settings), device=settings.device, batch_size=settings.batch_size, backend=settings.backend)
+    return _models.get(_key(name, settings), lambda: spec.load(model, settings))
 
 
 def is_loaded(name: str, settings: Settings) -> bool:
@@ -84,13 +75,14 @@ def load_failure(name: str, settings: Settings) -> str | None:
     return _models.failure(_key(name, settings))
 
 
-def _model(name: str, settings: Settings) -> str:
-    return settings.clap_model if name == "clap" else settings.clip_model
+def backend_of(name: str, settings: Settings) -> str:
+    """What runs the space's model: MMCORE_BACKEND for families that honour it, else torch."""
+    spec = spec_of(name)
+    return settings.backend if spec is not None and spec.backends else "torch"
 
 
 def _key(name: str, settings: Settings) -> tuple:
-    backend = settings.backend if name == "clip" else "torch"
-    return (name, _model(name, settings), settings.device, settings.batch_size, backend)
+    return (name, settings.model_for(name), settings.device, settings.batch_size, backend_of(name, settings))
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -98,3 +90,9 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+from .registry import require, spec_of  # noqa: E402  (after SpaceInfo and normalize: the families import them)
+
+# The families: each module registers itself. A new family is one module here plus its tests.
+from . import clip, clap, siglip  # noqa: E402,F401

@@ -7,10 +7,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import DEFAULT_CLAP_MODEL
 from ..errors import ModelUnavailable
 from . import SpaceInfo
+from .embed import Towers
 from .hf import embed_in_batches, load_pretrained, revision
+from .registry import SpaceSpec, register
+
+DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
 
 HOW_TO_PROVIDE = (
     "To use it offline, download it on a machine with internet access "
@@ -23,10 +26,8 @@ TRAINED_TEXT_TOKENS = 77  # LAION trained CLAP's text tower on 77-token captions
 _numpy_seed_lock = threading.Lock()
 
 
-class ClapSpace:
+class ClapSpace(Towers):
     """The `clap` space: sounds (mono float32 waves at `sampling_rate`) and text in one shared vector space."""
-
-    modalities = frozenset({"audio", "text"})
 
     def __init__(self, model, processor, info: SpaceInfo, device: str, batch_size: int):
         self.model = model
@@ -107,3 +108,12 @@ def _batch(tensors: dict):
     from transformers import BatchFeature
 
     return BatchFeature(tensors)
+
+
+# Sound items only: text items stay in the spaces made for documents; CLAP's text tower embeds queries.
+# Its sound vectors are named by no vocabulary of ours (the built-in one lists things seen, not heard).
+register(SpaceSpec(
+    name="clap", title="CLAP", variable="MMCORE_CLAP_MODEL", default_model=DEFAULT_CLAP_MODEL,
+    load=lambda model, s: ClapSpace.load(model, device=s.device, batch_size=s.batch_size),
+    modalities=frozenset({"audio"}), queries=frozenset({"text", "audio"}),
+))

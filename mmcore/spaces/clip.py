@@ -1,4 +1,4 @@
-"""CLIP-family models (CLIP, SigLIP, ...) through transformers' AutoModel + AutoProcessor."""
+"""The `clip` space: CLIP-family models (CLIP; SigLIP checkpoints too) through transformers' AutoModel + AutoProcessor."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import DEFAULT_CLIP_MODEL
 from ..errors import ModelUnavailable
 from . import SpaceInfo
 from .backends import OPENVINO_BF16, TORCH, openvino_towers
 from .backends import prepare as prepare_backend
+from .embed import Towers
 from .hf import embed_in_batches, load_pretrained, revision
+from .registry import SpaceSpec, register
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 
 HOW_TO_PROVIDE = (
     "To use it offline, download it on a machine with internet access "
@@ -22,10 +25,10 @@ HOW_TO_PROVIDE = (
 )
 
 
-class ClipSpace:
-    """The `clip` space: images and text into one shared vector space."""
+class ClipSpace(Towers):
+    """The `clip` space: images and text into one shared vector space. Subclasses (SigLIP) name their own family."""
 
-    modalities = frozenset({"image", "text"})
+    NAME, FAMILY, DEFAULT, HOW_TO_PROVIDE = "clip", "CLIP", DEFAULT_CLIP_MODEL, HOW_TO_PROVIDE
 
     def __init__(self, model, processor, info: SpaceInfo, device: str, batch_size: int):
         self.model = model
@@ -54,14 +57,19 @@ class ClipSpace:
                 BackendUnavailable (a ModelUnavailable): the backend can't run on this machine.
         """
         device = prepare_backend(backend, device)
-        net, processor, source, device = load_pretrained(model, "CLIP", HOW_TO_PROVIDE, DEFAULT_CLIP_MODEL, device)
-        if not hasattr(net, "get_text_features") or not hasattr(net, "get_image_features"):
-            raise ModelUnavailable(f"{model!r} is a {type(net).__name__}, not a CLIP-family model with text and image towers.")
+        net, processor, source, device = load_pretrained(model, cls.FAMILY, cls.HOW_TO_PROVIDE, cls.DEFAULT, device)
+        cls.check(model, net)
         dim = int(getattr(net.config, "projection_dim", 0) or 0) or _probe_dim(net, processor, device)
-        space = cls(net, processor, SpaceInfo("clip", source, revision(net), dim, backend), device, batch_size)
+        space = cls(net, processor, SpaceInfo(cls.NAME, source, revision(net), dim, backend), device, batch_size)
         if backend == OPENVINO_BF16:
             space.use_openvino()
         return space
+
+    @classmethod
+    def check(cls, model: str, net) -> None:
+        """Raises ModelUnavailable unless `net` has the towers this family needs."""
+        if not hasattr(net, "get_text_features") or not hasattr(net, "get_image_features"):
+            raise ModelUnavailable(f"{model!r} is a {type(net).__name__}, not a CLIP-family model with text and image towers.")
 
     def use_openvino(self) -> None:
         """Run both towers with OpenVINO in bfloat16 (converted on first use of this checkpoint, then cached)."""
@@ -108,3 +116,11 @@ def _probe_dim(net, processor, device) -> int:
     with torch.inference_mode():
         features = net.get_text_features(**processor(text=["a"], return_tensors="pt").to(device))
     return int(getattr(features, "pooler_output", features).shape[-1])
+
+
+register(SpaceSpec(
+    name="clip", title="CLIP", variable="MMCORE_CLIP_MODEL", default_model=DEFAULT_CLIP_MODEL,
+    load=lambda model, s: ClipSpace.load(model, device=s.device, batch_size=s.batch_size, backend=s.backend),
+    modalities=frozenset({"image", "text", "page", "video"}), queries=frozenset({"text", "image"}),
+    names_clusters=True, backends=True,
+))
