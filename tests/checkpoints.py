@@ -125,6 +125,38 @@ def tiny_clap(path: Path, projection_dim: int = 16, seed: int = 0) -> Path:
     return path
 
 
+def tiny_xclip(path: Path, projection_dim: int = 16, num_frames: int = 8, seed: int = 0) -> Path:
+    """An X-CLIP checkpoint (CLIP towers, a frame-integration transformer over `num_frames` frames, a prompt
+    generator) with CLIP's character-level tokenizer and a VideoMAE image processor, as microsoft/xclip-* ship: 1 MB.
+    """
+    import torch
+    from transformers import CLIPTokenizer, VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPProcessor
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
+    for ch in string.ascii_lowercase + string.digits + string.punctuation:
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], unk_token="<unk>")
+    config = XCLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+            num_frames=num_frames, mit_hidden_size=projection_dim, mit_intermediate_size=32, mit_num_hidden_layers=1,
+            mit_num_attention_heads=2,  # the integration transformer works on projected frame vectors
+        ),
+        projection_dim=projection_dim, prompt_layers=2, prompt_num_attention_heads=2,
+    )
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    XCLIPModel(config).save_pretrained(path)
+    frames = VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    XCLIPProcessor(image_processor=frames, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
 def tiny_whisper(path: Path, seed: int = 0) -> Path:
     """A Whisper checkpoint (multilingual layout: <|en|>, <|transcribe|>, timestamps <|0.00|>..<|30.00|>) with 16 mel
     bins, one layer each side and a vocabulary of lowercase letters and space, so whatever random weights say is

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Iterator
+from typing import Iterator, Sequence, TypeVar
 
 import av
 from PIL import Image
@@ -19,6 +19,8 @@ FRAME_SIZE = 512  # longest side of a kept frame: CLIP looks at 224 x 224 anyway
 MAX_FRAMES = 1000  # frames kept in all; past this the sampling thins out, evenly over the whole video
 MAX_FPS = 240  # more frames than this per second of timestamps is a broken or hostile file
 MIN_TAIL_S = 1.0  # a last segment shorter than this (e.g. 10.08 s cut into 10 s) joins the one before
+
+Frame = TypeVar("Frame")
 
 
 def read_video(name: str, data: bytes, options: ReadOptions) -> Decoded:
@@ -59,6 +61,19 @@ def read_video(name: str, data: bytes, options: ReadOptions) -> Decoded:
         chunks.append(Chunk("video", frames, locator=locator, meta=dict(meta), thumbnail=thumb))
     mime, ext = kind
     return Decoded(mime=mime, stored_ext=ext, chunks=chunks, thumbnail=chunks[0].thumbnail)
+
+
+def sample_frames(frames: Sequence[Frame], n: int) -> list[Frame]:
+    """`n` of a segment's frames (a chunk's payload), evenly spaced and in order, for a model that takes exactly `n`.
+
+    Each of `n` equal slices of the segment takes the frame at its middle; with fewer than `n` frames some are
+    repeated, so a short last segment still fills the model's frame slots in time order.
+    Raises:
+        ValueError: `frames` is empty or `n` < 1.
+    """
+    if not frames or n < 1:
+        raise ValueError(f"cannot sample {n} frames from a segment of {len(frames)}")
+    return [frames[(2 * i + 1) * len(frames) // (2 * n)] for i in range(n)]
 
 
 def _sample(
