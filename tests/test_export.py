@@ -136,6 +136,8 @@ def test_real_analysis_columns_match_the_blobs(tmp_path):
         assert row["cluster"] == analysis.labels[i] and row["cluster_name"] == names.get(row["cluster"], "noise")
         assert row["outlier_score"] == pytest.approx(float(analysis.outlier_scores[i]))
     table = analysis_frame(ws.store.open("blobs", "custom"), analysis, names, media_root=ws.files.root)
+    extra = list(table.columns[list(table.columns).index("tags") + 1:])
+    assert "label" in extra and extra == sorted(extra), "metadata columns in a set order, whatever order the store gives"
     from_table = read_back(export_items(ws, "blobs", "custom", "parquet", tmp_path / "t.parquet", table), "parquet")
     assert from_table == list(rows.values())  # the page exports the Map's table: same file as the CLI
     by_blob = {blob: {r["cluster"] for r in rows.values() if r["label"] == blob and r["cluster"] >= 0} for blob in range(3)}

@@ -55,12 +55,11 @@ def analysis_frame(
             "tags": list(meta.get("tags") or []),
         })
     first = ["id", "x", "y", "cluster", "cluster_name", "cluster_stability", "probability", "outlier_score", "modality", "source",
-             "snippet",
-             "document", "thumbnail", "tags"]
+             "snippet", "document", "thumbnail", "tags"]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=first)
-    return frame[first + [c for c in frame.columns if c not in first]]
+    return frame[first + sorted(c for c in frame.columns if c not in first)]  # the store's metadata keys come in no set order
 
 
 def with_3d(frame: pd.DataFrame, ids: list[str], xyz) -> pd.DataFrame:
