@@ -12,7 +12,7 @@ import plotly.io
 from PIL import Image
 
 from mmcore.analysis.colors import MISSING, NOISE_COLOR, PALETTE, STEPS, coloring
-from mmcore.analysis.figures import MAX_LABELS, cluster_labels, map_figure, plotly_text, point_preview, selected_ids
+from mmcore.analysis.figures import EYE_DIRECTION, MAX_LABELS, camera_eye, cluster_labels, map_figure, plotly_text, point_preview, selected_ids
 from mmcore.files import MediaFiles
 
 SNIPPET = "A black dog runs through the long grass beside a wooden fence while a child in a red coat watches the path"
@@ -240,3 +240,33 @@ def test_names_reach_the_legend_menu_and_labels_as_text_not_plotly_html():
     assert all("<" not in text and ">" not in text for text in shown if text), shown
     assert plotly_text("a < b & c > d") == "a &lt; b &amp; c &gt; d"
     assert plotly_text("x" * 100) == "x" * 59 + "…"  # a legend of long names would leave the map no room
+
+
+def seen_from(eye, xyz: np.ndarray) -> np.ndarray:
+    """Where plotly's perspective camera (45 degrees high, looking at the cube's centre) draws each point, in
+    units of the view's half-height."""
+    low, high = xyz.min(axis=0), xyz.max(axis=0)
+    cube = ((xyz - low) / (high - low) - 0.5)
+    eye = np.asarray(eye)
+    forward = -eye / np.linalg.norm(eye)
+    right = np.cross(forward, [0, 0, 1]) / np.linalg.norm(np.cross(forward, [0, 0, 1]))
+    up = np.cross(right, forward)
+    depth = (cube - eye) @ forward
+    return np.stack([cube @ right, cube @ up], axis=1) / depth[:, None] / np.tan(np.pi / 8)
+
+
+def test_the_3d_camera_comes_close_to_a_ball_and_keeps_a_full_cube_whole():
+    rng = np.random.default_rng(0)
+    ball = rng.normal(size=(3000, 3))
+    ball /= np.linalg.norm(ball, axis=1, keepdims=True) / rng.random((3000, 1)) ** (1 / 3)
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
+    for cloud in (ball, corners):
+        eye = camera_eye(cloud)
+        assert np.allclose(np.asarray(eye) / np.linalg.norm(eye), EYE_DIRECTION)  # the same view, nearer or farther
+        drawn = seen_from(eye, cloud)
+        assert np.abs(drawn).max() <= 1.0, "a point is cut at the edge of the view"
+    assert np.linalg.norm(camera_eye(ball)) < 0.7 * np.linalg.norm(camera_eye(corners))
+    span = np.ptp(seen_from(camera_eye(ball), ball), axis=0).max() / 2
+    assert span > 0.7, f"the ball spans only {span:.2f} of the view"
+    three_d = map_figure(frame_of(500).assign(z=rng.normal(size=500)), three_d=True)
+    assert np.linalg.norm(list(three_d.layout.scene.camera.eye.to_plotly_json().values())) < 2.0

@@ -114,11 +114,34 @@ def map_figure(
         figure.update_xaxes(visible=False)
         figure.update_yaxes(visible=False, scaleanchor="x")
     else:
-        # The whole plot area, each axis scaled to the same cube, and the camera close enough (plotly's default
-        # eye, 2.2 cube widths away, leaves the cloud a small blot in the middle) that the cloud fills it.
+        # The whole plot area, each axis scaled to the same cube, and the camera as close as this cloud allows
+        # (plotly's default eye, 2.2 cube widths away, leaves the cloud a small blot in the middle).
+        eye = camera_eye(frame[["x", "y", "z"]].to_numpy(dtype=np.float64))
         figure.update_scenes(xaxis_visible=False, yaxis_visible=False, zaxis_visible=False, aspectmode="cube",
-                             domain=dict(x=[0, 1], y=[0, 1]), camera=dict(eye=dict(x=1.1, y=1.1, z=0.75)))
+                             domain=dict(x=[0, 1], y=[0, 1]), camera=dict(eye=dict(x=eye[0], y=eye[1], z=eye[2])))
     return figure
+
+
+EYE_DIRECTION = np.array([1.1, 1.1, 0.75]) / np.linalg.norm([1.1, 1.1, 0.75])  # from the front right, a little above
+FILL = 0.9  # of the view's half-height that the farthest point may reach
+
+
+def camera_eye(xyz: np.ndarray) -> tuple[float, float, float]:
+    """Plotly's scene camera eye for a cloud drawn in a cube (aspectmode "cube"): the nearest along EYE_DIRECTION at
+    which every point stays within FILL of the view (plotly's perspective camera: 45 degrees high; the plot is
+    never taller than wide), so the cloud fills the canvas whatever its shape, and corners are never cut."""
+    if len(xyz) < 2:
+        return tuple(float(v) for v in EYE_DIRECTION * 2)
+    low, high = xyz.min(axis=0), xyz.max(axis=0)
+    cube = ((xyz - low) / np.where(high > low, high - low, 1.0) - 0.5) * 1.1  # a unit cube, plus autorange's margin
+    right = np.cross(-EYE_DIRECTION, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, -EYE_DIRECTION)
+    reach = FILL * np.tan(np.pi / 8)
+    # A point p seen from d * direction lies at (p.right, p.up) / (d - p.direction) on the screen: solved for d.
+    sideways = np.maximum(np.abs(cube @ right), np.abs(cube @ up))
+    distance = float(np.clip(np.max(cube @ EYE_DIRECTION + sideways / reach), 1.0, 3.0))
+    return tuple(float(v) for v in EYE_DIRECTION * distance)
 
 
 def _marker(colour: Coloring, rows: np.ndarray) -> dict:
