@@ -27,10 +27,10 @@ from typing import Callable, Sequence
 
 from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
-from .ingest import (FileResult, IngestReport, PartWriter, SourceFile, _Pending, earlier, embed_queued, pairs_later,
+from .ingest import (FileResult, IngestReport, PartWriter, Runner, SourceFile, _Pending, earlier, pairs_later,
                      read_options, reading_key, tag_list, whole_parts)
 from .journal import Journal, journal_dir, recover
-from .media import may_hold_speech, modalities_of, read_media
+from .media import may_hold_speech, modalities_of
 from .spaces.registry import spaces_for
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
@@ -403,58 +403,15 @@ class _Worker:
 
     def process(self, files: list[tuple[str, bytes]]) -> tuple[list[tuple], dict[str, float]]:
         """Per file, in order: (failure reason or None, Decoded without chunks, chunks without pixels, vectors),
-        and the seconds spent reading, transcribing and embedding. The same steps as `mmcore.ingest.ingest`."""
-        from .speech import transcript_chunks
-
+        and the seconds spent reading, transcribing and embedding: `mmcore.ingest.Runner`'s work, as in a local
+        ingest."""
         seconds = {"read": 0.0, "transcribe": 0.0, "embed": 0.0}
-        out: list[_Pending] = []
-        batch: list[tuple[_Pending, int]] = []
-
-        def embed() -> None:
-            started = time.perf_counter()
-            try:
-                embed_queued(self.spaces, batch)
-            except Exception as e:  # a model failing on one batch fails its files, not the call
-                for f in {id(f): f for f, _ in batch}.values():
-                    f.failed = f"the model failed on this file ({e})"
-            batch.clear()
-            seconds["embed"] += time.perf_counter() - started
-
-        def queue(f: _Pending, chunk) -> None:
-            f.chunks.append(chunk)
-            f.vectors.append({})
-            batch.append((f, len(f.chunks) - 1))
-            if len(batch) >= self.settings.batch_size:
-                embed()
-
-        for name, data in files:
-            f = _Pending(FileResult(name, "failed"), None, b"")
-            out.append(f)
-            started = time.perf_counter()
-            try:
-                decoded = read_media(name, data, self.options)
-                for chunk in decoded.chunks:  # lazily decoded: long media streams through the model in batches
-                    seconds["read"] += time.perf_counter() - started
-                    queue(f, chunk)
-                    started = time.perf_counter()
-                if not f.chunks:
-                    raise MediaError(name, "nothing in it could be embedded")
-                if self.transcriber is not None and f.chunks[0].modality in ("audio", "video"):
-                    seconds["read"] += time.perf_counter() - started
-                    started = time.perf_counter()
-                    spoken = transcript_chunks(self.transcriber, name, data, f.chunks, self.options)
-                    seconds["transcribe"] += time.perf_counter() - started
-                    for chunk in spoken:
-                        queue(f, chunk)
-                    started = time.perf_counter()
-                f.decoded = replace(decoded, chunks=[])  # the chunks travel on their own, without pixels
-            except MediaError as e:
-                f.failed = e.reason
-                batch[:] = [(g, i) for g, i in batch if g is not f]
-            seconds["read"] += time.perf_counter() - started
-        if batch:
-            embed()
-        return [(f.failed, f.decoded, f.chunks, f.vectors) if not f.failed else (f.failed, None, [], None)
+        runner = Runner(self.spaces, self.transcriber, self.options, self.settings.batch_size, seconds)
+        out = [_Pending(FileResult(name, "failed"), None, data) for name, data in files]
+        for f in out:
+            runner.read(f)
+        runner.flush()
+        return [(None, replace(f.decoded, chunks=[]), f.chunks, f.vectors) if not f.failed else (f.failed, None, [], None)
                 for f in out], seconds
 
 
