@@ -19,6 +19,8 @@ its image's item (`pair_of`); such CSVs are read after every other file, so thei
 Three stages overlap so the model never waits: decoder threads check the next files against the store and
 decode them while the model embeds (Pillow and PyAV release the GIL), and one writer thread saves thumbnails
 and originals and upserts while the model goes on. Files are still taken, embedded and reported in order.
+What is done to each file between its decoding and its writing (`Runner`) is the same code on a Ray worker
+(mmcore.scaleout), whose driver writes as this one does.
 """
 
 from __future__ import annotations
@@ -319,6 +321,15 @@ def earlier(journals: Path, collection: str, source_hash: str, reading: str, pre
     return False, record, False
 
 
+def needs_of(ws: Workspace, names: Sequence[str]) -> tuple[list[str], bool]:
+    """What files `names` need: every enabled space that embeds their modalities, the spaces of text always (a
+    tokenizer cuts every text), in registry order; and whether their speech is transcribed (MMCORE_ASR_MODEL is set
+    and some may hold speech)."""
+    wanted = {space for n in names for m in modalities_of(n) for space in spaces_for(m, ws.settings)}
+    spaces = [s for s in ws.space_names() if s in wanted or s in spaces_for("text", ws.settings)]
+    return spaces, bool(ws.settings.asr_model) and any(may_hold_speech(n) for n in names)
+
+
 @dataclass
 class Models:
     """The models and collections an ingest needs, and why those that can't be had can't (per space, "speech").
@@ -336,17 +347,15 @@ class Models:
 
     @classmethod
     def load(cls, ws: Workspace, collection: str, names: Sequence[str]) -> "Models":
-        """Load what files `names` need: every enabled space that embeds their modalities, the spaces of text
-        always (a tokenizer cuts every text), the speech model for audio and video when MMCORE_ASR_MODEL is set. A
-        model that can't be loaded, or a collection made by another model, fails only the files that need it.
+        """Load what files `names` need (`needs_of`). A model that can't be loaded, or a collection made by
+        another model, fails only the files that need it.
 
         Raises:
             StoreError: the store can't be reached. MMError: the settings name an unknown backend.
         """
         spaces, targets, broken = {}, {}, {}
-        settings = ws.settings
-        wanted = {space for n in names for m in modalities_of(n) for space in spaces_for(m, settings)}
-        for space in [s for s in ws.space_names() if s in wanted or s in spaces_for("text", settings)]:
+        wanted, speech = needs_of(ws, names)
+        for space in wanted:
             try:
                 spaces[space] = ws.space(space)
                 targets[space] = ws.collection(collection, space, create=False)
@@ -357,7 +366,7 @@ class Models:
             except SpaceMismatch as e:
                 broken[space] = str(e)
         transcriber = None
-        if ws.settings.asr_model and any(may_hold_speech(n) for n in names):
+        if speech:
             try:
                 transcriber = get_transcriber(ws.settings)
             except ModelUnavailable as e:

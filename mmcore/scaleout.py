@@ -27,10 +27,10 @@ from typing import Callable, Sequence
 
 from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
-from .ingest import (FileResult, IngestReport, PartWriter, Runner, SourceFile, _Pending, earlier, pairs_later,
-                     read_options, reading_key, tag_list, whole_parts)
+from .ingest import (FileResult, IngestReport, PartWriter, Runner, SourceFile, _Pending, earlier, needs_of,
+                     pairs_later, read_options, reading_key, tag_list, whole_parts)
 from .journal import Journal, journal_dir, recover
-from .media import may_hold_speech, modalities_of
+from .media import modalities_of
 from .spaces.registry import spaces_for
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
@@ -93,9 +93,7 @@ def ingest_on_ray(
     """
     settings = _portable(ws.settings)
     name = collection or settings.collection
-    wanted = {space for s in sources for m in modalities_of(s.name) for space in spaces_for(m, settings)}
-    needed = [space for space in ws.space_names() if space in wanted or space in spaces_for("text", settings)]
-    speech = bool(settings.asr_model) and any(may_hold_speech(s.name) for s in sources)
+    needed, speech = needs_of(ws, [s.name for s in sources])
     journals = journal_dir(settings.data_dir)
     tracker = ProgressTracker(len(sources), on_progress)
     tracker.stage("loading models")

@@ -130,7 +130,8 @@ def test_ingest_on_a_ray_cluster_stores_what_a_local_ingest_stores(tmp_path, ray
     assert status.pop("in/bad.png") == ("failed", "not a readable image (the content is not JPEG, PNG, WebP, GIF, BMP or TIFF)")
     assert {s for s, _ in status.values()} == {"added"} and len(status) == 6
     workers = report["workers"]
-    assert len(workers) == 2 and sum(w["files"] for w in workers) == 6, "two 1-CPU workers on the 2-CPU cluster did it all"
+    # Two 1-CPU workers fit the 2-CPU cluster; on a loaded machine one may do it all before the other is ready.
+    assert 1 <= len(workers) <= 2 and sum(w["files"] for w in workers) == 6, "the workers embedded every readable file"
 
     # The same files ingested here, with the same models, into another collection and data dir.
     ws = Workspace(Settings(data_dir=tmp_path / "local-data", models={"clip": str(clip_dir), "clap": str(clap_dir)},
