@@ -470,18 +470,6 @@ class _Part:
     last: bool = True
 
 
-def whole_parts(f: _Pending) -> list[_Part]:
-    """A file read and embedded whole (as Ray workers return them) as the parts to write: what an earlier ingest
-    committed left out, in groups of GROUP_ITEMS."""
-    keep = [i for i in range(len(f.chunks)) if not f.is_committed(i)]
-    f.count, f.resumed = len(f.chunks), len(f.chunks) - len(keep)
-    if f.failed or not keep:
-        return [_Part(f, last=True)]
-    cuts = list(range(0, len(keep), GROUP_ITEMS))
-    return [_Part(f, [f.chunks[i] for i in keep[a:a + GROUP_ITEMS]], [f.vectors[i] for i in keep[a:a + GROUP_ITEMS]],
-                  keep[a:a + GROUP_ITEMS], last=a == cuts[-1]) for a in cuts]
-
-
 def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: str = "auto") -> ReadOptions:
     """How files are read for the loaded `spaces` ({name: Space}): their limits, texts cut into windows that every
     space of text takes whole (by the tokenizer of the one with the fewest tokens; without one, no text is read:

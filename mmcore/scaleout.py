@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 
 from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
-from .ingest import (FileResult, IngestReport, PartWriter, Runner, SourceFile, _Pending, earlier, needs_of,
-                     pairs_later, read_options, reading_key, tag_list, whole_parts)
+from .ingest import (GROUP_ITEMS, FileResult, IngestReport, PartWriter, Runner, SourceFile, _Part, _Pending, earlier,
+                     needs_of, pairs_later, read_options, reading_key, tag_list)
 from .journal import Journal, journal_dir, recover
 from .media import modalities_of
 from .spaces.registry import spaces_for
@@ -201,8 +201,8 @@ def ingest_on_ray(
 
 
 def _write(store: PartWriter, files: list[_Pending], tracker: ProgressTracker, reading: str, present) -> None:
-    """Write files the workers read and embedded whole: a big one in groups (those an earlier ingest committed
-    left out), the others' items together in one group."""
+    """Write files the workers read and embedded whole: what an earlier ingest committed of a file left out, a big
+    one in groups of GROUP_ITEMS, the last groups of all together in one group."""
     last = []
     for f in files:
         if not f.failed:
@@ -210,11 +210,13 @@ def _write(store: PartWriter, files: list[_Pending], tracker: ProgressTracker, r
             tracker.embedded(f.result, len(f.chunks))
         if f.record is not None:
             f.restart = f.record.abandoned or f.record.header.get("reading") != reading or not present(f.result.source_hash)
-        for part in whole_parts(f):
-            if part.last:
-                last.append(part)
-            else:
-                store.write([part])
+        keep = [i for i in range(len(f.chunks)) if not f.is_committed(i)]
+        f.count, f.resumed = len(f.chunks), len(f.chunks) - len(keep)
+        groups = [keep[a:a + GROUP_ITEMS] for a in range(0, len(keep), GROUP_ITEMS)] if not f.failed else []
+        parts = [_Part(f, [f.chunks[i] for i in group], [f.vectors[i] for i in group], group, last=False) for group in groups]
+        for part in parts[:-1]:
+            store.write([part])
+        last.append(replace(parts[-1], last=True) if parts else _Part(f, last=True))
     store.write(last)
 
 
