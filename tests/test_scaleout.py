@@ -118,25 +118,27 @@ def test_ingest_on_a_ray_cluster_stores_what_a_local_ingest_stores(tmp_path, ray
                                               colours=[(200, 30, 30), None]))
     (folder / "tone.wav").write_bytes(make_wav(2.5, rate=16_000, freqs=440.0))
     (folder / "bad.png").write_bytes(b"this is text, not a picture")
+    (folder / "captions.csv").write_text("image,caption\nimg.jpg,a red square\nimg.png,a blue square\ngone.jpg,not here\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MMCORE_", "RAY_"))}
     env.update(RAY_ENV, MMCORE_DATA_DIR=str(tmp_path / "ray-data"), MMCORE_CHROMA_HOST="127.0.0.1",
                MMCORE_CHROMA_PORT=str(server), MMCORE_CLIP_MODEL=str(clip_dir), MMCORE_CLAP_MODEL=str(clap_dir),
                MMCORE_BATCH_SIZE="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
 
-    first = run_cli(["ingest", str(folder), "--collection", "onray", "--ray", ray_cluster, "--ray-cpus", "1", "--json"], env, tmp_path)
+    first = run_cli(["ingest", str(folder), "--collection", "onray", "--ray", ray_cluster, "--ray-cpus", "1", "--csv-rows",
+                     "--json"], env, tmp_path)
     assert first.returncode == 1, first.stderr  # one file failed
     report = json.loads(first.stdout)
     status = {r["name"]: (r["status"], r["reason"]) for r in report["results"]}
     assert status.pop("in/bad.png") == ("failed", "not a readable image (the content is not JPEG, PNG, WebP, GIF, BMP or TIFF)")
-    assert {s for s, _ in status.values()} == {"added"} and len(status) == 6
+    assert {s for s, _ in status.values()} == {"added"} and len(status) == 7
     workers = report["workers"]
     # Two 1-CPU workers fit the 2-CPU cluster; on a loaded machine one may do it all before the other is ready.
-    assert 1 <= len(workers) <= 2 and sum(w["files"] for w in workers) == 6, "the workers embedded every readable file"
+    assert 1 <= len(workers) <= 2 and sum(w["files"] for w in workers) == 7, "the workers embedded every readable file"
 
     # The same files ingested here, with the same models, into another collection and data dir.
     ws = Workspace(Settings(data_dir=tmp_path / "local-data", models={"clip": str(clip_dir), "clap": str(clap_dir)},
                             chroma_host="127.0.0.1", chroma_port=server, batch_size=2))
-    local = ingest(ws, [SourceFile(f"in/{p.name}", path=p) for p in sorted(folder.iterdir())], collection="here")
+    local = ingest(ws, [SourceFile(f"in/{p.name}", path=p) for p in sorted(folder.iterdir())], collection="here", csv_rows=True)
     assert {r.name: r.items for r in local.results if r.status == "added"} == \
         {r["name"]: r["items"] for r in report["results"] if r["status"] == "added"}
     for space in ("clip", "clap"):
@@ -155,13 +157,15 @@ def test_ingest_on_a_ray_cluster_stores_what_a_local_ingest_stores(tmp_path, ray
                         (tmp_path / "local-data/media" / meta[key]).read_bytes(), (item_id, key)
     modalities = {m["modality"] for m in ws.store.open("onray", "clip").raw.get(include=["metadatas"])["metadatas"]}
     assert modalities == {"image", "text", "page"} and {m["modality"] for m in on_ray["metadatas"]} == {"audio"}
+    paired = {m["pair_source"] for m in ws.store.open("onray", "clip").raw.get(include=["metadatas"])["metadatas"] if "pair_of" in m}
+    assert paired == {"in/img.jpg", "in/img.png"}, "the captions found their images, embedded by the workers"
 
     # Again, without the bad file: everything is known, so nothing goes to the cluster.
     (folder / "bad.png").unlink()
-    second = run_cli(["ingest", str(folder), "--collection", "onray", "--ray", ray_cluster], env, tmp_path)
+    second = run_cli(["ingest", str(folder), "--collection", "onray", "--ray", ray_cluster, "--csv-rows"], env, tmp_path)
     assert second.returncode == 0, second.stderr
-    assert "added 0 files (0 items), skipped 6, failed 0" in second.stdout
-    assert "[6/6] skipped" in second.stderr, "progress as for a local ingest"
+    assert "added 0 files (0 items), skipped 7, failed 0" in second.stdout
+    assert "[7/7] skipped" in second.stderr, "progress as for a local ingest"
     assert "Ray:" not in second.stderr, "no worker started for files already in the collection"
     assert ws.store.open("onray", "clip").count() == ws.store.open("here", "clip").count()
 
