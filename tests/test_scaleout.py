@@ -202,3 +202,50 @@ def test_files_of_a_worker_that_dies_go_to_the_others(tmp_path, ray_cluster, ser
     assert "Ray workers: 2: " in out and out.count("(died)") == 1, "the survivor did the rest"
     ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, chroma_host="127.0.0.1", chroma_port=server))
     assert ws.store.open("survivor", "clip").count() == 80
+
+
+class Interrupted(BaseException):
+    """What Ctrl-C does to a local ingest: stops it from inside the model."""
+
+
+def test_a_big_file_a_stopped_local_ingest_left_partly_in_is_completed_on_ray(tmp_path, monkeypatch, ray_cluster, server,
+                                                                               clip_dir):
+    import mmcore.ingest
+    from mmcore.journal import journal_dir, partial_files
+
+    big = tmp_path / "big.csv"
+    big.write_text("n,note\n" + "".join(f"{i},a note about tide {i} and harbour {i * 7 % 13}\n" for i in range(600)))
+    settings = Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir)}, chroma_host="127.0.0.1",
+                        chroma_port=server, batch_size=4)
+    ws = Workspace(settings)
+    space, calls = ws.space("clip"), []
+    real = space.embed_texts
+
+    def embed_texts(texts):  # the 70th batch of 4 is never embedded: groups of 100 items, 2 of them written
+        calls.append(len(texts))
+        if len(calls) >= 70:
+            raise Interrupted()
+        return real(texts)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mmcore.ingest, "GROUP_ITEMS", 100)
+        patch.setattr(space, "embed_texts", embed_texts)
+        with pytest.raises(Interrupted):
+            ingest(ws, [SourceFile(big.name, path=big)], collection="big", csv_rows=True)
+    assert ws.store.open("big", "clip").count() == 200 and partial_files(journal_dir(settings.data_dir))[0].items == 200
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MMCORE_", "RAY_"))}
+    env.update(RAY_ENV, MMCORE_DATA_DIR=str(tmp_path / "data"), MMCORE_CHROMA_HOST="127.0.0.1", MMCORE_CHROMA_PORT=str(server),
+               MMCORE_CLIP_MODEL=str(clip_dir), MMCORE_BATCH_SIZE="4", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
+               TOKENIZERS_PARALLELISM="false")
+    done = run_cli(["ingest", str(big), "--collection", "big", "--ray", ray_cluster, "--ray-cpus", "1", "--csv-rows", "--json"],
+                   env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(done.stdout)["results"]
+    assert (result["status"], result["items"]) == ("added", 600)
+    assert any("200 of its items were in already" in note for note in result["notes"]), result["notes"]
+    assert not partial_files(journal_dir(settings.data_dir)), "the file is whole: its record is gone"
+    clean = ingest(ws, [SourceFile(big.name, path=big)], collection="clean", csv_rows=True)
+    assert [(r.status, r.items) for r in clean.results] == [("added", 600)]
+    assert sorted(ws.store.open("big", "clip").raw.get()["ids"]) == sorted(ws.store.open("clean", "clip").raw.get()["ids"]), \
+        "the same items as one uninterrupted ingest, none twice"
