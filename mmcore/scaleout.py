@@ -3,9 +3,9 @@
 The driver hashes each file and skips those already in the collection, exactly as `mmcore.ingest` does, then
 sends the bytes of the rest through Ray's object store, in calls of a few files (at most `batch_size` files or
 CALL_BYTES), to worker actors: one per GPU when the cluster has GPUs, else one per `cpus` CPUs of each node.
-Each worker loads the models once and runs the same reading and embedding code as a local ingest (same
-settings, same chunks, same item ids) and returns, per file, its chunks without pixels, its thumbnails and
-its vectors. The driver stores originals and thumbnails in its own data dir and writes each call's files as
+Each worker loads the models once and runs the same per-file code as a local ingest (`mmcore.ingest.Runner`: same
+settings, same chunks, same item ids, an earlier ingest's committed items passed over) and returns, per file, its
+chunks without pixels, its thumbnails and its vectors. The driver stores originals and thumbnails in its own data dir and writes each call's files as
 one journaled group, as a local ingest does: atomic per file, resumable, the same report.
 
 At most two calls per worker are in flight, so the driver holds the bytes of at most 2 x workers x CALL_BYTES
@@ -29,7 +29,7 @@ from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
 from .ingest import (GROUP_ITEMS, FileResult, IngestReport, PartWriter, Runner, SourceFile, _Part, _Pending, earlier,
                      needs_of, pairs_later, read_options, reading_key, tag_list)
-from .journal import Journal, journal_dir, recover
+from .journal import Journal, PartialFile, journal_dir, recover
 from .media import modalities_of
 from .spaces.registry import spaces_for
 from .pairs import Pairing
@@ -167,6 +167,12 @@ def ingest_on_ray(
                 cluster = _Cluster(address, settings, needed, speech, csv_rows, cpus, on_note, pair_column)
             while call or (cluster and cluster.busy()):
                 while call and cluster.free():
+                    for f in call:  # resumed as a local ingest resumes it, now that the workers' reading is known
+                        if f.record is not None:
+                            f.restart = (f.record.abandoned or f.record.header.get("reading") != cluster.reading
+                                         or not any(t.has_source(f.result.source_hash) for t in targets.values()))
+                            if not f.restart and journal.path.name not in f.record.writers:
+                                f.record.took_on(journal.path.name)
                     cluster.send(call)
                     call = next_call()
                 done = cluster.wait()
@@ -183,8 +189,7 @@ def ingest_on_ray(
                         retry.append([f])
                 if done.files:
                     started = time.perf_counter()
-                    _write(store, done.files, tracker, cluster.reading,
-                           lambda h: any(t.has_source(h) for t in targets.values()))
+                    _write(store, done.files, tracker)
                     report.seconds["write"] += time.perf_counter() - started
                     for key, value in done.seconds.items():
                         report.seconds[key] += value
@@ -200,23 +205,21 @@ def ingest_on_ray(
     return report
 
 
-def _write(store: PartWriter, files: list[_Pending], tracker: ProgressTracker, reading: str, present) -> None:
-    """Write files the workers read and embedded whole: what an earlier ingest committed of a file left out, a big
-    one in groups of GROUP_ITEMS, the last groups of all together in one group."""
+def _write(store: PartWriter, files: list[_Pending], tracker: ProgressTracker) -> None:
+    """Write files the workers read and embedded whole: a big one in groups of GROUP_ITEMS, the last groups of all
+    together in one group."""
     last = []
     for f in files:
         if not f.failed:
             tracker.reading(f.result, len(f.chunks))
             tracker.embedded(f.result, len(f.chunks))
-        if f.record is not None:
-            f.restart = f.record.abandoned or f.record.header.get("reading") != reading or not present(f.result.source_hash)
-        keep = [i for i in range(len(f.chunks)) if not f.is_committed(i)]
-        f.count, f.resumed = len(f.chunks), len(f.chunks) - len(keep)
-        groups = [keep[a:a + GROUP_ITEMS] for a in range(0, len(keep), GROUP_ITEMS)] if not f.failed else []
-        parts = [_Part(f, [f.chunks[i] for i in group], [f.vectors[i] for i in group], group, last=False) for group in groups]
-        for part in parts[:-1]:
-            store.write([part])
-        last.append(replace(parts[-1], last=True) if parts else _Part(f, last=True))
+        if f.failed or not f.chunks:
+            last.append(_Part(f, last=True))
+            continue
+        f.embedded = len(f.chunks)
+        while len(f.chunks) > GROUP_ITEMS:
+            store.write([f.take_part(GROUP_ITEMS, last=False)])
+        last.append(f.take_part(len(f.chunks), last=True))
     store.write(last)
 
 
@@ -285,7 +288,7 @@ class _Cluster:
 
     def send(self, files: list[_Pending]) -> None:
         actor = min(self.actors, key=self._load)
-        ref = actor.process.remote([(f.result.name, f.data) for f in files])
+        ref = actor.process.remote([(f.result.name, f.data, None if f.restart else f.record) for f in files])
         self.running[ref] = (actor, self.actors[actor], files)
 
     def wait(self) -> _Done:
@@ -340,9 +343,9 @@ class _Cluster:
                 self.note(f"Ray: a worker died on {worker.node} ({self.last_error}); its files go to the others")
                 self._drop(actor, worker)
             return _Done(self.infos, lost=files, error=self.last_error)
-        for f, (failed, decoded, chunks, vectors) in zip(files, outcomes):
-            f.failed, f.decoded, f.chunks = failed, decoded, chunks
-            f.vectors = list(vectors) if vectors is not None else []
+        for f, (failed, decoded, chunks, vectors, indices, resumed) in zip(files, outcomes):
+            f.failed, f.decoded, f.chunks, f.vectors, f.indices, f.resumed = failed, decoded, chunks, vectors, indices, resumed
+            f.count = len(chunks) + resumed
         worker.files += sum(1 for f in files if not f.failed)
         return _Done(self.infos, files, seconds)
 
@@ -401,18 +404,19 @@ class _Worker:
         reading = reading_key(self.options, self.transcriber is not None)
         return socket.gethostname(), device, {name: space.info for name, space in self.spaces.items()}, reading
 
-    def process(self, files: list[tuple[str, bytes]]) -> tuple[list[tuple], dict[str, float]]:
-        """Per file, in order: (failure reason or None, Decoded without chunks, chunks without pixels, vectors),
-        and the seconds spent reading, transcribing and embedding: `mmcore.ingest.Runner`'s work, as in a local
-        ingest."""
+    def process(self, files: list[tuple[str, bytes, PartialFile | None]]) -> tuple[list[tuple], dict[str, float]]:
+        """Per file (name, bytes, the record of what an earlier ingest committed of it, to pass over), in order:
+        (failure reason or None, Decoded without chunks, chunks without pixels, their vectors, their indices in the
+        file, items passed over), and the seconds spent reading, transcribing and embedding: `mmcore.ingest.Runner`'s
+        work, as in a local ingest."""
         seconds = {"read": 0.0, "transcribe": 0.0, "embed": 0.0}
         runner = Runner(self.spaces, self.transcriber, self.options, self.settings.batch_size, seconds)
-        out = [_Pending(FileResult(name, "failed"), None, data) for name, data in files]
+        out = [_Pending(FileResult(name, "failed"), None, data, record=record) for name, data, record in files]
         for f in out:
             runner.read(f)
         runner.flush()
-        return [(None, replace(f.decoded, chunks=[]), f.chunks, f.vectors) if not f.failed else (f.failed, None, [], None)
-                for f in out], seconds
+        return [(None, replace(f.decoded, chunks=[]), f.chunks, f.vectors, f.indices, f.resumed) if not f.failed
+                else (f.failed, None, [], [], [], 0) for f in out], seconds
 
 
 def _connect(ray, address: str) -> None:
