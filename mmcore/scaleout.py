@@ -5,8 +5,9 @@ sends the bytes of the rest through Ray's object store, in calls of a few files 
 CALL_BYTES), to worker actors: one per GPU when the cluster has GPUs, else one per `cpus` CPUs of each node.
 Each worker loads the models once and runs the same per-file code as a local ingest (`mmcore.ingest.Runner`: same
 settings, same chunks, same item ids, an earlier ingest's committed items passed over) and returns, per file, its
-chunks without pixels, its thumbnails and its vectors. The driver stores originals and thumbnails in its own data dir and writes each call's files as
-one journaled group, as a local ingest does: atomic per file, resumable, the same report.
+chunks without pixels, its thumbnails and its vectors. The driver stores originals and thumbnails in its own data
+dir and writes each call's files as one journaled group, as a local ingest does: atomic per file, resumable, the
+same report.
 
 At most two calls per worker are in flight, so the driver holds the bytes of at most 2 x workers x CALL_BYTES
 (plus one larger file) at a time. A worker that dies (a node lost, memory exhausted) is dropped and its files
