@@ -498,10 +498,11 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
 
 
 class Runner:
-    """The per-file work of an ingest, the same in this process (`ingest`) and on a Ray worker (mmcore.scaleout):
-    a file decoded (if it isn't yet), its chunks, then its transcript's, queued for the model (those an earlier
-    ingest committed passed over), embedded in batches across files in every loaded space that takes their
-    modality. `embedded` hears of each batch: [(file, its chunks embedded)]. Times go to `seconds`."""
+    """The per-file work of an ingest, the same under both executors: this process (`ingest`, which decodes ahead
+    in threads and writes in one) and Ray (the workers of mmcore.scaleout, whose driver writes). A file is decoded
+    (if it isn't yet), its chunks, then its transcript's, queued for the model (those an earlier ingest committed
+    passed over) and embedded in batches across files in every loaded space that takes their modality.
+    `embedded` hears of each batch: [(file, its chunks embedded)]. Times go to `seconds`."""
 
     def __init__(self, spaces: dict, transcriber, options: ReadOptions, batch_size: int, seconds: dict,
                  embedded=lambda counts: None):
@@ -509,7 +510,7 @@ class Runner:
         self.seconds, self.embedded = seconds, embedded
         self.batch: list[tuple[_Pending, int]] = []  # (file, chunk index) waiting for the model, across files
 
-    def read(self, f: "_Pending") -> None:
+    def read(self, f: _Pending) -> None:
         """Queue all of `f`'s chunks, embedding each batch as it fills; then `f.read_all`. A file that can't be read
         or transcribed fails by name (`f.failed`), its chunks taken out of the batch."""
         started = time.perf_counter()
@@ -549,11 +550,11 @@ class Runner:
         self.seconds["read"] += time.perf_counter() - started
         f.read_all = True
 
-    def fail(self, f: "_Pending", reason: str) -> None:
+    def fail(self, f: _Pending, reason: str) -> None:
         f.failed = f.failed or reason
         self.batch[:] = [(g, i) for g, i in self.batch if g is not f]
 
-    def queue(self, f: "_Pending", index: int, chunk: Chunk) -> None:
+    def queue(self, f: _Pending, index: int, chunk: Chunk) -> None:
         f.chunks.append(chunk)
         f.vectors.append({})
         f.indices.append(index)
