@@ -19,6 +19,8 @@ its image's item (`pair_of`); such CSVs are read after every other file, so thei
 Three stages overlap so the model never waits: decoder threads check the next files against the store and
 decode them while the model embeds (Pillow and PyAV release the GIL), and one writer thread saves thumbnails
 and originals and upserts while the model goes on. Files are still taken, embedded and reported in order.
+What is done to each file between its decoding and its writing (`Runner`) is the same code on a Ray worker
+(mmcore.scaleout), whose driver writes as this one does.
 """
 
 from __future__ import annotations
@@ -177,7 +179,6 @@ def ingest(
     pairing = Pairing(models.image_target)
     report = IngestReport()
     in_order = [FileResult(s.name, "failed") for s in sources]
-    batch: list[tuple[_Pending, int]] = []  # chunks waiting for the model, across files
     waiting: list[_Pending] = []  # files being read or embedded, whose items are not all handed to the writer
     decoding: deque[tuple[FileResult, bytes, Future]] = deque()  # files being decoded ahead of the model, in order
     writes: deque[tuple[Future, list[_Part]]] = deque()  # groups being written, in order
@@ -187,39 +188,12 @@ def ingest(
         report.results.append(result)
         tracker.finished(result)
 
-    def fail(pending: _Pending, reason: str) -> None:
-        pending.failed = pending.failed or reason
-        batch[:] = [(f, i) for f, i in batch if f is not pending]
-
-    def queue(pending: _Pending, index: int, chunk: Chunk) -> None:
-        pending.chunks.append(chunk)
-        pending.vectors.append({})
-        pending.indices.append(index)
-        if pending.part_started is None:
-            pending.part_started = time.perf_counter()
-        batch.append((pending, len(pending.chunks) - 1))
-        if len(batch) >= settings.batch_size:
-            embed_batch()
-
-    def embed_batch() -> None:
-        if not batch:
-            return
-        started = time.perf_counter()
-        files: dict[int, tuple[_Pending, int]] = {}
-        for f, _ in batch:
-            files[id(f)] = (f, files.get(id(f), (f, 0))[1] + 1)
-        try:
-            embed_queued(models.spaces, batch)
-        except Exception as e:  # a model failing on one batch must not lose the report of the rest
-            for f, _ in files.values():
-                fail(f, f"the model failed on this file ({e})")
-        else:
-            for f, count in files.values():
-                f.embedded += count
-                tracker.embedded(f.result, count)
-        batch.clear()
-        report.seconds["embed"] += time.perf_counter() - started
+    def embedded(counts: list[tuple[_Pending, int]]) -> None:
+        for f, count in counts:
+            tracker.embedded(f.result, count)
         write_done()
+
+    runner = Runner(models.spaces, models.transcriber, options, settings.batch_size, report.seconds, embedded)
 
     def write_done() -> None:
         """Hand the writer what is ready: files read and embedded whole (or failed), and groups of big files."""
@@ -231,7 +205,7 @@ def ingest(
             elif not f.failed and f.read_all and f.embedded == len(f.chunks):
                 waiting.remove(f)
                 parts.append(f.take_part(len(f.chunks), last=True))
-            elif not f.failed and not batch and f.embedded and (
+            elif not f.failed and not runner.batch and f.embedded and (
                     f.embedded >= GROUP_ITEMS or time.perf_counter() - f.part_started >= GROUP_SECONDS):
                 parts.append(f.take_part(min(f.embedded, GROUP_ITEMS), last=False))
         if parts:
@@ -254,62 +228,25 @@ def ingest(
             report.seconds[stage] += time.perf_counter() - started
 
     def take(result: FileResult, data: bytes, decoded: Future) -> None:
-        """Queue a decoded file's chunks for the model (those an earlier ingest committed are passed over), or
-        report it skipped or failed."""
-        started = time.perf_counter()
-        pending = None
+        """Hand a decoded file to the runner, or report it skipped or failed."""
         if not decoded.done():
             tracker.waiting(result)
         try:
-            read: _Read | None = decoded.result()
-            if read is None or result.source_hash in seen:
-                result.status, result.reason = "skipped", "already in the collection"
-            else:
-                seen.add(result.source_hash)
-                pending = _Pending(result, read.decoded, data, record=read.record, restart=read.restart)
-                if pending.record is not None and not pending.restart:
-                    pending.record.took_on(journal.path.name)
-                known = read.decoded.known_count
-                tracker.reading(result, None if known is None else known - pending.resumed_items(known))
-                waiting.append(pending)
-                speech = models.transcriber is not None and may_hold_speech(result.name)
-                for index, chunk in enumerate(read.decoded.chunks):  # lazily read: a big file streams through
-                    if pending.failed:
-                        break
-                    pending.count += 1
-                    if speech and "start_s" in chunk.locator:
-                        pending.timed.append(replace(chunk, payload=None))  # its times and picture
-                    if pending.record is not None and not pending.restart and pending.record.is_committed(index):
-                        pending.resumed += 1
-                        continue
-                    report.seconds["read"] += time.perf_counter() - started
-                    queue(pending, index, chunk)
-                    started = time.perf_counter()
-                if not pending.count:
-                    raise MediaError(result.name, "nothing in it could be embedded")
-                if speech and not pending.failed and pending.timed:
-                    report.seconds["read"] += time.perf_counter() - started
-                    started = time.perf_counter()
-                    spoken = transcript_chunks(models.transcriber, result.name, data, pending.timed, options)
-                    report.seconds["transcribe"] += time.perf_counter() - started
-                    for chunk in spoken:
-                        index, pending.count = pending.count, pending.count + 1
-                        if pending.record is None or pending.restart or not pending.record.is_committed(index):
-                            queue(pending, index, chunk)
-                        else:
-                            pending.resumed += 1
-                    pending.timed = []
-                    started = time.perf_counter()
+            read: _Read | None = timed("read", decoded.result)
         except MediaError as e:
-            if pending is None:
-                result.reason = e.reason
-            else:
-                fail(pending, e.reason)
-        report.seconds["read"] += time.perf_counter() - started
-        if pending is None:
-            finish(result)
-            return
-        pending.read_all = True
+            result.reason = e.reason
+            return finish(result)
+        if read is None or result.source_hash in seen:
+            result.status, result.reason = "skipped", "already in the collection"
+            return finish(result)
+        seen.add(result.source_hash)
+        pending = _Pending(result, read.decoded, data, record=read.record, restart=read.restart)
+        if pending.record is not None and not pending.restart:
+            pending.record.took_on(journal.path.name)
+        known = read.decoded.known_count
+        tracker.reading(result, None if known is None else known - pending.resumed_items(known))
+        waiting.append(pending)
+        runner.read(pending)
         write_done()
 
     def read_new(name: str, data: bytes, source_hash: str) -> _Read | None:
@@ -352,7 +289,7 @@ def ingest(
                     take(*decoding.popleft())
             while decoding:
                 take(*decoding.popleft())
-            embed_batch()
+            runner.flush()
             write_done()
             report_written(wait=True)
         finally:  # on an error: no write may still run when the journal rolls back its open group
@@ -384,6 +321,15 @@ def earlier(journals: Path, collection: str, source_hash: str, reading: str, pre
     return False, record, False
 
 
+def needs_of(ws: Workspace, names: Sequence[str]) -> tuple[list[str], bool]:
+    """What files `names` need: every enabled space that embeds their modalities, the spaces of text always (a
+    tokenizer cuts every text), in registry order; and whether their speech is transcribed (MMCORE_ASR_MODEL is set
+    and some may hold speech)."""
+    wanted = {space for n in names for m in modalities_of(n) for space in spaces_for(m, ws.settings)}
+    spaces = [s for s in ws.space_names() if s in wanted or s in spaces_for("text", ws.settings)]
+    return spaces, bool(ws.settings.asr_model) and any(may_hold_speech(n) for n in names)
+
+
 @dataclass
 class Models:
     """The models and collections an ingest needs, and why those that can't be had can't (per space, "speech").
@@ -401,17 +347,15 @@ class Models:
 
     @classmethod
     def load(cls, ws: Workspace, collection: str, names: Sequence[str]) -> "Models":
-        """Load what files `names` need: every enabled space that embeds their modalities, the spaces of text
-        always (a tokenizer cuts every text), the speech model for audio and video when MMCORE_ASR_MODEL is set. A
-        model that can't be loaded, or a collection made by another model, fails only the files that need it.
+        """Load what files `names` need (`needs_of`). A model that can't be loaded, or a collection made by
+        another model, fails only the files that need it.
 
         Raises:
             StoreError: the store can't be reached. MMError: the settings name an unknown backend.
         """
         spaces, targets, broken = {}, {}, {}
-        settings = ws.settings
-        wanted = {space for n in names for m in modalities_of(n) for space in spaces_for(m, settings)}
-        for space in [s for s in ws.space_names() if s in wanted or s in spaces_for("text", settings)]:
+        wanted, speech = needs_of(ws, names)
+        for space in wanted:
             try:
                 spaces[space] = ws.space(space)
                 targets[space] = ws.collection(collection, space, create=False)
@@ -422,7 +366,7 @@ class Models:
             except SpaceMismatch as e:
                 broken[space] = str(e)
         transcriber = None
-        if ws.settings.asr_model and any(may_hold_speech(n) for n in names):
+        if speech:
             try:
                 transcriber = get_transcriber(ws.settings)
             except ModelUnavailable as e:
@@ -493,7 +437,6 @@ class _Pending:
     embedded: int = 0  # of `chunks`, how many (from the first) have their vectors
     resumed: int = 0  # items passed over: an earlier ingest committed them
     part_started: float | None = None  # when the oldest chunk not handed to the writer was queued
-    timed: list[Chunk] = field(default_factory=list)  # audio windows or video segments, for the transcript
     added_at: int = field(default_factory=lambda: int(time.time()))
     links: dict | None = None  # image name -> (item id, source), for a caption CSV (Pairing.link)
     pairs: int = 0  # captions linked to their image
@@ -508,6 +451,10 @@ class _Pending:
         self.part_started = time.perf_counter() if self.chunks else None
         return part
 
+    def is_committed(self, index: int) -> bool:
+        """Whether an earlier ingest committed the file's item `index` (and it stays)."""
+        return self.record is not None and not self.restart and self.record.is_committed(index)
+
     def resumed_items(self, known: int) -> int:
         return 0 if self.record is None or self.restart else sum(max(0, min(b, known) - a) for a, b in self.record.committed)
 
@@ -521,18 +468,6 @@ class _Part:
     vectors: list = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
     last: bool = True
-
-
-def whole_parts(f: _Pending) -> list[_Part]:
-    """A file read and embedded whole (as Ray workers return them) as the parts to write: what an earlier ingest
-    committed left out, in groups of GROUP_ITEMS."""
-    keep = [i for i in range(len(f.chunks)) if f.record is None or f.restart or not f.record.is_committed(i)]
-    f.count, f.resumed = len(f.chunks), len(f.chunks) - len(keep)
-    if f.failed or not keep:
-        return [_Part(f, last=True)]
-    cuts = list(range(0, len(keep), GROUP_ITEMS))
-    return [_Part(f, [f.chunks[i] for i in keep[a:a + GROUP_ITEMS]], [f.vectors[i] for i in keep[a:a + GROUP_ITEMS]],
-                  keep[a:a + GROUP_ITEMS], last=a == cuts[-1]) for a in cuts]
 
 
 def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: str = "auto") -> ReadOptions:
@@ -562,19 +497,100 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
     )
 
 
-def embed_queued(spaces: dict, batch: list[tuple[_Pending, int]]) -> None:
-    """Embed the queued chunks (file, chunk index) in every space of `spaces` that takes their modality: fill in
-    their vectors (space -> vector) and drop their pixels.
+class Runner:
+    """The per-file work of an ingest, the same under both executors: this process (`ingest`, which decodes ahead
+    in threads and writes in one) and Ray (the workers of mmcore.scaleout, whose driver writes). A file is decoded
+    (if it isn't yet), its chunks, then its transcript's, queued for the model (those an earlier ingest committed
+    passed over) and embedded in batches across files in every loaded space that takes their modality.
+    `embedded` hears of each batch: [(file, its chunks embedded)]. Times go to `seconds`."""
 
-    Raises whatever a model raises; the files' vectors are then incomplete.
-    """
-    for name, space in spaces.items():
-        part = [(f, i) for f, i in batch if spec_of(name).takes(f.chunks[i].modality)]
-        if part:
-            for (f, i), vector in zip(part, space.embed([f.chunks[i] for f, i in part])):
-                f.vectors[i][name] = vector
-    for f, i in batch:
-        f.chunks[i] = _without_pixels(f.chunks[i])
+    def __init__(self, spaces: dict, transcriber, options: ReadOptions, batch_size: int, seconds: dict,
+                 embedded=lambda counts: None):
+        self.spaces, self.transcriber, self.options, self.batch_size = spaces, transcriber, options, batch_size
+        self.seconds, self.embedded = seconds, embedded
+        self.batch: list[tuple[_Pending, int]] = []  # (file, chunk index) waiting for the model, across files
+
+    def read(self, f: _Pending) -> None:
+        """Queue all of `f`'s chunks, embedding each batch as it fills; then `f.read_all`. A file that can't be read
+        or transcribed fails by name (`f.failed`), its chunks taken out of the batch."""
+        started = time.perf_counter()
+        try:
+            if f.decoded is None:
+                f.decoded = read_media(f.result.name, f.data, self.options)
+            speech = self.transcriber is not None and may_hold_speech(f.result.name)
+            timed = []  # audio windows or video segments (their times and pictures), for the transcript
+            for index, chunk in enumerate(f.decoded.chunks):  # lazily read: a big file streams through
+                if f.failed:
+                    break
+                f.count += 1
+                if speech and "start_s" in chunk.locator:
+                    timed.append(replace(chunk, payload=None))
+                if f.is_committed(index):
+                    f.resumed += 1
+                    continue
+                self.seconds["read"] += time.perf_counter() - started
+                self.queue(f, index, chunk)
+                started = time.perf_counter()
+            if not f.count:
+                raise MediaError(f.result.name, "nothing in it could be embedded")
+            if timed and not f.failed:
+                self.seconds["read"] += time.perf_counter() - started
+                started = time.perf_counter()
+                spoken = transcript_chunks(self.transcriber, f.result.name, f.data, timed, self.options)
+                self.seconds["transcribe"] += time.perf_counter() - started
+                for chunk in spoken:
+                    index, f.count = f.count, f.count + 1
+                    if f.is_committed(index):
+                        f.resumed += 1
+                    else:
+                        self.queue(f, index, chunk)
+                started = time.perf_counter()
+        except MediaError as e:
+            self.fail(f, e.reason)
+        self.seconds["read"] += time.perf_counter() - started
+        f.read_all = True
+
+    def fail(self, f: _Pending, reason: str) -> None:
+        f.failed = f.failed or reason
+        self.batch[:] = [(g, i) for g, i in self.batch if g is not f]
+
+    def queue(self, f: _Pending, index: int, chunk: Chunk) -> None:
+        f.chunks.append(chunk)
+        f.vectors.append({})
+        f.indices.append(index)
+        if f.part_started is None:
+            f.part_started = time.perf_counter()
+        self.batch.append((f, len(f.chunks) - 1))
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Embed the queued chunks in every space that takes their modality: fill in their vectors (space -> vector)
+        and drop their pixels. A model failing on a batch fails its files, not the ingest."""
+        if not self.batch:
+            return
+        started = time.perf_counter()
+        counts: dict[int, tuple[_Pending, int]] = {}
+        for f, _ in self.batch:
+            counts[id(f)] = (f, counts.get(id(f), (f, 0))[1] + 1)
+        try:
+            for name, space in self.spaces.items():
+                part = [(f, i) for f, i in self.batch if spec_of(name).takes(f.chunks[i].modality)]
+                if part:
+                    for (f, i), vector in zip(part, space.embed([f.chunks[i] for f, i in part])):
+                        f.vectors[i][name] = vector
+        except Exception as e:  # a model failing on one batch must not lose the report of the rest
+            for f, _ in counts.values():
+                self.fail(f, f"the model failed on this file ({e})")
+            counts = {}
+        else:
+            for f, i in self.batch:
+                f.chunks[i] = _without_pixels(f.chunks[i])
+            for f, count in counts.values():
+                f.embedded += count
+        self.batch.clear()
+        self.seconds["embed"] += time.perf_counter() - started
+        self.embedded(list(counts.values()))
 
 
 class PartWriter:

@@ -3,10 +3,11 @@
 The driver hashes each file and skips those already in the collection, exactly as `mmcore.ingest` does, then
 sends the bytes of the rest through Ray's object store, in calls of a few files (at most `batch_size` files or
 CALL_BYTES), to worker actors: one per GPU when the cluster has GPUs, else one per `cpus` CPUs of each node.
-Each worker loads the models once and runs the same reading and embedding code as a local ingest (same
-settings, same chunks, same item ids) and returns, per file, its chunks without pixels, its thumbnails and
-its vectors. The driver stores originals and thumbnails in its own data dir and writes each call's files as
-one journaled group, as a local ingest does: atomic per file, resumable, the same report.
+Each worker loads the models once and runs the same per-file code as a local ingest (`mmcore.ingest.Runner`: same
+settings, same chunks, same item ids, an earlier ingest's committed items passed over) and returns, per file, its
+chunks without pixels, its thumbnails and its vectors. The driver stores originals and thumbnails in its own data
+dir and writes each call's files as one journaled group, as a local ingest does: atomic per file, resumable, the
+same report.
 
 At most two calls per worker are in flight, so the driver holds the bytes of at most 2 x workers x CALL_BYTES
 (plus one larger file) at a time. A worker that dies (a node lost, memory exhausted) is dropped and its files
@@ -27,10 +28,10 @@ from typing import Callable, Sequence
 
 from .config import Settings
 from .errors import MediaError, MMError, NotFound, SpaceMismatch
-from .ingest import (FileResult, IngestReport, PartWriter, SourceFile, _Pending, earlier, embed_queued, pairs_later,
-                     read_options, reading_key, tag_list, whole_parts)
-from .journal import Journal, journal_dir, recover
-from .media import may_hold_speech, modalities_of, read_media
+from .ingest import (GROUP_ITEMS, FileResult, IngestReport, PartWriter, Runner, SourceFile, _Part, _Pending, earlier,
+                     needs_of, pairs_later, read_options, reading_key, tag_list)
+from .journal import Journal, PartialFile, journal_dir, recover
+from .media import modalities_of
 from .spaces.registry import spaces_for
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
@@ -93,9 +94,7 @@ def ingest_on_ray(
     """
     settings = _portable(ws.settings)
     name = collection or settings.collection
-    wanted = {space for s in sources for m in modalities_of(s.name) for space in spaces_for(m, settings)}
-    needed = [space for space in ws.space_names() if space in wanted or space in spaces_for("text", settings)]
-    speech = bool(settings.asr_model) and any(may_hold_speech(s.name) for s in sources)
+    needed, speech = needs_of(ws, [s.name for s in sources])
     journals = journal_dir(settings.data_dir)
     tracker = ProgressTracker(len(sources), on_progress)
     tracker.stage("loading models")
@@ -169,6 +168,12 @@ def ingest_on_ray(
                 cluster = _Cluster(address, settings, needed, speech, csv_rows, cpus, on_note, pair_column)
             while call or (cluster and cluster.busy()):
                 while call and cluster.free():
+                    for f in call:  # resumed as a local ingest resumes it, now that the workers' reading is known
+                        if f.record is not None:
+                            f.restart = (f.record.abandoned or f.record.header.get("reading") != cluster.reading
+                                         or not any(t.has_source(f.result.source_hash) for t in targets.values()))
+                            if not f.restart and journal.path.name not in f.record.writers:
+                                f.record.took_on(journal.path.name)
                     cluster.send(call)
                     call = next_call()
                 done = cluster.wait()
@@ -185,8 +190,7 @@ def ingest_on_ray(
                         retry.append([f])
                 if done.files:
                     started = time.perf_counter()
-                    _write(store, done.files, tracker, cluster.reading,
-                           lambda h: any(t.has_source(h) for t in targets.values()))
+                    _write(store, done.files, tracker)
                     report.seconds["write"] += time.perf_counter() - started
                     for key, value in done.seconds.items():
                         report.seconds[key] += value
@@ -202,21 +206,21 @@ def ingest_on_ray(
     return report
 
 
-def _write(store: PartWriter, files: list[_Pending], tracker: ProgressTracker, reading: str, present) -> None:
-    """Write files the workers read and embedded whole: a big one in groups (those an earlier ingest committed
-    left out), the others' items together in one group."""
+def _write(store: PartWriter, files: list[_Pending], tracker: ProgressTracker) -> None:
+    """Write files the workers read and embedded whole: a big one in groups of GROUP_ITEMS, the last groups of all
+    together in one group."""
     last = []
     for f in files:
         if not f.failed:
             tracker.reading(f.result, len(f.chunks))
             tracker.embedded(f.result, len(f.chunks))
-        if f.record is not None:
-            f.restart = f.record.abandoned or f.record.header.get("reading") != reading or not present(f.result.source_hash)
-        for part in whole_parts(f):
-            if part.last:
-                last.append(part)
-            else:
-                store.write([part])
+        if f.failed or not f.chunks:
+            last.append(_Part(f, last=True))
+            continue
+        f.embedded = len(f.chunks)
+        while len(f.chunks) > GROUP_ITEMS:
+            store.write([f.take_part(GROUP_ITEMS, last=False)])
+        last.append(f.take_part(len(f.chunks), last=True))
     store.write(last)
 
 
@@ -285,7 +289,7 @@ class _Cluster:
 
     def send(self, files: list[_Pending]) -> None:
         actor = min(self.actors, key=self._load)
-        ref = actor.process.remote([(f.result.name, f.data) for f in files])
+        ref = actor.process.remote([(f.result.name, f.data, None if f.restart else f.record) for f in files])
         self.running[ref] = (actor, self.actors[actor], files)
 
     def wait(self) -> _Done:
@@ -340,9 +344,9 @@ class _Cluster:
                 self.note(f"Ray: a worker died on {worker.node} ({self.last_error}); its files go to the others")
                 self._drop(actor, worker)
             return _Done(self.infos, lost=files, error=self.last_error)
-        for f, (failed, decoded, chunks, vectors) in zip(files, outcomes):
-            f.failed, f.decoded, f.chunks = failed, decoded, chunks
-            f.vectors = list(vectors) if vectors is not None else []
+        for f, (failed, decoded, chunks, vectors, indices, resumed) in zip(files, outcomes):
+            f.failed, f.decoded, f.chunks, f.vectors, f.indices, f.resumed = failed, decoded, chunks, vectors, indices, resumed
+            f.count = len(chunks) + resumed
         worker.files += sum(1 for f in files if not f.failed)
         return _Done(self.infos, files, seconds)
 
@@ -401,61 +405,19 @@ class _Worker:
         reading = reading_key(self.options, self.transcriber is not None)
         return socket.gethostname(), device, {name: space.info for name, space in self.spaces.items()}, reading
 
-    def process(self, files: list[tuple[str, bytes]]) -> tuple[list[tuple], dict[str, float]]:
-        """Per file, in order: (failure reason or None, Decoded without chunks, chunks without pixels, vectors),
-        and the seconds spent reading, transcribing and embedding. The same steps as `mmcore.ingest.ingest`."""
-        from .speech import transcript_chunks
-
+    def process(self, files: list[tuple[str, bytes, PartialFile | None]]) -> tuple[list[tuple], dict[str, float]]:
+        """Per file (name, bytes, the record of what an earlier ingest committed of it, to pass over), in order:
+        (failure reason or None, Decoded without chunks, chunks without pixels, their vectors, their indices in the
+        file, items passed over), and the seconds spent reading, transcribing and embedding: `mmcore.ingest.Runner`'s
+        work, as in a local ingest."""
         seconds = {"read": 0.0, "transcribe": 0.0, "embed": 0.0}
-        out: list[_Pending] = []
-        batch: list[tuple[_Pending, int]] = []
-
-        def embed() -> None:
-            started = time.perf_counter()
-            try:
-                embed_queued(self.spaces, batch)
-            except Exception as e:  # a model failing on one batch fails its files, not the call
-                for f in {id(f): f for f, _ in batch}.values():
-                    f.failed = f"the model failed on this file ({e})"
-            batch.clear()
-            seconds["embed"] += time.perf_counter() - started
-
-        def queue(f: _Pending, chunk) -> None:
-            f.chunks.append(chunk)
-            f.vectors.append({})
-            batch.append((f, len(f.chunks) - 1))
-            if len(batch) >= self.settings.batch_size:
-                embed()
-
-        for name, data in files:
-            f = _Pending(FileResult(name, "failed"), None, b"")
-            out.append(f)
-            started = time.perf_counter()
-            try:
-                decoded = read_media(name, data, self.options)
-                for chunk in decoded.chunks:  # lazily decoded: long media streams through the model in batches
-                    seconds["read"] += time.perf_counter() - started
-                    queue(f, chunk)
-                    started = time.perf_counter()
-                if not f.chunks:
-                    raise MediaError(name, "nothing in it could be embedded")
-                if self.transcriber is not None and f.chunks[0].modality in ("audio", "video"):
-                    seconds["read"] += time.perf_counter() - started
-                    started = time.perf_counter()
-                    spoken = transcript_chunks(self.transcriber, name, data, f.chunks, self.options)
-                    seconds["transcribe"] += time.perf_counter() - started
-                    for chunk in spoken:
-                        queue(f, chunk)
-                    started = time.perf_counter()
-                f.decoded = replace(decoded, chunks=[])  # the chunks travel on their own, without pixels
-            except MediaError as e:
-                f.failed = e.reason
-                batch[:] = [(g, i) for g, i in batch if g is not f]
-            seconds["read"] += time.perf_counter() - started
-        if batch:
-            embed()
-        return [(f.failed, f.decoded, f.chunks, f.vectors) if not f.failed else (f.failed, None, [], None)
-                for f in out], seconds
+        runner = Runner(self.spaces, self.transcriber, self.options, self.settings.batch_size, seconds)
+        out = [_Pending(FileResult(name, "failed"), None, data, record=record) for name, data, record in files]
+        for f in out:
+            runner.read(f)
+        runner.flush()
+        return [(None, replace(f.decoded, chunks=[]), f.chunks, f.vectors, f.indices, f.resumed) if not f.failed
+                else (f.failed, None, [], [], [], 0) for f in out], seconds
 
 
 def _connect(ray, address: str) -> None:
