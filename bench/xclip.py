@@ -113,7 +113,7 @@ def rankings(label: str, model: str, segments, queries, sweep: bool = False) -> 
 
     space = XClipSpace.load(model, device="cpu", batch_size=32)
     texts = space.embed_texts(queries)
-    videos = space.embed_video_segments(segments)
+    videos = space.embed_videos(segments)
     stored = texts @ videos.T  # (Q, V): what a search over stored vectors ranks by
 
     def full_forward():
@@ -197,7 +197,7 @@ def speed(video: Path, n: int, rounds: int) -> None:
         x_rates, c_rates = [], []
         for _ in range(rounds):
             started = time.perf_counter()
-            xclip.embed_video_segments([c.payload for c in chunks])
+            xclip.embed_videos([c.payload for c in chunks])
             x_rates.append(n / (time.perf_counter() - started))
             started = time.perf_counter()
             clip.embed(chunks)  # the path ingest takes for video segments in the clip space (the frame mean)

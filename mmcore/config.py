@@ -21,7 +21,8 @@ class Settings:
       MMCORE_DATA_DIR       where the embedded Chroma store, originals and thumbnails live (./mmdata)
       MMCORE_<SPACE>_MODEL  hub id or local directory of each space's model (mmcore.spaces.registry):
                             MMCORE_CLIP_MODEL (images, text, pages, video; on by default),
-                            MMCORE_CLAP_MODEL (sound; on by default), MMCORE_SIGLIP_MODEL (off unless set)
+                            MMCORE_CLAP_MODEL (sound; on by default), MMCORE_SIGLIP_MODEL and
+                            MMCORE_XCLIP_MODEL (video segments, searched by text) (off unless set)
       MMCORE_ASR_MODEL      hub id or local directory of a speech-recognition model (Whisper); transcripts
                             of audio and video are made only when this is set
       MMCORE_CHROMA_HOST    use a Chroma server at this host instead of the embedded store

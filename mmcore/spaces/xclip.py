@@ -1,4 +1,5 @@
-"""X-CLIP video models (microsoft/xclip-*) through transformers' AutoModel + AutoProcessor: video segments and text.
+"""The `xclip` space (optional: on when MMCORE_XCLIP_MODEL is set): X-CLIP video models (microsoft/xclip-*) through
+transformers' AutoModel + AutoProcessor. It embeds video segments, and is searched by text.
 
 X-CLIP looks at a segment as a whole: a fixed number of frames (8 for the base checkpoints) through CLIP's image
 tower, then a small transformer across them (its "multi-frame integration"), where the clip space averages frame
@@ -17,7 +18,9 @@ import numpy as np
 from ..errors import ModelUnavailable
 from ..media.video import sample_frames
 from . import SpaceInfo
+from .embed import Towers
 from .hf import embed_in_batches, load_pretrained, revision
+from .registry import SpaceSpec, register
 
 NAME = "xclip"
 ENV_VAR = "MMCORE_XCLIP_MODEL"
@@ -30,14 +33,12 @@ HOW_TO_PROVIDE = (
 )
 
 
-class XClipSpace:
+class XClipSpace(Towers):
     """The `xclip` space: video segments (each a list of RGB frames, as `read_video` cuts them) and text.
 
-    `embed_video_segments` samples `num_frames` frames evenly from each segment. `batch_size` counts frames, as
+    `embed_videos` (which `Towers.embed` uses for segments instead of a frame mean) samples `num_frames` frames evenly from each segment. `batch_size` counts frames, as
     the clip space's counts images, so one forward pass holds about as many pictures in both.
     """
-
-    modalities = frozenset({"video", "text"})
 
     def __init__(self, model, processor, info: SpaceInfo, device: str, batch_size: int):
         self.model = model
@@ -77,7 +78,7 @@ class XClipSpace:
         """The text tower's vectors, not conditioned on any video (what a stored collection can be searched by)."""
         return embed_in_batches(texts, self.batch_size, self.text_inputs, self.model.get_text_features, self.device, self.info.dim, self.model.dtype)
 
-    def embed_video_segments(self, segments: Sequence[Sequence]) -> np.ndarray:
+    def embed_videos(self, segments: Sequence[Sequence]) -> np.ndarray:
         """One vector per segment, from `num_frames` of its frames (PIL images) sampled evenly in time.
 
         Raises:
@@ -99,3 +100,11 @@ class XClipSpace:
         if pixels.dim() == 4:  # an image processor (not a video one) returns the frames of all segments in one row
             pixels = pixels.reshape(len(videos), self.num_frames, *pixels.shape[1:])
         return {"pixel_values": pixels}
+
+
+register(SpaceSpec(
+    name=NAME, title="X-CLIP", variable=ENV_VAR, default_model=None,
+    load=lambda model, s: XClipSpace.load(model, device=s.device, batch_size=s.batch_size),
+    # Video only: its text tower is for queries (a text item is CLIP's, or SigLIP's, to embed).
+    modalities=frozenset({"video"}), queries=frozenset({"text"}),
+))
