@@ -125,7 +125,8 @@ def write_lock(data_dir: Path) -> Iterator[None]:
 
 
 _locks: dict[Path, FileLock] = {}  # lock file -> this process's one lock on it, counting the claims that hold it
-_locks_mutex = threading.Lock()
+# Reentrant: a forgotten claim's release runs from the garbage collector, which may start inside _take on this thread.
+_locks_mutex = threading.RLock()
 
 
 def lock_path(data_dir: Path) -> Path:

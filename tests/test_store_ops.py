@@ -132,6 +132,28 @@ def test_workspaces_of_one_process_share_the_lock_until_the_last_closes(tmp_path
     assert lock_holder(data_dir) is None, "a workspace nobody holds gives the lock back"
 
 
+def test_a_claim_collected_while_another_is_taken_gives_its_lock_back_without_deadlock(tmp_path):
+    """The garbage collector may run a forgotten claim's release in the middle of taking another lock, on the same
+    thread (it did, and the ingest hung): the release must not wait for the mutex its own thread holds."""
+    import threading
+
+    from mmcore import datadir
+
+    forgotten = datadir.WriteClaim(tmp_path / "one")
+    forgotten()
+    release = forgotten._held  # what the collector runs once nobody holds the claim
+    done = threading.Event()
+
+    def take_another() -> None:
+        with datadir._locks_mutex:  # as inside _take, where a collection may start at any allocation
+            release()
+        done.set()
+
+    threading.Thread(target=take_another, daemon=True).start()
+    assert done.wait(10), "the release waited for a mutex its own thread holds"
+    assert lock_holder(tmp_path / "one") is None
+
+
 # --- schema version ---------------------------------------------------------------------------------------
 
 
