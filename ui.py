@@ -18,7 +18,7 @@ from mmcore.files import read_stored, read_thumbnail
 from mmcore.plaintext import WORD_JOINER
 from mmcore.plaintext import markdown as plain  # every user string put into Markdown goes through this
 from mmcore.spaces import backend_of, is_loaded, load_failure
-from mmcore.spaces.registry import DEFAULT_SPACE, names, require, specs
+from mmcore.spaces.registry import DEFAULT_SPACE, hosted_notices, names, require, specs
 from mmcore.speech import is_loaded as speech_loaded
 from mmcore.speech import load_failure as speech_failure
 from mmcore.workspace import Workspace
@@ -130,6 +130,8 @@ def sidebar() -> None:
         st.divider()
         st.session_state["model_slot"] = st.empty()
         show_model_status()
+        for notice in hosted_notices(ws.settings):  # media that leaves this machine, said plainly
+            st.warning(plain(notice), icon=":material/cloud_upload:")
         s = ws.settings
         store = f"Chroma server {s.chroma_host}:{s.chroma_port}" if s.chroma_host else f"embedded in `{s.data_dir}`"
         st.caption(f"**Store** {store}")
@@ -332,7 +334,8 @@ def hit_card(hit, rank: int) -> None:
             snippet("\n".join(f"“{c.document[:200]}”" for c in captions))  # an image's captions beneath it
         score = f"**{hit.score:.3f}**" + (f" · p {hit.probability:.2f}" if hit.probability is not None else "")
         score += f" · fused {hit.fused:.4f}" if hit.fused is not None else ""
-        st.markdown(f"{score} · `{hit.space}`")  # space names are letters, digits, - and _ (checked when made)
+        found = " + ".join(f"`{space}`" for space in hit.found_in or (hit.space,))  # the spaces whose lists had it
+        st.markdown(f"{score} · {found}")  # space names are letters, digits, - and _ (checked when made)
         st.caption(plain(" · ".join(p for p in (hit.source, hit.where, f"image {image_of.source}" if image_of else "") if p)))
         with st.container(horizontal=True, gap="small"):
             if playable:

@@ -22,7 +22,9 @@ class Settings:
       MMCORE_<SPACE>_MODEL  hub id or local directory of each space's model (mmcore.spaces.registry):
                             MMCORE_CLIP_MODEL (images, text, pages, video; on by default),
                             MMCORE_CLAP_MODEL (sound; on by default), MMCORE_SIGLIP_MODEL and
-                            MMCORE_XCLIP_MODEL (video segments, searched by text) (off unless set)
+                            MMCORE_XCLIP_MODEL (video segments, searched by text) (off unless set);
+                            the hosted twelvelabs space is on only with MMCORE_TWELVELABS_API_KEY
+                            (MMCORE_TWELVELABS_MODEL names its model; see mmcore.spaces.twelvelabs)
       MMCORE_ASR_MODEL      hub id or local directory of a speech-recognition model (Whisper); transcripts
                             of audio and video are made only when this is set
       MMCORE_CHROMA_HOST    use a Chroma server at this host instead of the embedded store
@@ -109,7 +111,7 @@ class Settings:
 
         return cls(
             data_dir=Path(env.get("MMCORE_DATA_DIR") or "mmdata").expanduser(),
-            models={s.name: env.get(s.variable, "").strip() or s.default_model for s in specs()},
+            models={s.name: s.model_in(env) for s in specs()},
             asr_model=env.get("MMCORE_ASR_MODEL") or None,
             chroma_host=env.get("MMCORE_CHROMA_HOST") or None,
             chroma_port=number("MMCORE_CHROMA_PORT", 8000),

@@ -43,6 +43,7 @@ from .journal import Journal, PartialFile, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, modalities_of, read_media
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
+from .spaces.embed import embed_in_spaces
 from .spaces.registry import spaces_for, spec_of
 from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
@@ -566,7 +567,8 @@ class Runner:
 
     def flush(self) -> None:
         """Embed the queued chunks in every space that takes their modality: fill in their vectors (space -> vector)
-        and drop their pixels. A model failing on a batch fails its files, not the ingest."""
+        and drop their pixels. A model failing on a batch fails its files, not the ingest; a file one space could
+        not embed (a hosted model refused it) fails alone."""
         if not self.batch:
             return
         started = time.perf_counter()
@@ -574,17 +576,15 @@ class Runner:
         for f, _ in self.batch:
             counts[id(f)] = (f, counts.get(id(f), (f, 0))[1] + 1)
         try:
-            for name, space in self.spaces.items():
-                part = [(f, i) for f, i in self.batch if spec_of(name).takes(f.chunks[i].modality)]
-                if part:
-                    for (f, i), vector in zip(part, space.embed([f.chunks[i] for f, i in part])):
-                        f.vectors[i][name] = vector
+            vectors, failed = embed_in_spaces(self.spaces, [f.chunks[i] for f, i in self.batch])
         except Exception as e:  # a model failing on one batch must not lose the report of the rest
             for f, _ in counts.values():
                 self.fail(f, f"the model failed on this file ({e})")
             counts = {}
         else:
-            for f, i in self.batch:
+            for (f, i), own, reason in zip(self.batch, vectors, failed):
+                f.vectors[i] = own
+                f.failed = f.failed or reason  # a file a hosted space refused: only it fails
                 f.chunks[i] = _without_pixels(f.chunks[i])
             for f, count in counts.values():
                 f.embedded += count
@@ -681,7 +681,7 @@ def _ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
 
 def _without_pixels(chunk: Chunk) -> Chunk:
     """The chunk without its decoded pixels or samples, which are not needed once it is embedded."""
-    return chunk if chunk.modality == "text" else replace(chunk, payload=None)
+    return chunk if chunk.modality == "text" else replace(chunk, payload=None, source=None)
 
 
 def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict[str, tuple[list, list, list, list]]:

@@ -140,6 +140,7 @@ class Hit:
     original: str | None
     space: str = DEFAULT_SPACE
     fused: float | None = None  # the reciprocal rank fusion score, in a list merged across spaces
+    found_in: tuple[str, ...] = ()  # in a merged list: every space whose list had it (its score is `space`'s)
     probability: float | None = None  # the space's own probability that the hit matches the query (SigLIP's sigmoid)
     pairs: tuple[Pair, ...] = ()
 
@@ -249,12 +250,14 @@ def fuse(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
     """Reciprocal rank fusion of ranked lists: the top `k` by the sum of 1 / (RRF_K + rank) over the lists."""
     scores: dict[str, float] = {}
     first: dict[str, Hit] = {}
+    spaces: dict[str, dict[str, None]] = {}
     for hits in lists:
         for rank, hit in enumerate(hits, start=1):
             scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
             first.setdefault(hit.id, hit)
+            spaces.setdefault(hit.id, {}).update(dict.fromkeys(hit.found_in or (hit.space,)))
     order = sorted(scores, key=lambda i: (-scores[i], -first[i].score, i))
-    return [replace(first[i], fused=round(scores[i], 6)) for i in order[:k]]
+    return [replace(first[i], fused=round(scores[i], 6), found_in=tuple(spaces[i])) for i in order[:k]]
 
 
 def with_pairs(ws: Workspace, hits: Sequence[Hit], collection: str | None = None, per_image: int = 3) -> list[Hit]:
@@ -348,8 +351,9 @@ def query_spaces(ws: Workspace, query: Query, name: str) -> list[str]:
         return usable
     off = [spec_of(s) for s in query.spaces if s in present]
     if off:
-        raise MMError(f"Collection {name!r} can be searched so in space {off[0].name!r}, whose model is not configured: "
-                      f"set {off[0].variable} to the model that made it ({ws.store.open(name, off[0].name).space.model_id}).")
+        fix = off[0].turn_on if off[0].switch else (
+            f"set {off[0].variable} to the model that made it ({ws.store.open(name, off[0].name).space.model_id})")
+        raise MMError(f"Collection {name!r} can be searched so in space {off[0].name!r}, whose model is not configured: {fix}.")
     if present and not set(present) & set(model_spaces()):
         raise MMError(
             f"Collection {name!r} holds vectors of space {present[0]!r}, made without a text or image model: "

@@ -1,5 +1,8 @@
 """The Twelve Labs space against a fake Embed API v2 on 127.0.0.1 (tests/fake_twelvelabs.py): a real HTTP server,
-so the space's real requests, retries, polling and error handling run; only the service behind them is a stand-in."""
+so the space's real requests, retries, polling and error handling run; only the service behind them is a stand-in.
+As a registered space: off by default (no hosted space in the default configuration), on with its key; a video
+ingested beside CLIP goes to the service once, its segments matched to ours by time; `info --json` lists it; text
+and image queries find the segments; a file the service refuses fails by name with nothing of it stored."""
 
 from __future__ import annotations
 
@@ -10,9 +13,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import hashlib
+import io
+import json
+
+import media_av as mav
+import media_factory as mf
 from fake_twelvelabs import API_KEY, DIM, twelvelabs_server, unit, vector_of
+from mmcore import cli
+from mmcore.config import Settings
 from mmcore.errors import MediaError, MMError, ModelUnavailable
-from mmcore.spaces import SpaceInfo
+from mmcore.ingest import SourceFile, ingest
+from mmcore.media import Chunk
+from mmcore.search import Query, search, search_each_modality
+from mmcore.spaces import SpaceInfo, get_space, normalize
+from mmcore.spaces.embed import MAX_GAP_S, match_segment
+from mmcore.spaces.registry import enabled, hosted_notices, require, spaces_for
+from mmcore.workspace import Workspace
 from mmcore.spaces.twelvelabs import (
     INLINE_LIMIT_BYTES, UPLOAD_LIMIT_BYTES, SegmentVectors, TwelveLabsConfig, TwelveLabsSpace,
 )
@@ -58,7 +75,7 @@ def test_text_queries_are_the_services_vectors_normalised_and_the_key_goes_in_x_
     assert bodies[-1] == {"model_name": "marengo3.0", "input_type": "text", "text": {"input_text": "a red car"}}
     assert {r["headers"]["x-api-key"] for r in fake.requests} == {API_KEY}
     assert space.embed_texts([]).shape == (0, DIM)
-    assert space.modalities == {"image", "text", "video"} and space.max_text_tokens == 250
+    assert space.max_text_tokens == 250
     text = "A dog, running."
     assert [text[a:b] for a, b in space.token_spans(text)] == ["A", "dog", ",", "running", "."]
 
@@ -291,3 +308,136 @@ def test_configuration_is_off_without_a_key_and_read_from_the_environment():
         TwelveLabsConfig.from_env({"MMCORE_TWELVELABS_API_KEY": API_KEY, "MMCORE_TWELVELABS_VIDEO_OPTIONS": "smell"})
     with pytest.raises(MMError, match="MMCORE_TWELVELABS_TIMEOUT_S='soon' is not a number"):
         TwelveLabsConfig.from_env({"MMCORE_TWELVELABS_API_KEY": API_KEY, "MMCORE_TWELVELABS_TIMEOUT_S": "soon"})
+
+
+def test_the_default_configuration_has_no_hosted_space_and_the_key_turns_it_on(monkeypatch):
+    for variable in [v for v in __import__("os").environ if v.startswith("MMCORE_TWELVELABS_")]:
+        monkeypatch.delenv(variable)
+    default = Settings.from_env({})
+    assert [s.name for s in enabled(default) if s.sends_to is not None] == [] and hosted_notices(default) == []
+    assert default.model_for("twelvelabs") is None and Settings().model_for("twelvelabs") is None
+    assert Settings.from_env({"MMCORE_TWELVELABS_MODEL": "marengo3.5"}).model_for("twelvelabs") is None  # no key
+    spec = require("twelvelabs")
+    assert (spec.switch, spec.variable, spec.default_model) == ("MMCORE_TWELVELABS_API_KEY", "MMCORE_TWELVELABS_MODEL", "marengo3.0")
+    assert spec.modalities == {"video"} and spec.queries == {"text", "image"}
+    on = Settings.from_env({"MMCORE_TWELVELABS_API_KEY": API_KEY})
+    assert on.model_for("twelvelabs") == "marengo3.0" and spaces_for("video", on) == ["clip", "twelvelabs"]
+    assert spaces_for("image", on) == ["clip"]  # images and text stay with the local models
+    assert Settings.from_env({"MMCORE_TWELVELABS_API_KEY": API_KEY, "MMCORE_TWELVELABS_MODEL": "marengo3.5"}).model_for("twelvelabs") == "marengo3.5"
+    assert hosted_notices(on) == ["Media in the twelvelabs space is sent to Twelve Labs (api.twelvelabs.io), and so are "
+                                  "the queries searched in it."]
+    with pytest.raises(ModelUnavailable, match="The Twelve Labs space is off: set MMCORE_TWELVELABS_API_KEY to use it"):
+        get_space("twelvelabs", Settings(models={"twelvelabs": "marengo3.0"}))
+
+
+def test_segments_are_matched_by_time_not_by_count():
+    spans = [(0.0, 10.0), (10.0, 20.0), (20.0, 24.0)]  # the service left out 24-25.2
+    vectors = normalize(np.eye(3, 4, dtype=np.float32) + 0.1)
+    np.testing.assert_allclose(match_segment(vectors, spans, {"start_s": 10.0, "end_s": 20.0}, "v.mp4"), vectors[1])
+    both = match_segment(vectors, spans, {"start_s": 5.0, "end_s": 20.0}, "v.mp4")  # 5 s of the first, 10 of the second
+    np.testing.assert_allclose(both, normalize((5 * vectors[0] + 10 * vectors[1])[None])[0], atol=1e-6)
+    np.testing.assert_allclose(match_segment(vectors, spans, {"start_s": 24.0, "end_s": 25.2}, "v.mp4"), vectors[2])
+    with pytest.raises(MediaError) as caught:
+        match_segment(vectors, spans, {"start_s": 24.0 + MAX_GAP_S + 1, "end_s": 30.0}, "v.mp4")
+    assert str(caught.value) == "v.mp4: the model returned no vectors for seconds 27-30 of it"
+
+
+@pytest.fixture
+def hosted(fake, tmp_path, clip_dir, monkeypatch):
+    """CLIP and Twelve Labs (the fake) configured, as the environment configures them."""
+    monkeypatch.setenv("MMCORE_TWELVELABS_API_KEY", API_KEY)
+    monkeypatch.setenv("MMCORE_TWELVELABS_URL", fake.url)
+    fake.polls_before_ready = 0  # the configured poll is every 5 s
+    settings = Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "twelvelabs": "marengo3.0"}, batch_size=2)
+    return Workspace(settings)
+
+
+def video(colours) -> bytes:
+    return mav.make_video(seconds=25, fps=10, size=(64, 48), colours=colours)  # the fake's videos last 25 s
+
+
+def test_a_video_goes_to_the_service_once_and_its_segments_into_both_spaces(fake, hosted, monkeypatch, capsys):
+    ws = hosted
+    data = video([(200, 10, 10), (10, 200, 10), (10, 10, 200)])
+    picture = mf.encode(mf.picture((40, 30), (200, 10, 10)), "PNG")
+    report = ingest(ws, [SourceFile("sea.mp4", data), SourceFile("red.png", picture)])
+    assert report.ok, [(r.name, r.reason) for r in report.results]
+    assert len(fake.posts("/v1.3/embed-v2/tasks")) == 1  # batches of 2 segments: the file still went once
+    assert fake.images == []  # the picture stayed here
+    assert ws.store.spaces("default") == ["clip", "twelvelabs"]
+    stored = ws.store.open("default", "twelvelabs")
+    assert stored.space == SpaceInfo("twelvelabs", "marengo3.0", "", DIM, "hosted")
+    items = stored.all(with_vectors=True)
+    assert sorted(items.ids) == sorted(ws.store.open("default", "clip").ids({"modality": "video"}))
+    digest = hashlib.sha256(data).hexdigest()
+    for item_id, meta, vector in zip(items.ids, items.metadatas, items.vectors):
+        start = meta["start_s"]
+        both = unit(vector_of("video", digest, "visual", start)) + unit(vector_of("video", digest, "audio", start))
+        np.testing.assert_allclose(vector, unit(both), atol=1e-5)  # the service's segment at the same time
+    monkeypatch.setenv("MMCORE_DATA_DIR", str(ws.settings.data_dir))
+    monkeypatch.setenv("MMCORE_CLIP_MODEL", ws.settings.model_for("clip"))
+    assert cli.main(["info", "--json"]) == 0
+    out = capsys.readouterr()
+    listed = {row["space"]: row for row in json.loads(out.out)}
+    assert (listed["twelvelabs"]["model"], listed["twelvelabs"]["backend"], listed["twelvelabs"]["items"]) == ("marengo3.0", "hosted", 3)
+    assert listed["clip"]["items"] == 4
+    assert f"note: Media in the twelvelabs space is sent to Twelve Labs (127.0.0.1)" in out.err
+
+
+def test_text_and_image_queries_find_the_segments_through_the_service(fake, hosted):
+    ws = hosted
+    assert ingest(ws, [SourceFile("sea.mp4", video([(200, 10, 10), (10, 200, 10), (10, 10, 200)]))]).ok
+    stored = ws.store.open("default", "twelvelabs").all(with_vectors=True)
+    by_text = search(ws, Query(text="waves on a beach"), space="twelvelabs", k=5)
+    query = unit(vector_of("text", "waves on a beach"))
+    cosines = dict(zip(stored.ids, stored.vectors @ query))
+    assert [h.id for h in by_text] == sorted(cosines, key=lambda i: -cosines[i])
+    assert {h.space for h in by_text} == {"twelvelabs"} and {h.modality for h in by_text} == {"video"}
+    assert fake.posts("/v1.3/embed-v2")[-1]["body"]["text"] == {"input_text": "waves on a beach"}
+    buffer = io.BytesIO()
+    mf.picture((200, 150), (10, 10, 200)).save(buffer, "PNG")
+    by_image = search(ws, Query(image=buffer.getvalue(), image_name="blue.png"), space="twelvelabs", k=5)
+    assert len(by_image) == 3 and fake.posts("/v1.3/embed-v2")[-1]["body"]["input_type"] == "image"
+    fused = search_each_modality(ws, Query(text="waves on a beach"), k=5)["video"]
+    assert all(h.fused > 1 / 61 for h in fused) and {h.found_in for h in fused} == {("clip", "twelvelabs")}
+
+
+def test_a_file_the_service_refuses_fails_by_name_and_nothing_of_it_is_stored(fake, hosted):
+    from dataclasses import replace
+
+    ws = Workspace(replace(hosted.settings, batch_size=4))  # big.mp4's 3 segments and fine.mp4's first: one batch
+    ws.space("twelvelabs")  # loaded (its probe answered) before the refusal is scripted
+    fake.refusals.append((413, {}, {"code": "file_too_large", "message": "The file exceeds the maximum size."}))
+    bad, good = video([(200, 10, 10)]), video([(10, 10, 200), (240, 220, 20)])
+    report = ingest(ws, [SourceFile("big.mp4", bad), SourceFile("fine.mp4", good),
+                         SourceFile("red.png", mf.encode(mf.picture((40, 30), (200, 10, 10)), "PNG"))])
+    by_name = {r.name: r for r in report.results}
+    assert by_name["big.mp4"].status == "failed"
+    assert by_name["big.mp4"].reason.startswith("Twelve Labs refused it as it is ") and "HTTP 413" in by_name["big.mp4"].reason
+    assert (by_name["fine.mp4"].status, by_name["fine.mp4"].items) == ("added", 3)  # in the same batch as big.mp4
+    assert by_name["red.png"].status == "added"
+    assert len(fake.posts("/v1.3/embed-v2/tasks")) == 2  # each video sent once, the refused one not again
+    bad_hash = hashlib.sha256(bad).hexdigest()
+    for space in ("clip", "twelvelabs"):  # nothing of it in either space: a file is whole in all its spaces or none
+        assert ws.store.open("default", space).ids({"source_hash": bad_hash}) == []
+    assert len(ws.store.open("default", "twelvelabs").ids()) == 3
+    media = ws.settings.data_dir / "media"
+    assert list(media.rglob(f"{hashlib.sha256(good).hexdigest()}*"))
+    assert not list(media.rglob(f"{bad_hash}*"))  # nor its original or thumbnails
+
+
+def test_a_service_that_is_down_fails_the_videos_by_name_and_keeps_the_rest(tmp_path, clip_dir, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1.3"
+    monkeypatch.setenv("MMCORE_TWELVELABS_API_KEY", API_KEY)
+    monkeypatch.setenv("MMCORE_TWELVELABS_URL", closed)
+    ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "twelvelabs": "marengo3.0"}))
+    report = ingest(ws, [SourceFile("sea.mp4", video([(200, 10, 10)])),
+                         SourceFile("red.png", mf.encode(mf.picture((40, 30), (200, 10, 10)), "PNG"))])
+    by_name = {r.name: r for r in report.results}
+    assert by_name["sea.mp4"].status == "failed" and "needs the Twelve Labs model" in by_name["sea.mp4"].reason
+    assert f"could not reach Twelve Labs at {closed}" in by_name["sea.mp4"].reason
+    assert by_name["red.png"].status == "added" and ws.store.spaces("default") == ["clip"]

@@ -240,5 +240,6 @@ def test_text_search_finds_the_segments_through_xclip_and_fuses_its_list_with_cl
     videos = per_kind["video"]
     assert sorted(h.id for h in videos) == sorted(expected)
     assert all(h.fused > 1 / (RRF_K + 1) for h in videos)  # each segment voted for by both lists
+    assert {h.found_in for h in videos} == {("clip", "xclip")}  # and the hit says so
     assert all(h.modality != "video" for m, hits in per_kind.items() if m != "video" for h in hits)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from ..errors import MediaError
-from .base import MODALITIES, Chunk, Decoded, ReadOptions
+from .base import MODALITIES, Chunk, Decoded, ReadOptions, Source
 from . import audio, image, text
 from . import video
 from . import pdf
@@ -27,7 +27,7 @@ READERS = {
 
 SUPPORTED_EXTENSIONS = tuple(sorted(READERS))
 
-__all__ = ["Chunk", "Decoded", "ReadOptions", "read_media", "is_supported", "modalities_of", "MODALITIES", "SUPPORTED_EXTENSIONS"]
+__all__ = ["Chunk", "Decoded", "ReadOptions", "Source", "read_media", "is_supported", "modalities_of", "MODALITIES", "SUPPORTED_EXTENSIONS"]
 
 
 def extension(name: str) -> str:

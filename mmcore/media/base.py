@@ -17,6 +17,16 @@ TokenSpans = Callable[[str], "list[tuple[int, int]]"]
 MODALITIES = ("image", "text", "page", "video", "audio")
 
 
+@dataclass(frozen=True, eq=False)  # compared (and hashed) as itself: one per reading of a file
+class Source:
+    """A file as a reader got it, whole, with how it was cut: for a space that embeds a whole file at once (a hosted
+    video model) instead of a chunk's frames. Never stored."""
+
+    name: str
+    data: bytes = field(repr=False)
+    segment_s: float | None = None  # a video's segment length
+
+
 @dataclass(frozen=True)
 class Chunk:
     """What gets one vector: an image, a window of text, a document page, a video segment, an audio window.
@@ -26,6 +36,7 @@ class Chunk:
     `thumbnail` is the chunk's own picture (a video segment's keyframe, a rendered page) where it has one;
     otherwise the item shows the file's thumbnail. `pair` is, for a caption read from an image-caption CSV, the
     image file its row names, as written there; ingest links the item to that image's item (`pair_of`).
+    `source` is the whole file a video segment was cut from (see Source); ingest drops it with the pixels.
     """
 
     modality: str
@@ -34,6 +45,7 @@ class Chunk:
     meta: dict[str, Scalar] = field(default_factory=dict)
     thumbnail: Any = None  # PIL.Image or None
     pair: str | None = None
+    source: Source | None = field(default=None, repr=False, compare=False)
 
     @property
     def locator_key(self) -> str:

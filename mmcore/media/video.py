@@ -11,7 +11,7 @@ import av
 from PIL import Image
 
 from ..errors import MediaError
-from .base import Chunk, Decoded, ReadOptions
+from .base import Chunk, Decoded, ReadOptions, Source
 
 EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
 THUMBNAIL_SIZE = 320
@@ -54,11 +54,12 @@ def read_video(name: str, data: bytes, options: ReadOptions) -> Decoded:
         last -= 1
     meta = {**info, "duration_s": round(end, 3)}
     chunks = []
+    source = Source(name, data, seg_s)
     for k, frames in sorted(segments.items()):
         thumb = frames[len(frames) // 2].copy()
         thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
         locator = {"start_s": round(k * seg_s, 3), "end_s": round(end if k == last else min((k + 1) * seg_s, end), 3)}
-        chunks.append(Chunk("video", frames, locator=locator, meta=dict(meta), thumbnail=thumb))
+        chunks.append(Chunk("video", frames, locator=locator, meta=dict(meta), thumbnail=thumb, source=source))
     mime, ext = kind
     return Decoded(mime=mime, stored_ext=ext, chunks=chunks, thumbnail=chunks[0].thumbnail)
 

@@ -60,8 +60,7 @@ def get_space(name: str, settings: Settings) -> Space:
     spec = require(name)
     model = settings.model_for(name)
     if not model:
-        raise ModelUnavailable(f"The {spec.title} space is off: set {spec.variable} to the hub id or local folder of "
-                               f"a {spec.title} checkpoint to use it.")
+        raise ModelUnavailable(f"The {spec.title} space is off: {spec.turn_on}.")
     check_backend(settings.backend)
     return _models.get(_key(name, settings), lambda: spec.load(model, settings))
 
@@ -82,7 +81,9 @@ def backend_of(name: str, settings: Settings) -> str:
 
 
 def _key(name: str, settings: Settings) -> tuple:
-    return (name, settings.model_for(name), settings.device, settings.batch_size, backend_of(name, settings))
+    spec = spec_of(name)
+    connection = spec.connection() if spec is not None and spec.connection is not None else None
+    return (name, settings.model_for(name), settings.device, settings.batch_size, backend_of(name, settings), connection)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -95,4 +96,4 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 from .registry import require, spec_of  # noqa: E402  (after SpaceInfo and normalize: the families import them)
 
 # The families: each module registers itself. A new family is one module here plus its tests.
-from . import clip, clap, siglip, xclip  # noqa: E402,F401
+from . import clip, clap, siglip, xclip, twelvelabs  # noqa: E402,F401

@@ -3,16 +3,60 @@
 The one place that dispatches by modality and pools video: ingest (in this process or on Ray) and search call a
 space's `embed` / `embed_query`, which families built from towers take from `Towers`. A family with its own idea of
 a video (a temporal model) defines `embed_videos(list of frame lists)` and is used for segments instead of the
-frame mean.
+frame mean. A family that embeds a whole video file at once (a hosted model) defines
+`embed_video_file(mmcore.media.Source) -> (vectors, spans)`: one vector per segment of its own, which are matched
+to the file's segments by their start and end.
+
+A space that can't embed one file of a batch (a hosted model refused it) raises `FilesFailed` from `embed`, with
+the vectors of the rest; `embed_in_spaces` turns that into a reason for each of that file's chunks, so only that
+file fails.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import MediaError, MMError
 from . import normalize
+from .registry import spec_of
+
+# A hosted model may leave out a short last piece of a video (Twelve Labs' v1 dropped one under 2 s): a segment no
+# piece of the model's overlaps takes the nearest one this close in time.
+MAX_GAP_S = 2.0
+
+
+class FilesFailed(MMError):
+    """A space embedded some chunks and could not embed others' files: `vectors` has a row per chunk (zeros for
+    those that failed), `reasons` maps the index of each failed chunk to why its file failed."""
+
+    def __init__(self, vectors: np.ndarray, reasons: dict[int, str]):
+        super().__init__(f"{len(reasons)} chunk(s) could not be embedded: {next(iter(reasons.values()))}")
+        self.vectors, self.reasons = vectors, reasons
+
+
+def embed_in_spaces(spaces: Mapping[str, object], chunks: Sequence) -> tuple[list[dict[str, np.ndarray]], list[str | None]]:
+    """Each chunk's vector in every space of `spaces` (name -> loaded space) that takes its modality (space ->
+    vector), and per chunk why its file could not be embedded (None where it was).
+
+    Raises whatever a model raises other than FilesFailed; the vectors are then incomplete.
+    """
+    vectors: list[dict[str, np.ndarray]] = [{} for _ in chunks]
+    failed: list[str | None] = [None] * len(chunks)
+    for name, space in spaces.items():
+        own = [i for i, c in enumerate(chunks) if spec_of(name).takes(c.modality)]
+        if not own:
+            continue
+        try:
+            rows = space.embed([chunks[i] for i in own])
+        except FilesFailed as e:
+            rows = e.vectors
+            for j, reason in e.reasons.items():
+                failed[own[j]] = failed[own[j]] or reason
+        for i, row in zip(own, rows):
+            vectors[i][name] = row
+    return vectors, failed
 
 TOWER_OF = {"image": "embed_images", "page": "embed_images", "text": "embed_texts", "audio": "embed_audio"}
 QUERY_TOWER = {"image": "embed_images", "text": "embed_texts", "audio": "embed_audio"}
@@ -21,8 +65,11 @@ QUERY_TOWER = {"image": "embed_images", "text": "embed_texts", "audio": "embed_a
 def embed_chunks(space, chunks: Sequence) -> np.ndarray:
     """float32, L2-normalised vectors for chunks of mixed modality, in the chunks' order.
 
-    A video segment (a list of frames) is embedded by the space's `embed_videos` where it has one, else as the
-    mean of its frames' image vectors, re-normalised.
+    A video segment (a list of frames) is embedded from its whole file by the space's `embed_video_file` where it
+    has one, else by its `embed_videos`, else as the mean of its frames' image vectors, re-normalised.
+
+    Raises:
+        FilesFailed: `embed_video_file` refused some files (the other chunks' vectors are in it).
     """
     vectors = np.zeros((len(chunks), space.info.dim), dtype=np.float32)
     for modality, method in TOWER_OF.items():
@@ -30,7 +77,19 @@ def embed_chunks(space, chunks: Sequence) -> np.ndarray:
         if idx:
             vectors[idx] = getattr(space, method)([chunks[i].payload for i in idx])
     segments = [i for i, c in enumerate(chunks) if c.modality == "video"]
-    if segments and hasattr(space, "embed_videos"):
+    if segments and hasattr(space, "embed_video_file"):
+        reasons = {}
+        for idx in _by_file(space, chunks, segments):
+            source = chunks[idx[0]].source
+            try:
+                found, spans = space.embed_video_file(source)
+                for i in idx:
+                    vectors[i] = match_segment(found, spans, chunks[i].locator, source.name)
+            except MediaError as e:
+                reasons.update({i: e.reason for i in idx})
+        if reasons:
+            raise FilesFailed(vectors, reasons)
+    elif segments and hasattr(space, "embed_videos"):
         vectors[segments] = space.embed_videos([chunks[i].payload for i in segments])
     elif segments:
         frames = [frame for i in segments for frame in chunks[i].payload]
@@ -40,6 +99,32 @@ def embed_chunks(space, chunks: Sequence) -> np.ndarray:
             vectors[i] = part.mean(axis=0)
         vectors[segments] = normalize(vectors[segments])
     return vectors
+
+
+def match_segment(vectors: np.ndarray, spans: Sequence[tuple[float, float]], locator: dict, name: str) -> np.ndarray:
+    """The vector of the segment at `locator` (start_s, end_s) from a model's own segments (`spans[i]` = (start,
+    end) of `vectors[i]`): the mean of those it overlaps, weighted by the overlap, re-normalised; where none
+    overlaps, the nearest within MAX_GAP_S. Raises MediaError naming the file when none is that close."""
+    start, end = float(locator["start_s"]), float(locator["end_s"])
+    bounds = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+    overlap = np.clip(np.minimum(bounds[:, 1], end) - np.maximum(bounds[:, 0], start), 0.0, None)
+    if overlap.sum() > 0:
+        return normalize((overlap[:, None] * vectors).sum(axis=0, keepdims=True))[0]
+    gap = np.maximum(bounds[:, 0] - end, start - bounds[:, 1])
+    nearest = int(np.argmin(gap)) if len(gap) else -1
+    if nearest < 0 or gap[nearest] > MAX_GAP_S:
+        raise MediaError(name, f"the model returned no vectors for seconds {start:g}-{end:g} of it")
+    return normalize(vectors[nearest:nearest + 1])[0]
+
+
+def _by_file(space, chunks: Sequence, segments: list[int]) -> list[list[int]]:
+    """The indices of video segments grouped by the file they were cut from, in order of first appearance."""
+    groups: dict[int, list[int]] = {}
+    for i in segments:
+        if chunks[i].source is None:
+            raise MMError(f"the {space.info.space} space embeds whole video files: a segment came without its file")
+        groups.setdefault(id(chunks[i].source), []).append(i)
+    return list(groups.values())
 
 
 def embed_query(space, kind: str, payloads: Sequence) -> np.ndarray:

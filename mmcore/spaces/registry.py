@@ -10,7 +10,7 @@ a family.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping
 
 import numpy as np
 
@@ -47,6 +47,11 @@ class SpaceSpec:
     `queries`: the query kinds it embeds ("text", "image", "audio"); `names_clusters`: its text tower
     (`embed_texts`) names clusters of its items from a vocabulary; `backends`: whether MMCORE_BACKEND applies
     (else it runs on torch).
+
+    A hosted family (its model runs at a service, which gets the media) also has `switch`, the variable that turns
+    it on (its API key: off while unset, whatever `variable` names), `sends_to()`, where the media goes, for people
+    ("Twelve Labs (api.twelvelabs.io)"), and `connection()`, what else its loader reads from the environment (the
+    service's URL and key): a loaded space is shared only while that stays the same.
     """
 
     name: str
@@ -59,6 +64,9 @@ class SpaceSpec:
     names_clusters: bool = False
     calibration: Calibration = field(default_factory=Calibration)
     backends: bool = False
+    switch: str | None = None
+    sends_to: Callable[[], str] | None = None
+    connection: Callable[[], Hashable] | None = None
 
     def __post_init__(self):
         unknown = set(self.queries) - set(QUERY_KINDS)
@@ -67,6 +75,19 @@ class SpaceSpec:
 
     def takes(self, modality: str) -> bool:
         return modality in self.modalities
+
+    def model_in(self, env: Mapping[str, str]) -> str | None:
+        """The model `env` configures for this family, or None when it leaves the family off."""
+        if self.switch and not env.get(self.switch, "").strip():
+            return None
+        return env.get(self.variable, "").strip() or self.default_model
+
+    @property
+    def turn_on(self) -> str:
+        """How to turn the family on, for a message: "set MMCORE_SIGLIP_MODEL to ..."."""
+        if self.switch:
+            return f"set {self.switch} to use it"
+        return f"set {self.variable} to the hub id or local folder of a {self.title} checkpoint to use it"
 
 
 _SPECS: dict[str, SpaceSpec] = {}
@@ -112,6 +133,12 @@ def spaces_for(modality: str, settings: "Settings") -> list[str]:
     return [s.name for s in enabled(settings) if modality in s.modalities]
 
 
+def hosted_notices(settings: "Settings") -> list[str]:
+    """A plain sentence per enabled hosted family, saying where its media goes (for the app's sidebar and the CLI)."""
+    return [f"Media in the {s.name} space is sent to {s.sends_to()}, and so are the queries searched in it."
+            for s in enabled(settings) if s.sends_to is not None]
+
+
 def accepts(name: str, kind: str) -> bool:
     """Whether space `name` can embed a query of `kind` (False for spaces of imported vectors)."""
     found = _SPECS.get(name)
@@ -125,5 +152,5 @@ def calibration(name: str) -> Calibration:
 
 
 def default_models() -> dict[str, str]:
-    """Model per space for the families that are on by default."""
-    return {s.name: s.default_model for s in _SPECS.values() if s.default_model}
+    """Model per space for the families that are on by default (a hosted family never is: it needs its key)."""
+    return {s.name: s.default_model for s in _SPECS.values() if s.default_model and not s.switch}

@@ -1,7 +1,10 @@
-"""Twelve Labs Embed (Marengo): a hosted space of text, images and whole videos, embedded by the Twelve Labs API.
+"""Twelve Labs Embed (Marengo): the hosted `twelvelabs` space of video segments, searched by text or image, embedded
+by the Twelve Labs API.
 
-Off unless MMCORE_TWELVELABS_API_KEY is set. When it is, every video or image embedded in this space, and every
-query searched in it, is sent to Twelve Labs: media leaves this machine.
+Off unless MMCORE_TWELVELABS_API_KEY is set. When it is, every video ingested is sent to Twelve Labs whole, once
+(its segments' vectors are matched to the collection's segments by start and end), and so is every text or image
+query searched in this space: media leaves this machine. A file the service refuses fails by name, nothing of it
+stored.
 
 Environment:
   MMCORE_TWELVELABS_API_KEY         the API key, sent as the x-api-key header (never shown in a message)
@@ -49,8 +52,10 @@ import io
 import ipaddress
 import os
 import re
+import threading
 import time
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
@@ -59,6 +64,8 @@ import numpy as np
 
 from ..errors import MediaError, MMError, ModelUnavailable
 from . import SpaceInfo, normalize
+from .embed import Towers
+from .registry import SpaceSpec, register
 
 SPACE = "twelvelabs"
 HOSTED = "hosted"  # SpaceInfo.backend: the model runs at the service, not here
@@ -142,10 +149,12 @@ class SegmentVectors:
     spans: list[tuple[float, float]]
 
 
-class TwelveLabsSpace:
-    """The `twelvelabs` space: text queries, images and whole videos (one vector per fixed segment), embedded remotely."""
+class TwelveLabsSpace(Towers):
+    """The `twelvelabs` space: text queries, images and whole videos (one vector per fixed segment), embedded remotely.
 
-    modalities = frozenset({"image", "text", "video"})
+    `embed` (from Towers) embeds a batch's video segments through `embed_video_file`: each file sent once.
+    """
+
     # Marengo reads up to 500 of its own tokens. Tokens here are words and punctuation marks, and a word may be
     # several of Marengo's, so windows of half that stay inside its limit.
     max_text_tokens = 250
@@ -154,6 +163,10 @@ class TwelveLabsSpace:
         self.api = api
         self.config = api.config
         self.info = SpaceInfo(SPACE, api.config.model, "", dim, HOSTED)
+        # What the service made of each file being ingested (vectors and spans, or its failure), kept while the
+        # file's segments are in memory: a long video's segments come in many batches, and the file goes once.
+        self._videos: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._videos_lock = threading.Lock()
 
     @classmethod
     def load(cls, config: TwelveLabsConfig, sleep: Callable[[float], None] = time.sleep) -> "TwelveLabsSpace":
@@ -213,6 +226,22 @@ class TwelveLabsSpace:
             return self._embed_video({"asset_id": asset_id}, name, segment_s, len(data), self.config.upload_limit_bytes)
         finally:
             self.api.forget(asset_id)
+
+    def embed_video_file(self, source) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """The vectors and spans of a video read for ingest (a mmcore.media.Source), cut at its segment length;
+        asked of the service once per reading of the file, however many batches its segments come in (a failure
+        too: the file fails once). Raises MediaError naming the file."""
+        with self._videos_lock:
+            found = self._videos.get(source)
+            if found is None:
+                try:
+                    found = self.embed_video(source.data, source.name, source.segment_s or 10.0)
+                except MediaError as e:
+                    found = e
+                self._videos[source] = found
+        if isinstance(found, MediaError):
+            raise MediaError(source.name, found.reason)
+        return found.vectors, found.spans
 
     def _embed_video(self, source: dict, name: str, segment_s: float, size: int, limit: int) -> SegmentVectors:
         segmentation = {"strategy": "fixed", "fixed": {"duration_sec": max(1, round(segment_s))}}
@@ -473,3 +502,36 @@ def _jpeg(image) -> bytes:
         if buffer.tell() <= IMAGE_LIMIT_BYTES:
             break
     return buffer.getvalue()
+
+
+def _config() -> TwelveLabsConfig | None:
+    """The configuration in the environment; None when it is off or malformed (loading then says why)."""
+    try:
+        return TwelveLabsConfig.from_env()
+    except MMError:
+        return None
+
+
+def _load(model: str, settings) -> TwelveLabsSpace:
+    try:
+        config = TwelveLabsConfig.from_env()
+    except MMError as e:
+        raise ModelUnavailable(f"The Twelve Labs space can't be used: {e}") from None
+    if config is None:
+        raise ModelUnavailable("The Twelve Labs space is off: set MMCORE_TWELVELABS_API_KEY to use it.")
+    return TwelveLabsSpace.load(replace(config, model=model))
+
+
+def destination() -> str:
+    """Where this space's media goes, for people: "Twelve Labs (api.twelvelabs.io)"."""
+    config = _config()
+    return f"Twelve Labs ({urlparse(config.url if config else DEFAULT_URL).hostname})"
+
+
+register(SpaceSpec(
+    name=SPACE, title="Twelve Labs", variable="MMCORE_TWELVELABS_MODEL", default_model=DEFAULT_MODEL,
+    switch="MMCORE_TWELVELABS_API_KEY", load=_load,
+    # Video only: a video-native model, sent each video once; images and text stay with the local models.
+    modalities=frozenset({"video"}), queries=frozenset({"text", "image"}),
+    sends_to=destination, connection=_config,
+))
