@@ -231,7 +231,8 @@ def _search(args) -> int:
             snippet = f"  {h.document[:80]!r}" if h.document else ""
             score = f"fused {h.fused:.4f} (cosine {h.score:.3f})" if h.fused is not None else f"{h.score:.4f}"
             score += f" p={h.probability:.3f}" if h.probability is not None else ""
-            print(f"{rank:3}. {score}  {h.space:4}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
+            spaces = "+".join(h.found_in or (h.space,))  # every space whose list had it
+            print(f"{rank:3}. {score}  {spaces:4}  {h.modality:5}  {h.source} {where}  [{h.id}]{snippet}")
             for pair in h.pairs:  # an image-caption pair: the caption's image, or the image's captions
                 print(f"       {pair.modality}: {pair.source}" + (f"  {pair.document[:80]!r}" if pair.document else ""))
     if not any(sections.values()):

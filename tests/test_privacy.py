@@ -161,6 +161,9 @@ def test_no_page_loads_anything_from_the_internet(app_url):
         hit = page.locator(".st-key-hit-text-0")
         expect(hit.get_by_test_id("stText")).to_contain_text(HOSTILE)
         assert f"{HOSTILE}.txt" in shown(hit)
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar).to_contain_text("Store")  # drawn after where a hosted space would be named
+        assert "is sent to" not in sidebar.inner_text()  # the default configuration has no hosted space
         page.screenshot(path=ARTIFACTS / "privacy-last-page.png")
 
     assert len(requested) > 20, requested  # the pages did load their scripts, styles, images and socket
