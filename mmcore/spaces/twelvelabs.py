@@ -231,13 +231,14 @@ class TwelveLabsSpace(Towers):
         """The vectors and spans of a video read for ingest (a mmcore.media.Source), cut at its segment length;
         asked of the service once per reading of the file, however many batches its segments come in (a failure
         too: the file fails once). Raises MediaError naming the file."""
-        with self._videos_lock:
+        with self._videos_lock:  # a reading of a file is one ingest's, in one thread: no two ask for it at once
             found = self._videos.get(source)
-            if found is None:
-                try:
-                    found = self.embed_video(source.data, source.name, source.segment_s or 10.0)
-                except MediaError as e:
-                    found = e
+        if found is None:
+            try:
+                found = self.embed_video(source.data, source.name, source.segment_s or 10.0)
+            except MediaError as e:
+                found = e
+            with self._videos_lock:
                 self._videos[source] = found
         if isinstance(found, MediaError):
             raise MediaError(source.name, found.reason)
