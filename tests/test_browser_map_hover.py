@@ -35,10 +35,18 @@ def browser_page():
 
 def hover(page, name: str, index: int):
     """Move the real mouse onto a point, as a person would, and return the card."""
-    point = page.evaluate(POINT_JS, [name, index])
-    page.mouse.move(point["x"] - 30, point["y"] - 30)
-    page.mouse.move(point["x"], point["y"], steps=5)
-    return page.get_by_test_id("mmHoverCard")
+    card = page.get_by_test_id("mmHoverCard")
+    for _ in range(3):  # a rerun that redraws the chart (or moves it) under a still pointer leaves no hover
+        page.locator(".st-key-map-chart .js-plotly-plot").scroll_into_view_if_needed()
+        point = page.evaluate(POINT_JS, [name, index])
+        page.mouse.move(point["x"] - 30, point["y"] - 30)
+        page.mouse.move(point["x"], point["y"], steps=5)
+        try:
+            expect(card).to_be_visible(timeout=15_000)
+            break
+        except AssertionError:
+            continue
+    return card
 
 
 def expect_card_for_hovered_point(page) -> None:
