@@ -23,8 +23,8 @@ class Pairing:
     image of that name in the CSV's folder or below, else the only one at all, else (several) the one in the
     folder that holds most of the CSV's other images. A name still ambiguous finds nothing."""
 
-    def __init__(self, clip_target: Callable):
-        self.target = clip_target  # () -> the collection's clip space, or None
+    def __init__(self, image_target: Callable):
+        self.target = image_target  # () -> the collection in the first space of images, or None
         self.ours: dict[str, list["FileResult"]] = {}  # file name (lower case) -> images of this ingest
         self.theirs: dict[str, list[tuple[str, str]]] | None = None  # file name -> (source, item id) in the collection
 

@@ -1,6 +1,6 @@
 """Speech: transcripts of audio and of videos' sound tracks with a Whisper-family model (MMCORE_ASR_MODEL).
 
-A transcript becomes text items in the `clip` space, one per window of the file's own audio windows or video
+A transcript becomes text items in the spaces that embed text, one per window of the file's own audio windows or video
 segments, so "where does someone say X" finds the segment. Off unless a model is configured.
 """
 
