@@ -110,11 +110,12 @@ def server_ws(tmp_path, server, clip_dir):
 
 
 def test_two_processes_ingest_disjoint_folders_into_one_collection_at_once(tmp_path, server, clip_dir, server_ws):
-    folders = [folder(tmp_path, "left", 1), folder(tmp_path, "right", 2)]
+    # Enough files that each run's writing outlasts the spread of the two start-ups (imports, the model) under load.
+    folders = [folder(tmp_path, "left", 1, n=96), folder(tmp_path, "right", 2, n=96)]
     results = ingest_together(tmp_path / "data", server, clip_dir, folders, "shared")
     for r in results:
         assert r["code"] == 0, r["stderr"]
-        assert "added 24 files" in r["stdout"] and "failed 0" in r["stdout"]
+        assert "added 96 files" in r["stdout"] and "failed 0" in r["stdout"]
     (a_first, a_last), (b_first, b_last) = (r["span"] for r in results)
     assert a_first < b_last and b_first < a_last, "the two processes wrote at the same time"
 
