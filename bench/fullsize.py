@@ -12,16 +12,22 @@ CHECKPOINT = ROOT / ".cache" / "bench-clip-vit-b32-random"
 XCLIP_CHECKPOINT = ROOT / ".cache" / "bench-xclip-b32-random"
 
 
+def _char_vocab() -> dict[str, int]:
+    """CLIP's special tokens and a token per character (alone and word-final): random weights need no real vocabulary."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
+    for ch in string.ascii_lowercase + string.digits + string.punctuation:
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    return vocab
+
+
 def fullsize_clip(path: Path = CHECKPOINT) -> Path:
     if (path / "model.safetensors").exists():
         return path
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
-    for ch in string.ascii_lowercase + string.digits + string.punctuation:
-        vocab.setdefault(ch, len(vocab))
-        vocab.setdefault(ch + "</w>", len(vocab))
+    vocab = _char_vocab()
     config = CLIPConfig(
         text_config=dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
                          num_attention_heads=8, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1),
@@ -48,10 +54,7 @@ def fullsize_xclip(path: Path = XCLIP_CHECKPOINT) -> Path:
     import torch
     from transformers import CLIPTokenizer, VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPProcessor
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
-    for ch in string.ascii_lowercase + string.digits + string.punctuation:
-        vocab.setdefault(ch, len(vocab))
-        vocab.setdefault(ch + "</w>", len(vocab))
+    vocab = _char_vocab()
     config = XCLIPConfig(text_config=dict(bos_token_id=0, eos_token_id=1, pad_token_id=1))
     torch.manual_seed(0)
     path.mkdir(parents=True, exist_ok=True)

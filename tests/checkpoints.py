@@ -6,15 +6,21 @@ import string
 from pathlib import Path
 
 
+def char_vocab() -> dict[str, int]:
+    """CLIP's special tokens and a token per character (alone and word-final): a 1 KB tokenizer that still runs
+    CLIP's own tokenizer code."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
+    for ch in string.ascii_lowercase + string.digits + string.punctuation:
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    return vocab
+
 def tiny_clip(path: Path, projection_dim: int = 16, seed: int = 0) -> Path:
     """A CLIP checkpoint with a character-level tokenizer: same code path as openai/clip-*, 1 MB on disk."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
-    for ch in string.ascii_lowercase + string.digits + string.punctuation:
-        vocab.setdefault(ch, len(vocab))
-        vocab.setdefault(ch + "</w>", len(vocab))
+    vocab = char_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], unk_token="<unk>")
     config = CLIPConfig(
         text_config=dict(
@@ -38,10 +44,7 @@ def tiny_siglip(path: Path, seed: int = 0) -> Path:
     import torch
     from transformers import CLIPTokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
-    for ch in string.ascii_lowercase + string.digits + string.punctuation:
-        vocab.setdefault(ch, len(vocab))
-        vocab.setdefault(ch + "</w>", len(vocab))
+    vocab = char_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], unk_token="<unk>", pad_token="<|endoftext|>")
     config = SiglipConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -132,10 +135,7 @@ def tiny_xclip(path: Path, projection_dim: int = 16, num_frames: int = 8, seed: 
     import torch
     from transformers import CLIPTokenizer, VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPProcessor
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2}
-    for ch in string.ascii_lowercase + string.digits + string.punctuation:
-        vocab.setdefault(ch, len(vocab))
-        vocab.setdefault(ch + "</w>", len(vocab))
+    vocab = char_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], unk_token="<unk>")
     config = XCLIPConfig(
         text_config=dict(
