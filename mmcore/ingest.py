@@ -295,7 +295,7 @@ def ingest(
             report_written(wait=True)
         finally:  # on an error: no write may still run when the journal rolls back its open group
             decoder.shutdown(wait=True, cancel_futures=True)
-            writer.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True)  # groups already handed to the writer are embedded work: kept, not cancelled
     tracker.done()
     report.results = in_order  # files finish out of order (batching, CSVs last); report them as given
     return report
