@@ -87,6 +87,19 @@ def stage_seconds(tree: Path, data_dir: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
 
 
+def index_built(pending: Path, started: float, give_up: float = 600) -> float | None:
+    """Seconds from `started` until no staged import is left outside the search index (the background builder
+    of import-vectors is done, mmcore.pending); None when nothing was staged (a checkout that doesn't stage)."""
+    seen = False
+    while time.perf_counter() - started < give_up:
+        time.sleep(0.1)
+        staged = [p for p in pending.iterdir() if not p.name.startswith(".")] if pending.is_dir() else []
+        seen = seen or bool(staged)
+        if seen and not staged:
+            return time.perf_counter() - started
+    return None
+
+
 def when(lines: list[tuple[float, str]], text: str) -> float | None:
     return next((t for t, line in lines if text in line), None)
 
@@ -97,6 +110,9 @@ def one_round(tree: Path, n: int, keep: Path | None) -> dict:
         data = Path(tmp) / "data"
         numba = Path.home() / ".cache" / "mmscope" / "numba"  # compiled kernels, as a user's second run has them
         load = os.getloadavg()[0]
+        started, indexed = time.perf_counter(), []
+        watch = threading.Thread(target=lambda: indexed.append(index_built(data / "pending", started)), daemon=True)
+        watch.start()
         imported = run(tree, data, "import-vectors", str(vectors), "--collection", "bench", "--space", "vecs", numba=numba)
         cold = run(tree, data, "analyze", "--collection", "bench", "--space", "vecs", "--json", numba=numba)
         stages = stage_seconds(tree, data)
@@ -104,21 +120,23 @@ def one_round(tree: Path, n: int, keep: Path | None) -> dict:
         info = run(tree, data, "info", numba=numba)
         like = run(tree, data, "search", "--like", json.loads(cached["out"])[0]["id"], "--collection", "bench", numba=numba)
         clusters = len({r["cluster"] for r in json.loads(cached["out"]) if r["cluster"] >= 0})
+        watch.join()  # search --like waited for the index already
     naming = when(cold["lines"], "Naming the clusters")
     return {
         "tree": tree.name, "n": n, "load": (load + os.getloadavg()[0]) / 2, "import": imported["seconds"],
         "import_rss": imported["rss_gb"], "analyze": cold["seconds"], "analyze_rss": cold["rss_gb"],
         "first_picture": when(cold["lines"], "ready: map"), "names": cold["seconds"] - naming if naming else None,
-        "stages": stages, "cached": cached["seconds"], "info": info["seconds"], "like": like["seconds"], "clusters": clusters,
+        "stages": stages, "indexed": indexed[0] if indexed else None, "cached": cached["seconds"], "info": info["seconds"], "like": like["seconds"], "clusters": clusters,
     }
 
 
 def show(r: dict) -> str:
     first = f"first picture at {r['first_picture']:.1f}s, " if r["first_picture"] else ""
     names = f"names {r['names']:.1f}s, " if r["names"] is not None else ""
+    indexed = f"search index complete at {r['indexed']:.1f}s; " if r.get("indexed") else ""
     stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
     return (f"{r['tree']:>12} n={r['n']:>7,}: import {r['import']:6.1f}s + analyze {r['analyze']:6.1f}s = "
-            f"{r['import'] + r['analyze']:6.1f}s ({first}{names}stages: {stages}); cached analyze --json {r['cached']:.2f}s, "
+            f"{r['import'] + r['analyze']:6.1f}s ({first}{names}stages: {stages}); {indexed}cached analyze --json {r['cached']:.2f}s, "
             f"info {r['info']:.2f}s, search --like {r['like']:.2f}s; peak RSS import {r['import_rss']:.2f} GB, "
             f"analyze {r['analyze_rss']:.2f} GB; {r['clusters']} clusters; load {r['load']:.1f}")
 

@@ -1,4 +1,4 @@
-"""`python -m mmcore ingest | search | info | analyze | export | demo | import-vectors | check | backup | restore`:
+"""`python -m mmcore ingest | search | info | analyze | export | demo | import-vectors | index | check | backup | restore`:
 the same functions the pages call."""
 
 from __future__ import annotations
@@ -67,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--meta", type=Path, metavar="META.csv", help="one row per vector: id, tags, text/caption, image/path, any metadata")
     p.add_argument("--collection", required=True)
     p.add_argument("--space", default="custom", help="name of the space these vectors live in (default: custom)")
+    p.add_argument("--wait", action="store_true", help="return only once the search index holds every item (by "
+                   "default a new collection's index is built by a background process; searches wait for it)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = commands.add_parser("index", help="put staged imports into the search index (what import-vectors starts in the background)")
+    p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
 
     p = commands.add_parser("check", help="verify the store (counts, metadata, vectors, media files); changes nothing")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "export": _export, "demo": _demo,
-                        "import-vectors": _import_vectors, "check": _check, "backup": _backup, "restore": _restore}
+                        "import-vectors": _import_vectors, "index": _index, "check": _check, "backup": _backup,
+                        "restore": _restore}
         return commands_run[args.command](args)
     except MMError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -395,7 +401,16 @@ def _import_vectors(args) -> int:
         if sys.stderr.isatty():
             print(f"\rwritten {done:,} of {total:,}", end="\n" if done == total else "", file=sys.stderr)
 
-    report = import_vectors(_workspace(), args.vectors, args.meta, args.collection, args.space, on_progress=progress)
+    ws = _workspace()
+    report = import_vectors(ws, args.vectors, args.meta, args.collection, args.space, on_progress=progress, stage=True)
+    staged = ws.store.open(report.collection, report.space.space).staged_count()
+    if staged and args.wait:
+        _build_index(ws)
+    elif staged:
+        ws.close()  # the builder takes the store's write claim from here
+        _start_index_builder(ws.settings.data_dir)
+        print(f"note: the search index of these {staged:,} items is being built in the background; the map and "
+              "analysis can start now, and searches wait for it", file=sys.stderr)
     if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:
@@ -405,6 +420,51 @@ def _import_vectors(args) -> int:
         for problem in report.problems:
             print(f"  problem: {problem}")
     return 1 if report.problems else 0
+
+
+def _index(args) -> int:
+    from .workspace import Workspace
+
+    _build_index(Workspace(), quiet=args.background)
+    return 0
+
+
+def _build_index(ws, quiet: bool = False) -> None:
+    """Put every staged collection's items into Chroma (mmcore.pending), with a progress line on a terminal."""
+    from .pending import staged_keys
+
+    store = ws.store
+    for key in staged_keys(store.pending_root) if store.pending_root else []:
+        name, _, space = key.rpartition(".")
+        def progress(done: int, total: int) -> None:
+            if not quiet and sys.stderr.isatty():
+                print(f"\rindexed {done:,} of {total:,} items of {name}/{space}", end="\n" if done == total else "",
+                      file=sys.stderr)
+        store.open(name, space).settle(progress)
+
+
+def _start_index_builder(data_dir: Path) -> None:
+    """Start `python -m mmcore index --background` behind this command: in a process group of its own (Ctrl-C here
+    doesn't stop it, and a closed terminal's hangup is ignored) but in this session, so that the kernel weighs it
+    against the analysis that follows (a new session gets a scheduling group and an equal share of its own), and
+    at idle priority: it takes the CPU only when the analysis leaves some. Output goes to <data dir>/logs/index.log."""
+    import os
+    import signal
+    import subprocess
+
+    def lower_priority() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            os.nice(19)
+
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "index.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "mmcore", "index", "--background"], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, process_group=0, preexec_fn=lower_priority,
+                         env={**os.environ, "MMCORE_DATA_DIR": str(data_dir)})
 
 
 def _check(args) -> int:

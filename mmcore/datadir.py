@@ -1,6 +1,8 @@
 """What a data dir says about itself: the schema version of the mmscope that wrote it (`mmscope.json`), and the
 lock that keeps its embedded Chroma store to one writing process at a time (`chroma/.mmscope.lock`).
 
+A process that wants the lock while the background index builder holds it (mmcore.pending) waits for it.
+
 The lock is an OS file lock (flock, through filelock.FileLock): the kernel drops it when its process ends, however
 it ends, so it never goes stale. It is taken on a process's first write and only then; reading never locks. Within
 one process every claim on the same data dir shares one FileLock, which counts them and holds the flock from the
@@ -26,6 +28,7 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .errors import MediaError, NewerDataDir, StoreError, StoreLocked
 from .files import write_atomically
+from .pending import BUILDER_COMMAND
 from .safe_io import read_json, regular_fd
 
 SCHEMA = 1  # raise when the layout of the data dir or its items' metadata changes incompatibly
@@ -144,14 +147,17 @@ def _take(data_dir: Path) -> Path:
                                            preserve_lock_file=True, on_acquired=_record_holder)
         if not lock.is_locked and os.path.lexists(path):
             os.close(_open_lock(path, os.O_RDONLY))  # refuses a link, a FIFO or a device, naming it
-        try:
-            lock.acquire()
-        except Timeout:
-            raise StoreLocked(_locked_message(data_dir, path)) from None
-        except OSError as e:  # a link or a FIFO put there since the check
-            raise StoreError(f"{path}: could not be locked ({e.strerror or e}). That is not the lock file mmscope makes: "
-                             "remove it, then try again.") from None
-        return path
+        while True:
+            try:
+                lock.acquire()
+                return path
+            except Timeout:
+                if BUILDER_COMMAND not in (lock_holder(data_dir) or {}).get("command", ""):
+                    raise StoreLocked(_locked_message(data_dir, path)) from None
+                time.sleep(0.2)  # the background index builder: it ends once its staged items are in (mmcore.pending)
+            except OSError as e:  # a link or a FIFO put there since the check
+                raise StoreError(f"{path}: could not be locked ({e.strerror or e}). That is not the lock file mmscope "
+                                 "makes: remove it, then try again.") from None
 
 
 def _record_holder(fd: int) -> None:

@@ -19,6 +19,7 @@ from .config import Settings
 from .datadir import check_schema
 from .errors import MMError, NotFound, StoreError
 from .journal import SUFFIX, journal_dir, open_groups, open_journal, partial_files, writer_alive
+from .pending import PENDING_DIR
 from .store import ItemCollection, Store, open_client
 
 REQUIRED_KEYS = ("source", "source_hash", "modality")
@@ -75,7 +76,8 @@ def check_store(settings: Settings, page: int = 2000, on_progress: Callable[[str
     where = f"Chroma server {settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else f"data dir {data_dir}"
     report = HealthReport(where)
     for raw in sorted(store.client.list_collections(), key=lambda r: r.name):
-        target = ItemCollection(raw, store.client.get_max_batch_size(), store.client, _refuse_writes)
+        target = ItemCollection(raw, store.client.get_max_batch_size(), store.client, _refuse_writes,
+                                None if settings.chroma_host else data_dir / PENDING_DIR)  # staged items are checked there
         if target.space is None:
             continue  # not one of ours
         if on_progress:

@@ -3,6 +3,7 @@
 The store never sees a model: callers hand it precomputed, L2-normalised vectors, and every collection
 records the space, model and dimension that made its vectors and refuses any other. Every write first calls
 the store's `before_write` (the workspace's claim: one writing process per embedded store, see mmcore.datadir).
+An embedded store may hold a bulk import staged on disk before it is in Chroma (mmcore.pending).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .config import Settings
 from .errors import NotFound, SpaceMismatch, StoreError
+from .pending import Pending
 from .spaces import SpaceInfo
 from .spaces.registry import DEFAULT_SPACE, spec_of
 
@@ -99,11 +102,13 @@ def _no_claim() -> None:
 
 
 class Store:
-    """All collections of one Chroma client; `before_write` runs before every write (and may refuse it)."""
+    """All collections of one Chroma client; `before_write` runs before every write (and may refuse it).
+    `pending_root`: where imports are staged before they are in Chroma (an embedded store's; None: never staged)."""
 
-    def __init__(self, client, before_write: Callable[[], None] = _no_claim):
+    def __init__(self, client, before_write: Callable[[], None] = _no_claim, pending_root: Path | None = None):
         self.client = client
         self.before_write = before_write
+        self.pending_root = pending_root
 
     def collection(self, name: str, space: SpaceInfo, create: bool = True) -> "ItemCollection":
         """The collection `name` in `space`; created when missing and `create` is true.
@@ -142,7 +147,7 @@ class Store:
         return self._wrap(self._get(f"{validate_name(name)}.{space}", name))
 
     def _wrap(self, raw) -> "ItemCollection":
-        return ItemCollection(raw, self.client.get_max_batch_size(), self.client, self.before_write)
+        return ItemCollection(raw, self.client.get_max_batch_size(), self.client, self.before_write, self.pending_root)
 
     def _get(self, chroma_name: str, name: str):
         try:
@@ -158,7 +163,7 @@ class Store:
         for raw in self.client.list_collections():
             collection = self._wrap(raw)
             if collection.space is not None:
-                infos.append(CollectionInfo(raw.metadata["mm_collection"], collection.space, raw.count()))
+                infos.append(CollectionInfo(raw.metadata["mm_collection"], collection.space, collection.count()))
         return sorted(infos, key=lambda c: (c.name, c.space.space))
 
     def spaces(self, name: str) -> list[str]:
@@ -166,11 +171,17 @@ class Store:
         metas = [raw.metadata or {} for raw in self.client.list_collections()]
         return sorted(m["mm_space"] for m in metas if m.get("mm_collection") == name and "mm_space" in m)
 
+    def staged_count(self, name: str) -> int:
+        """How many items of collection `name` (all its spaces) wait to go into Chroma (mmcore.pending)."""
+        return sum(self.open(name, space).staged_count() for space in self.spaces(name)) if self.pending_root else 0
+
     def delete(self, name: str, space: str = DEFAULT_SPACE) -> None:
         """Remove a collection's space with all its items."""
-        self.open(name, space)
+        collection = self.open(name, space)
         self.before_write()
         self.client.delete_collection(f"{name}.{space}")
+        if collection.pending:
+            collection.pending.discard()
 
 
 _FIELDS = {"vectors": "embeddings", "metadatas": "metadatas", "documents": "documents", "writes": "uris"}
@@ -184,11 +195,13 @@ def _settable(metadata: dict) -> dict:
 class ItemCollection:
     """One Chroma collection of items from one space: the only code that touches the Chroma collection (`raw`)."""
 
-    def __init__(self, raw, max_batch: int, client=None, before_write: Callable[[], None] = _no_claim):
+    def __init__(self, raw, max_batch: int, client=None, before_write: Callable[[], None] = _no_claim,
+                 pending_root: Path | None = None):
         self.raw = raw
         self.client = client
         self.max_batch = max_batch
         self.before_write = before_write
+        self.pending = Pending(pending_root, raw.name) if pending_root is not None else None
         self.writer: SpaceInfo | None = None  # the space that writes through this handle (Store.collection)
         meta = raw.metadata or {}
         self.name = meta.get("mm_collection", raw.name)
@@ -242,9 +255,11 @@ class ItemCollection:
             )
 
     def count(self) -> int:
-        return self.raw.count()
+        staged = self._staged()
+        return len(staged) if staged is not None else self.raw.count()
 
     def has_source(self, source_hash: str) -> bool:
+        self.settle()
         return bool(self.raw.get(where={"source_hash": source_hash}, limit=1, include=[])["ids"])
 
     def add(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict], documents: Sequence[str | None]) -> str:
@@ -259,6 +274,7 @@ class ItemCollection:
             raise SpaceMismatch(f"Collection {self.name!r} holds {self.space.dim}-d vectors, not {vectors.shape[1]}-d.")
         docs = [d if d is not None else "" for d in documents]
         self.before_write()
+        self.settle()
         # Each item's uri is "<this write's version>:<modality>": the vector cache tells a re-written item by it,
         # and filters by modality without reading metadata (mmcore.nearest).
         version = uuid.uuid4().hex
@@ -274,6 +290,7 @@ class ItemCollection:
     def delete(self, ids: Sequence[str]) -> None:
         """Remove items (their originals stay on disk: other items or collections may share them)."""
         self.before_write()
+        self.settle()
         for i in range(0, len(ids), self.max_batch):
             self.raw.delete(ids=list(ids[i : i + self.max_batch]))
         self._touch()
@@ -283,6 +300,7 @@ class ItemCollection:
         if not ids:
             return
         self.before_write()
+        self.settle()
         add, remove = {t.strip() for t in add if t.strip()}, set(remove)
         for i in range(0, len(ids), self.max_batch):
             batch = self.raw.get(ids=list(ids[i : i + self.max_batch]), include=["metadatas"])
@@ -297,6 +315,53 @@ class ItemCollection:
                 metadatas.append(meta)
             self.raw.update(ids=batch["ids"], metadatas=metadatas)
         self._touch_tags()
+
+    def stage(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict],
+              documents: Sequence[str | None]) -> str:
+        """Write items to an empty collection's staging folder (mmcore.pending), not to Chroma; `settle` moves
+        them there. Returns the write's version token, as `add` does.
+
+        Raises:
+            StoreError: the store can't stage (a Chroma server), or the collection isn't empty.
+        """
+        if self.pending is None:
+            raise StoreError("Only an embedded store stages imports.")
+        self.before_write()
+        if self.pending.exists() or self.raw.count():
+            raise StoreError(f"Collection {self.name!r} is not empty: its items are added, not staged.")
+        version = uuid.uuid4().hex
+        writes = [f"{version}:{meta.get('modality', '')}" for meta in metadatas]
+        self.pending.stage(ids, vectors, metadatas, [d if d is not None else "" for d in documents], writes)
+        self._touch(version)
+        return version
+
+    def staged_count(self) -> int:
+        """How many items wait in the staging folder to go into Chroma (0 when none do)."""
+        staged = self._staged()
+        return len(staged) if staged is not None else 0
+
+    def settle(self, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Return once no staged item is outside Chroma: move them there, claiming the write (which waits while the
+        background builder holds it, mmcore.datadir). `on_progress(done, total)` after each batch.
+
+        Raises:
+            StoreLocked: another process, not the builder, writes the store.
+        """
+        if self.pending is None or not self.pending.exists():
+            return
+        self.before_write()
+        if (staged := self.pending.load()) is not None:
+            for i in range(0, len(staged), self.max_batch):
+                end = min(i + self.max_batch, len(staged))
+                self.raw.upsert(ids=staged.ids[i:end], embeddings=np.asarray(staged.vectors[i:end]),
+                                metadatas=staged.metadatas[i:end], documents=staged.documents[i:end],
+                                uris=staged.writes[i:end])
+                if on_progress:
+                    on_progress(end, len(staged))
+            self.pending.discard()
+
+    def _staged(self):
+        return self.pending.load() if self.pending is not None else None
 
     @property
     def version(self) -> str:
@@ -336,6 +401,19 @@ class ItemCollection:
     def pages(self, fields: Sequence[str] = (), size: int = 5000, where: dict | None = None) -> Iterator[Page]:
         """Every item (meeting `where`), a page of `size` at a time in the store's order, with the `fields` asked
         ("vectors", "metadatas", "documents", "writes"). The last page is the first shorter than `size` (maybe empty)."""
+        if where is not None:
+            self.settle()
+        elif (staged := self._staged()) is not None:
+            for start in range(0, len(staged) + 1, size):
+                rows = range(start, min(start + size, len(staged)))
+                yield Page(
+                    ids=[staged.ids[i] for i in rows],
+                    vectors=np.asarray(staged.vectors[start : rows.stop]) if "vectors" in fields else [],
+                    metadatas=[staged.metadatas[i] for i in rows] if "metadatas" in fields else [],
+                    documents=[staged.documents[i] or None for i in rows] if "documents" in fields else [],
+                    writes=[staged.writes[i] for i in rows] if "writes" in fields else [],
+                )
+            return
         include = [_FIELDS[f] for f in fields]
         offset = 0
         while True:
@@ -373,10 +451,16 @@ class ItemCollection:
 
     def ids(self, where: dict | None = None) -> list[str]:
         """The ids of the items meeting `where` (of every item when None), in the store's order."""
+        if where is not None:
+            self.settle()
+        elif (staged := self._staged()) is not None:
+            return list(staged.ids)
         return self.raw.get(where=where or None, include=[])["ids"]
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Those of `ids` the collection holds."""
+        if (staged := self._staged()) is not None:
+            return {i for i in ids if i in staged.row_of}
         found: set[str] = set()
         for i in range(0, len(ids), self.max_batch):
             found.update(self.raw.get(ids=list(ids[i : i + self.max_batch]), include=[])["ids"])
@@ -384,11 +468,14 @@ class ItemCollection:
 
     def vectors_of(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The vectors of those of `ids` the collection holds, by id (one request: keep `ids` to a page)."""
+        if (staged := self._staged()) is not None:
+            return {i: np.asarray(staged.vectors[staged.row_of[i]]) for i in ids if i in staged.row_of}
         batch = self.raw.get(ids=list(ids), include=["embeddings"])
         return dict(zip(batch["ids"], batch["embeddings"]))
 
     def find(self, where: dict, limit: int | None = None) -> list[dict]:
         """Up to `limit` items meeting `where`, in the store's order, each a dict with id, metadata and document."""
+        self.settle()
         batch = self.raw.get(where=where, include=["metadatas", "documents"], limit=limit)
         return [{"id": id_, "metadata": meta or {}, "document": doc or None}
                 for id_, meta, doc in zip(batch["ids"], batch["metadatas"], batch["documents"])]
@@ -398,6 +485,7 @@ class ItemCollection:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if self.space and vector.shape[0] != self.space.dim:
             raise SpaceMismatch(f"Collection {self.name!r} holds {self.space.dim}-d vectors; the query is {vector.shape[0]}-d.")
+        self.settle()
         result = self.raw.query(  # asking for more than there are gives all there are
             query_embeddings=[vector],
             n_results=k + len(exclude),
@@ -419,14 +507,21 @@ class ItemCollection:
         Raises:
             NotFound: an id isn't in the collection (unless `skip_missing`: then it is left out).
         """
-        include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
-        result = self.raw.get(ids=list(ids), include=include)
         by_id = {}
-        for i, id_ in enumerate(result["ids"]):
-            item = {"id": id_, "metadata": result["metadatas"][i] or {}, "document": result["documents"][i] or None}
-            if with_vectors:
-                item["vector"] = np.asarray(result["embeddings"][i], dtype=np.float32)
-            by_id[id_] = item
+        if (staged := self._staged()) is not None:
+            for id_ in ids:
+                if (row := staged.row_of.get(id_)) is not None:
+                    by_id[id_] = {"id": id_, "metadata": staged.metadatas[row], "document": staged.documents[row] or None}
+                    if with_vectors:
+                        by_id[id_]["vector"] = np.asarray(staged.vectors[row], dtype=np.float32)
+        else:
+            include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
+            result = self.raw.get(ids=list(ids), include=include)
+            for i, id_ in enumerate(result["ids"]):
+                item = {"id": id_, "metadata": result["metadatas"][i] or {}, "document": result["documents"][i] or None}
+                if with_vectors:
+                    item["vector"] = np.asarray(result["embeddings"][i], dtype=np.float32)
+                by_id[id_] = item
         if skip_missing:
             return [by_id[i] for i in ids if i in by_id]
         missing = [i for i in ids if i not in by_id]

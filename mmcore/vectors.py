@@ -40,6 +40,7 @@ RESERVED = ("source_hash", "modality", "mime", "bytes", "added_at", "original", 
 SPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 MIME = {".npy": "application/x-npy", ".parquet": "application/vnd.apache.parquet"}
 WRITE_BATCH = 4096  # items per journaled group (and per version of the collection)
+STAGE_MIN_ITEMS = 5000  # a staged import (mmcore.pending) pays off from here: Chroma takes ~1 ms of CPU an item
 
 Progress = Callable[[int, int], None]
 
@@ -78,6 +79,7 @@ def import_vectors(
     space: str = DEFAULT_SPACE,
     on_progress: Progress | None = None,
     confine_images: bool = False,
+    stage: bool = False,
 ) -> ImportReport:
     """Import vectors (L2-normalised on the way in) as items of the collection's space `space`.
 
@@ -92,6 +94,9 @@ def import_vectors(
         on_progress: called with (items written, items to write) after each batch.
         confine_images: refuse image paths that lead outside the CSV's folder (for uploads through the app,
             where a CSV must not make the server read its own files).
+        stage: into an empty collection of an embedded store, write the items (at least STAGE_MIN_ITEMS) to its
+            staging folder instead of Chroma (seconds instead of minutes at 100k); `ItemCollection.settle` or `python -m mmcore index` then
+            puts them into Chroma (mmcore.pending). Other collections are written as usual.
     Items whose id is already in the collection are skipped, so importing the same file again adds nothing.
     Nothing is written when any check fails. Atomic and resumable as `ingest`: each batch is a journaled
     group, so an import killed part-way leaves whole batches only (once recovered: opening the data dir or
@@ -138,7 +143,8 @@ def import_vectors(
             meta["tags"] = row.tags
         return meta, row.document
 
-    write_new(ws, name, info, [r.id for r in rows], vectors, build, report, on_progress, media=any(r.image for r in rows))
+    write_new(ws, name, info, [r.id for r in rows], vectors, build, report, on_progress, media=any(r.image for r in rows),
+              stage=stage)
     report.problems = [problems[i] for i in sorted(problems)]
     report.seconds = time.perf_counter() - started
     return report
@@ -273,6 +279,7 @@ def write_new(
     report: ImportReport,
     on_progress: Progress | None = None,
     media: bool = True,
+    stage: bool = False,
 ) -> None:
     """Add the items whose ids aren't in the collection yet, in batches; `build(i)` gives item i's metadata
     and document (storing its media), is called only for items that will be added, and must be thread-safe.
@@ -282,6 +289,8 @@ def write_new(
     reported to `on_progress` only then. Writes a crash cut short are rolled back first, so their items count
     as missing and are added again, whole. Afterwards the vector cache gets the new version's snapshot from the
     vectors written (mmcore.vector_cache.record_added), so the first analysis doesn't read them back.
+    With `stage`, an empty collection of an embedded store gets its items (at least STAGE_MIN_ITEMS) staged at once
+    (mmcore.pending).
     """
     journals = journal_dir(ws.settings.data_dir)
     recover(ws.store, journals)  # so an item a crash left in an uncommitted batch is not taken for one already in
@@ -294,6 +303,16 @@ def write_new(
     # Decoding and encoding images dominates; Pillow releases the GIL while it codes, so threads pay off. A row
     # without media takes microseconds, less than handing it to a thread.
     with Journal(journals, ws.store) as journal, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        if stage and empty and len(new) >= STAGE_MIN_ITEMS and target.pending is not None:
+            built = list(pool.map(build, new)) if media else [build(i) for i in new]
+            rows = np.asarray(new)
+            staged = vectors if len(new) == len(ids) else vectors[rows]
+            version = target.stage([ids[i] for i in new], staged, [m for m, _ in built], [d for _, d in built])
+            written.append(([ids[i] for i in new], [f"{version}:{m.get('modality', '')}" for m, _ in built], rows))
+            report.added, report.images = len(new), sum("thumbnail" in m for m, _ in built)
+            if on_progress:
+                on_progress(report.added, len(new))
+            new = []
         for start in range(0, len(new), WRITE_BATCH):
             batch = new[start : start + WRITE_BATCH]
             built = list(pool.map(build, batch)) if media else [build(i) for i in batch]

@@ -10,6 +10,7 @@ from .datadir import WriteClaim, check_schema
 from .errors import NotFound, StoreLocked
 from .files import MediaFiles
 from .journal import journal_dir, recover
+from .pending import PENDING_DIR
 from .spaces import Space, get_space
 from .spaces.registry import DEFAULT_SPACE, enabled, specs
 from .store import ItemCollection, Store, open_client
@@ -35,7 +36,8 @@ class Workspace:
         with self._lock:
             if self._store is None:
                 check_schema(self.settings.data_dir)
-                store = Store(open_client(self.settings), before_write=self.claim)
+                pending = None if self.settings.chroma_host else self.settings.data_dir / PENDING_DIR
+                store = Store(open_client(self.settings), before_write=self.claim, pending_root=pending)
                 try:
                     recover(store, journal_dir(self.settings.data_dir))  # a crashed ingest's unfinished files never show
                 except StoreLocked:

@@ -13,6 +13,9 @@ KIND_LABELS = {"text": "Text", "image": "Image", "audio": "Sound"}
 ui.page("Search")
 spaces = collection_spaces(ui.workspace(), ui.collection()) or [DEFAULT_SPACE]
 space = ui.space() or DEFAULT_SPACE
+if staged := ui.workspace().store.staged_count(ui.collection()):
+    st.info(f"The search index of {staged:,} imported items is still being built in the background; a search "
+            "waits until it holds them all. The map and the other pages work meanwhile.", icon=":material/hourglass_top:")
 
 with st.expander("Filters", icon=":material/filter_list:"):
     filters = ui.filter_widgets("search")
