@@ -43,7 +43,7 @@ from .journal import Journal, PartialFile, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, modalities_of, read_media
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
-from .spaces.embed import embed_in_spaces
+from .spaces.embed import embed_in_spaces, prepare_decoded
 from .spaces.registry import spaces_for, spec_of
 from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
@@ -255,7 +255,7 @@ def ingest(
         with what an earlier, interrupted ingest committed of it."""
         whole, record, restart = earlier(journals, collection_name, source_hash, reading,
                                          lambda: any(t.has_source(source_hash) for t in models.existing(name)))
-        return None if whole else _Read(read_media(name, data, options), record, restart)
+        return None if whole else _Read(prepare_decoded(models.spaces, read_media(name, data, options)), record, restart)
 
     order = sorted(range(len(sources)), key=lambda i: pairs_later(sources[i].name, csv_rows, options.pair_column))
     received = 0  # bytes of the files taken so far, against max_total_bytes
@@ -681,7 +681,7 @@ def _ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
 
 def _without_pixels(chunk: Chunk) -> Chunk:
     """The chunk without its decoded pixels or samples, which are not needed once it is embedded."""
-    return chunk if chunk.modality == "text" else replace(chunk, payload=None, source=None)
+    return chunk if chunk.modality == "text" else replace(chunk, payload=None, source=None, prepared=None)
 
 
 def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict[str, tuple[list, list, list, list]]:

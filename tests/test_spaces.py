@@ -85,6 +85,48 @@ def test_image_batches_equal_one_at_a_time(space):
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
+def test_pictures_prepared_ahead_embed_as_the_model_thread_would(space, monkeypatch):
+    """The model inputs made in a decoder thread (prepare_decoded, for a model on an accelerator) give the vectors
+    embed_images gives."""
+    from mmcore.media import Chunk, Decoded
+    from mmcore.spaces.embed import embed_chunks, prepare_decoded
+
+    assert not space.prepares_ahead, "on the CPU the model's thread prepares its own inputs"
+    monkeypatch.setattr(space, "prepares_ahead", True)  # as on a GPU
+    pictures = images()
+    decoded = Decoded("image/png", ".png", [Chunk("image", p) for p in pictures] + [Chunk("text", "a caption")])
+    prepared = prepare_decoded({"clip": space}, decoded)
+    assert all(c.prepared and "clip" in c.prepared for c in prepared.chunks[:-1]) and prepared.chunks[-1].prepared is None
+    vectors = embed_chunks(space, prepared.chunks)
+    np.testing.assert_allclose(vectors[:-1], space.embed_images(pictures), atol=1e-5)
+    np.testing.assert_allclose(vectors[-1:], space.embed_texts(["a caption"]), atol=1e-5)
+
+
+def test_an_ingest_prepares_pictures_in_its_decoder_threads_not_the_model_thread(ws, media, monkeypatch):
+    import threading
+
+    from mmcore.ingest import SourceFile, ingest
+    from mmcore.media import ReadOptions, read_media
+
+    space, threads = ws.space(), []
+    real = space._image_inputs
+
+    def image_inputs(batch):
+        threads.append(threading.current_thread().name)
+        return real(batch)
+
+    monkeypatch.setattr(space, "_image_inputs", image_inputs)
+    monkeypatch.setattr(space, "prepares_ahead", True)  # as on a GPU
+    names = ["img.jpg", "img.png", "img.webp"]
+    report = ingest(ws, [SourceFile(n, path=media[n]) for n in names], collection="prepared")
+    assert [r.status for r in report.results] == ["added"] * 3
+    assert len(threads) == 3 and all(t.startswith("ingest-decode") for t in threads), threads
+    stored = ws.store.open("prepared", "clip").all(with_vectors=True)
+    decoded = [read_media(n, media[n].read_bytes(), ReadOptions(lambda _: [], 1)).chunks[0].payload for n in names]
+    direct = real.__self__.embed_images(decoded)
+    assert np.allclose(np.sort(stored.vectors @ direct.T, axis=1)[:, -1], 1.0, atol=1e-5), "the same vectors"
+
+
 def test_over_long_text_is_truncated_not_refused(space):
     vectors = space.embed_texts([mf.LONG_TEXT * 5])
     assert_unit_rows(vectors, 1, 16)

@@ -37,6 +37,8 @@ class Chunk:
     otherwise the item shows the file's thumbnail. `pair` is, for a caption read from an image-caption CSV, the
     image file its row names, as written there; ingest links the item to that image's item (`pair_of`).
     `source` is the whole file a video segment was cut from (see Source); ingest drops it with the pixels.
+    `prepared` holds, by space name, a space's model inputs made from the payload ahead of the model (in an
+    ingest's decoder threads, mmcore.spaces.embed.prepare_chunks); dropped with the pixels too.
     """
 
     modality: str
@@ -46,6 +48,7 @@ class Chunk:
     thumbnail: Any = None  # PIL.Image or None
     pair: str | None = None
     source: Source | None = field(default=None, repr=False, compare=False)
+    prepared: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def locator_key(self) -> str:

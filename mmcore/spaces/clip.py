@@ -36,6 +36,9 @@ class ClipSpace(Towers):
         self.info = info
         self.device = device
         self.batch_size = batch_size
+        # On an accelerator, pictures are prepared in the decoder threads (mmcore.spaces.embed.prepare_decoded) so the
+        # model's thread only feeds it; on the CPU that would only move the same work onto the cores the model uses.
+        self.prepares_ahead = not str(device).startswith("cpu")
         text_config = model.config.text_config
         self.context_tokens = int(getattr(text_config, "max_position_embeddings", 77))
         self.pad_to_max = model.config.model_type.startswith("siglip")  # SigLIP was trained on max-length padding
@@ -97,6 +100,19 @@ class ClipSpace(Towers):
 
     def embed_images(self, images: Sequence) -> np.ndarray:
         return self._embed(images, self._image_inputs, self.image_forward)
+
+    def prepare_image(self, image) -> dict:
+        """The model inputs of one image (its pixel tensors, batch of 1), made in the caller's thread."""
+        return dict(self._image_inputs([image]))
+
+    def embed_prepared_images(self, prepared: Sequence[dict]) -> np.ndarray:
+        """Vectors of images whose inputs `prepare_image` made: the same as `embed_images` of those images."""
+        import torch
+
+        def stack(batch: Sequence[dict]) -> dict:
+            return {key: torch.cat([inputs[key] for inputs in batch]) for key in batch[0]}
+
+        return self._embed(prepared, stack, self.image_forward)
 
     def _text_inputs(self, batch: Sequence[str]):
         padding = "max_length" if self.pad_to_max else True

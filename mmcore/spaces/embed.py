@@ -14,6 +14,7 @@ file fails.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -62,6 +63,24 @@ TOWER_OF = {"image": "embed_images", "page": "embed_images", "text": "embed_text
 QUERY_TOWER = {"image": "embed_images", "text": "embed_texts", "audio": "embed_audio"}
 
 
+PREPARED_MODALITIES = ("image", "page")
+
+
+def prepare_decoded(spaces: Mapping[str, object], decoded):
+    """`decoded` with the model inputs of its pictures made ahead, for every space that does (`prepares_ahead`: one
+    on an accelerator) and takes their modality: an ingest calls it in its decoder threads, so the model's thread (a
+    GPU's feeder) only runs the model. A file read lazily (a stream of chunks) is left as it is."""
+    if not isinstance(decoded.chunks, list) or not any(c.modality in PREPARED_MODALITIES for c in decoded.chunks):
+        return decoded
+    chunks = []
+    for chunk in decoded.chunks:
+        takers = {name: space for name, space in spaces.items() if getattr(space, "prepares_ahead", False)
+                  and chunk.modality in PREPARED_MODALITIES and chunk.modality in spec_of(name).modalities}
+        chunks.append(replace(chunk, prepared={name: space.prepare_image(chunk.payload) for name, space in takers.items()})
+                      if takers and chunk.payload is not None else chunk)
+    return replace(decoded, chunks=chunks)
+
+
 def embed_chunks(space, chunks: Sequence) -> np.ndarray:
     """float32, L2-normalised vectors for chunks of mixed modality, in the chunks' order.
 
@@ -72,9 +91,12 @@ def embed_chunks(space, chunks: Sequence) -> np.ndarray:
         FilesFailed: `embed_video_file` refused some files (the other chunks' vectors are in it).
     """
     vectors = np.zeros((len(chunks), space.info.dim), dtype=np.float32)
+    name = space.info.space
     for modality, method in TOWER_OF.items():
         idx = [i for i, c in enumerate(chunks) if c.modality == modality]
-        if idx:
+        if idx and all(chunks[i].prepared and name in chunks[i].prepared for i in idx):
+            vectors[idx] = space.embed_prepared_images([chunks[i].prepared[name] for i in idx])
+        elif idx:
             vectors[idx] = getattr(space, method)([chunks[i].payload for i in idx])
     segments = [i for i, c in enumerate(chunks) if c.modality == "video"]
     if segments and hasattr(space, "embed_video_file"):
