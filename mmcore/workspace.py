@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from .catalogue import LazyClient
 from .config import Settings
 from .datadir import WriteClaim, check_schema
 from .errors import NotFound, StoreLocked
@@ -36,8 +37,12 @@ class Workspace:
         with self._lock:
             if self._store is None:
                 check_schema(self.settings.data_dir)
-                pending = None if self.settings.chroma_host else self.settings.data_dir / PENDING_DIR
-                store = Store(open_client(self.settings), before_write=self.claim, pending_root=pending)
+                if self.settings.chroma_host:
+                    store = Store(open_client(self.settings), before_write=self.claim)
+                else:  # Chroma starts only when something needs more than its catalogue (mmcore.catalogue)
+                    settings = self.settings  # not self: the client must not keep the workspace (and its claim) alive
+                    client = LazyClient(settings.data_dir, lambda: open_client(settings))
+                    store = Store(client, before_write=self.claim, pending_root=self.settings.data_dir / PENDING_DIR)
                 try:
                     recover(store, journal_dir(self.settings.data_dir))  # a crashed ingest's unfinished files never show
                 except StoreLocked:

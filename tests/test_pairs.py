@@ -167,7 +167,7 @@ def test_the_cli_pairs_by_default_and_not_with_pair_column_none(tmp_path, clip_d
     found = subprocess.run([sys.executable, "-m", "mmcore", "search", "--text", "Two green boats in the harbour",
                             "-k", "1", "--where", "modality=text"], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=300)
-    assert "image: set/images/b.png" in found.stdout, found.stdout
+    assert "image: set/images/b.png" in found.stdout, found.stdout + found.stderr
 
     env["MMCORE_DATA_DIR"] = str(tmp_path / "other")
     plain = subprocess.run([sys.executable, "-m", "mmcore", "ingest", str(folder / "captions.csv"), "--pair-column",

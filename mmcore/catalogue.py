@@ -1,0 +1,150 @@
+"""The embedded store's catalogue (each collection's name, id, metadata and count) kept beside it, so that a command
+that reads no items (`info`, a cached `analyze`) answers without starting Chroma: `import chromadb` alone costs
+about 0.8 s of CPU, most of such a command's run.
+
+A process that opens Chroma writes the catalogue as Chroma gives it, with the signature of Chroma's SQLite files
+at that moment (inode, size, modification time in ns). It is believed only while the files still have that
+signature: every write to the store changes it (and so does every process that opens Chroma: opening writes), and
+then Chroma is asked, and the catalogue written again. `LazyClient` is the Chroma client that does this.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+import weakref
+from pathlib import Path
+
+from .errors import MediaError
+from .files import write_atomically
+from .safe_io import read_json
+
+FILE = Path("cache") / "catalogue.json"
+DATABASE = "chroma.sqlite3"
+
+
+def signature(chroma_dir: Path) -> list[list[int]] | None:
+    """What identifies the state of Chroma's SQLite database and its write-ahead log, or None without one."""
+    found = []
+    for name in (DATABASE, f"{DATABASE}-wal"):
+        try:
+            st = os.stat(Path(chroma_dir) / name)
+        except FileNotFoundError:
+            if name == DATABASE:
+                return None
+            continue
+        found.append([st.st_ino, st.st_size, st.st_mtime_ns])
+    return found
+
+
+def load(data_dir: Path) -> dict | None:
+    """The catalogue ({"max_batch": int, "collections": {chroma name: {"id", "metadata", "count"}}}) when it still
+    describes the store, else None."""
+    path = Path(data_dir) / FILE
+    if not path.exists():
+        return None
+    try:
+        record = read_json(path)
+        catalogue = record["catalogue"]
+        int(catalogue["max_batch"])
+        valid = record["signature"] == signature(Path(data_dir) / "chroma") and isinstance(catalogue["collections"], dict)
+    except (MediaError, ValueError, KeyError, TypeError):
+        return None
+    return catalogue if valid else None
+
+
+def save(data_dir: Path, catalogue: dict, taken: list | None) -> None:
+    """Write the catalogue read while the store had signature `taken`, if it still has it (nothing wrote between)."""
+    if taken is None or taken != signature(Path(data_dir) / "chroma"):
+        return
+    try:
+        write_atomically(Path(data_dir) / FILE, json.dumps({"signature": taken, "catalogue": catalogue}).encode())
+    except OSError:
+        pass  # a read-only data dir: commands just start Chroma
+
+
+def _write_at_exit(client: "weakref.ref[LazyClient]") -> None:
+    try:
+        if (alive := client()) is not None:
+            alive.write_catalogue()
+    except Exception:  # noqa: BLE001 - a process on its way out; the next one asks Chroma
+        pass
+
+
+class CataloguedCollection:
+    """A collection as the catalogue describes it: its name, id, metadata and count at hand, anything else asked
+    of the real Chroma collection (opened on first use)."""
+
+    def __init__(self, client: "LazyClient", name: str, entry: dict):
+        self._client, self.name, self.id, self.metadata = client, name, entry["id"], entry["metadata"]
+
+    def count(self) -> int:
+        catalogue = self._client.catalogue()  # asked again: another process (or this one) may have written since
+        if catalogue is not None and self.name in catalogue["collections"]:
+            return int(catalogue["collections"][self.name]["count"])
+        return self._real().count()
+
+    def _real(self):
+        return self._client.real.get_collection(self.name, embedding_function=None)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._real(), attribute)
+
+
+class LazyClient:
+    """The embedded store's Chroma client, started only when something needs more than the catalogue."""
+
+    def __init__(self, data_dir: Path, connect):
+        self.data_dir, self._connect, self._real = Path(data_dir), connect, None
+        self._starting = threading.Lock()  # threads of one search may all need Chroma at once: it starts once
+
+    @property
+    def started(self) -> bool:
+        return self._real is not None
+
+    @property
+    def real(self):
+        if self._real is None:
+            with self._starting:
+                if self._real is None:
+                    real = self._connect()
+                    self._write_catalogue(real)
+                    self._real = real
+                    atexit.register(_write_at_exit, weakref.ref(self))  # for the next process to read
+        return self._real
+
+    def write_catalogue(self) -> None:
+        """Write the catalogue as Chroma gives it now."""
+        self._write_catalogue(self.real)
+
+    def _write_catalogue(self, real) -> None:
+        taken = signature(self.data_dir / "chroma")
+        entries = {raw.name: {"id": str(raw.id), "metadata": raw.metadata or {}, "count": raw.count()}
+                   for raw in real.list_collections()}
+        save(self.data_dir, {"max_batch": real.get_max_batch_size(), "collections": entries}, taken)
+
+    def catalogue(self) -> dict | None:
+        """The catalogue, while this process hasn't started Chroma and it describes the store."""
+        return None if self.started else load(self.data_dir)
+
+    def get_max_batch_size(self) -> int:
+        if (catalogue := self.catalogue()) is not None:
+            return int(catalogue["max_batch"])
+        return self.real.get_max_batch_size()
+
+    def list_collections(self):
+        if (catalogue := self.catalogue()) is not None:
+            return [CataloguedCollection(self, name, entry) for name, entry in catalogue["collections"].items()]
+        return self.real.list_collections()
+
+    def get_collection(self, name: str, **kwargs):
+        if (catalogue := self.catalogue()) is not None:
+            if name not in catalogue["collections"]:
+                raise LookupError(f"Collection {name} does not exist.")  # as Chroma says it
+            return CataloguedCollection(self, name, catalogue["collections"][name])
+        return self.real.get_collection(name, **kwargs)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self.real, attribute)
