@@ -448,15 +448,10 @@ def analysis(space: str, umap, hdbscan, refit: bool = False):
 
 
 def _first_picture(slot, partial) -> None:
-    """The 2D map alone as soon as a fit has it: the collection's shape while its clusters are still computed."""
-    if partial.done != ("map",):
-        return
-    import plotly.graph_objects as go
+    """The map so far while a fit goes on: its shape first, then its outliers, then its clusters, as each is done."""
+    from mmcore.analysis.figures import partial_figure
 
-    figure = go.Figure(go.Scattergl(x=partial.xy[:, 0], y=partial.xy[:, 1], mode="markers", hoverinfo="skip",
-                                    marker={"size": 3, "color": "#8a8f98", "opacity": 0.6}))
-    figure.update_layout(height=560, margin={"l": 0, "r": 0, "t": 0, "b": 0}, xaxis_visible=False, yaxis_visible=False)
-    slot.plotly_chart(figure, theme=None, config={"displaylogo": False})
+    slot.plotly_chart(partial_figure(partial), theme=None, config={"displaylogo": False})
 
 
 def finer_clusters(analysis, space: str) -> None:

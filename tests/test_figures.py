@@ -270,3 +270,21 @@ def test_the_3d_camera_comes_close_to_a_ball_and_keeps_a_full_cube_whole():
     assert span > 0.7, f"the ball spans only {span:.2f} of the view"
     three_d = map_figure(frame_of(500).assign(z=rng.normal(size=500)), three_d=True)
     assert np.linalg.norm(list(three_d.layout.scene.camera.eye.to_plotly_json().values())) < 2.0
+
+
+def test_the_map_while_a_fit_goes_on_shows_its_shape_then_outliers_then_clusters():
+    from types import SimpleNamespace
+
+    from mmcore.analysis.figures import partial_figure
+
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(50, 2)).astype(np.float32)
+    labels = np.where(np.arange(50) % 5 == 0, -1, np.arange(50) % 3)
+    scores = rng.random(50).astype(np.float32)
+    shape = partial_figure(SimpleNamespace(xy=xy, done=("map",), labels=np.full(50, -1), outlier_scores=np.zeros(50)))
+    assert [len(t.x) for t in shape.data] == [50] and isinstance(shape.data[0].marker.color, str)
+    outliers = partial_figure(SimpleNamespace(xy=xy, done=("map", "outliers"), labels=np.full(50, -1), outlier_scores=scores))
+    assert np.allclose(outliers.data[0].marker.color, scores)
+    clusters = partial_figure(SimpleNamespace(xy=xy, done=("map", "outliers", "clusters"), labels=labels, outlier_scores=scores))
+    final = coloring(pd.DataFrame({"cluster": labels}), "cluster")
+    assert list(clusters.data[0].marker.color) == list(final.codes), "the colours the finished map gives them"

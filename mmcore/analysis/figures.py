@@ -126,6 +126,27 @@ EYE_DIRECTION = np.array([1.1, 1.1, 0.75]) / np.linalg.norm([1.1, 1.1, 0.75])  #
 FILL = 0.9  # of the view's half-height that the farthest point may reach
 
 
+def partial_figure(partial) -> go.Figure:
+    """The map while a fit goes on (an unfinished `Analysis`): the 2D map alone, then coloured by outlier score once
+    those are in, then by cluster (noise grey) once the clusters are: what an analyst can look at meanwhile."""
+    xy, done = partial.xy, set(partial.done)
+    figure = go.Figure()
+    if "clusters" in done:  # in the colours the finished map gives them
+        colour = coloring(pd.DataFrame({"cluster": partial.labels}), "cluster")
+        figure.add_scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", name="clusters",
+                             marker={**_marker(colour, np.arange(len(xy))), "size": 3})
+    elif "outliers" in done:
+        figure.add_scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", name="outlier score",
+                             marker={"size": 3, "color": partial.outlier_scores, "colorscale": "Reds", "opacity": 0.7,
+                                     "colorbar": {"title": {"text": "outlier score"}, "thickness": 12}})
+    else:
+        figure.add_scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", name="items",
+                             marker={"size": 3, "color": "#8a8f98", "opacity": 0.6})
+    figure.update_layout(height=560, margin={"l": 0, "r": 0, "t": 0, "b": 0}, xaxis_visible=False, yaxis_visible=False,
+                         showlegend=False)
+    return figure
+
+
 def camera_eye(xyz: np.ndarray) -> tuple[float, float, float]:
     """Plotly's scene camera eye for a cloud drawn in a cube (aspectmode "cube"): the nearest along EYE_DIRECTION at
     which every point stays within FILL of the view (plotly's perspective camera: 45 degrees high; the plot is
