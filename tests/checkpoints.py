@@ -205,7 +205,6 @@ def tiny_colmodernvbert(path: Path, embedding_dim: int = 16, seed: int = 0) -> P
     <row_i_col_j>, <global-img>, <|begin_of_text|>; the processor adds <image> and two more). Pages are scaled to
     128 px on their long side and cut into up to 2 x 2 tiles plus the whole page, as the real one does at 2048/512.
     """
-    import torch
     from transformers import ColModernVBertConfig, ColModernVBertForRetrieval, ColModernVBertProcessor, Idefics3ImageProcessor
 
     tokenizer = _byte_level_tokenizer(

@@ -4,12 +4,10 @@ patch grids that put each patch where it lies on the page, the space as a regist
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from checkpoints import tiny_clip, tiny_colmodernvbert, tiny_colpali, tiny_colqwen2
