@@ -21,8 +21,9 @@ class Settings:
       MMCORE_DATA_DIR       where the embedded Chroma store, originals and thumbnails live (./mmdata)
       MMCORE_<SPACE>_MODEL  hub id or local directory of each space's model (mmcore.spaces.registry):
                             MMCORE_CLIP_MODEL (images, text, pages, video; on by default),
-                            MMCORE_CLAP_MODEL (sound; on by default), MMCORE_SIGLIP_MODEL and
-                            MMCORE_XCLIP_MODEL (video segments, searched by text) (off unless set);
+                            MMCORE_CLAP_MODEL (sound; on by default), MMCORE_SIGLIP_MODEL,
+                            MMCORE_XCLIP_MODEL (video segments, searched by text) and
+                            MMCORE_DOC_MODEL (PDF pages, searched by text) (off unless set);
                             the hosted twelvelabs space is on only with MMCORE_TWELVELABS_API_KEY
                             (MMCORE_TWELVELABS_MODEL names its model; see mmcore.spaces.twelvelabs)
       MMCORE_ASR_MODEL      hub id or local directory of a speech-recognition model (Whisper); transcripts

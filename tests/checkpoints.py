@@ -198,6 +198,118 @@ def tiny_whisper(path: Path, seed: int = 0) -> Path:
     return path
 
 
+
+def tiny_colmodernvbert(path: Path, embedding_dim: int = 16, seed: int = 0) -> Path:
+    """A ColModernVBert checkpoint (SigLIP patches of 8 px on 64 px tiles, pixel shuffle 2: 16 tokens per tile;
+    ModernBERT text) with a byte-level tokenizer holding the tokens its processor writes (Idefics3's tile tags
+    <row_i_col_j>, <global-img>, <|begin_of_text|>; the processor adds <image> and two more). Pages are scaled to
+    128 px on their long side and cut into up to 2 x 2 tiles plus the whole page, as the real one does at 2048/512.
+    """
+    from transformers import ColModernVBertConfig, ColModernVBertForRetrieval, ColModernVBertProcessor, Idefics3ImageProcessor
+
+    tokenizer = _byte_level_tokenizer(
+        ["<|begin_of_text|>", "<global-img>"] + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    )
+    images = Idefics3ImageProcessor(size={"longest_edge": 128}, max_image_size={"longest_edge": 64},
+                                    image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = ColModernVBertProcessor(image_processor=images, tokenizer=tokenizer, image_seq_len=16)
+    special = tokenizer.pad_token_id
+    config = ColModernVBertConfig(
+        vlm_config=dict(
+            model_type="modernvbert", image_token_id=processor.image_token_id, pixel_shuffle_factor=2,
+            text_config=dict(model_type="modernbert", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=2, num_attention_heads=2, local_attention=16, pad_token_id=special,
+                             bos_token_id=special, eos_token_id=special, cls_token_id=special, sep_token_id=special),
+            vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=8),
+        ),
+        embedding_dim=embedding_dim,
+    )
+    return _save_retriever(path, ColModernVBertForRetrieval(_seeded(config, seed)), processor)
+
+
+def tiny_colpali(path: Path, embedding_dim: int = 16, seed: int = 0) -> Path:
+    """A ColPali checkpoint (PaliGemma: SigLIP 32 px, patches of 8: 16 image tokens; Gemma text) with a Gemma
+    character tokenizer; its processor adds <image> and PaliGemma's 1,152 <locNNNN>/<segNNN> tokens, which the
+    vocabulary is sized to."""
+    from transformers import ColPaliConfig, ColPaliForRetrieval, ColPaliProcessor, GemmaTokenizer, SiglipImageProcessor
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for ch in string.ascii_letters + string.digits + string.punctuation + "\u2581\n":  # U+2581: Gemma's space
+        vocab.setdefault(ch, len(vocab))
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=[])
+    processor = ColPaliProcessor(
+        image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}, image_seq_length=16), tokenizer=tokenizer
+    )
+    config = ColPaliConfig(
+        vlm_config=dict(
+            model_type="paligemma", image_token_index=processor.image_token_id, vocab_size=len(tokenizer),
+            projection_dim=32, hidden_size=32,
+            text_config=dict(model_type="gemma", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                             pad_token_id=0, bos_token_id=2, eos_token_id=1),
+            vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+        ),
+        embedding_dim=embedding_dim,
+    )
+    return _save_retriever(path, ColPaliForRetrieval(_seeded(config, seed)), processor)
+
+
+def tiny_colqwen2(path: Path, embedding_dim: int = 16, seed: int = 0) -> Path:
+    """A ColQwen2 checkpoint (Qwen2-VL: patches of 14 px merged 2 x 2, so a token per 28 px, 4 to 64 tokens a page
+    with its aspect ratio kept; M-RoPE) with a byte-level tokenizer holding Qwen2-VL's special tokens."""
+    from transformers import ColQwen2Config, ColQwen2ForRetrieval, ColQwen2Processor, Qwen2VLImageProcessor
+
+    tokenizer = _byte_level_tokenizer(
+        ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    )
+    images = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64, patch_size=14, merge_size=2,
+                                   temporal_patch_size=2)
+    processor = ColQwen2Processor(image_processor=images, tokenizer=tokenizer)
+    ids = tokenizer.convert_tokens_to_ids
+    special = tokenizer.pad_token_id
+    config = ColQwen2Config(
+        vlm_config=dict(
+            model_type="qwen2_vl", image_token_id=processor.image_token_id, video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+            text_config=dict(model_type="qwen2_vl_text", vocab_size=len(tokenizer), hidden_size=32,
+                             intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                             rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+                             pad_token_id=special, bos_token_id=special, eos_token_id=special),
+            vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, patch_size=14,
+                               spatial_merge_size=2, temporal_patch_size=2),
+        ),
+        embedding_dim=embedding_dim,
+    )
+    return _save_retriever(path, ColQwen2ForRetrieval(_seeded(config, seed)), processor)
+
+
+def _byte_level_tokenizer(specials: list[str]):
+    """A Qwen2-style byte-level tokenizer with a token per byte (no merges), <|endoftext|> and `specials`."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
+def _seeded(config, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    return config
+
+
+def _save_retriever(path: Path, model, processor) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
 if __name__ == "__main__":
     import sys
 

@@ -1,0 +1,173 @@
+"""The doc space's figures (issue 15): pages/s with ColModernVBert at full size (random weights), storage of page
+token matrices per 1,000 pages with and without pooling, exact MaxSim latency at 1k and 10k pages (with query
+encoding), and how well pooled-vector candidates re-ranked by MaxSim recover exact MaxSim's top 10.
+
+    python bench/doc.py                 # all of it
+    python bench/doc.py --skip-model    # only what needs no model (storage from token counts measured before)
+
+Prints figures; asserts nothing. Synthetic pages (tests/synthetic_pages.py) have the token counts ColModernVBert's
+processor gives real page sizes; their vectors are random with a topic/detail structure, so the recall figures
+say how the method behaves, not what a trained model will get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from mmcore.late_interaction import PackedPages, maxsim, pool_tokens  # noqa: E402
+from mmcore.spaces import normalize  # noqa: E402
+from synthetic_pages import synthetic_pages  # noqa: E402
+
+PAGE_SIZES = {"A4 portrait": (1240, 1754), "US letter portrait": (1275, 1650), "16:9 slide": (1920, 1080)}
+QUERIES = ["quarterly revenue by region", "who signed the contract", "diagram of the cooling circuit",
+           "table of side effects", "total amount due", "map of the railway network"]
+
+
+def load_figure() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def percentiles(seconds: list[float]) -> str:
+    ms = np.array(seconds) * 1000
+    return f"p50 {np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms"
+
+
+def model_figures(n_pages: int) -> tuple[dict[str, int], list[float]]:
+    """Token counts per page size, pages/s and query encoding times with full-size ColModernVBert."""
+    from PIL import Image, ImageDraw
+
+    from fullsize import fullsize_colmodernvbert
+    from mmcore.spaces.doc import DocSpace
+
+    space = DocSpace.load(str(fullsize_colmodernvbert()), device="cpu", batch_size=32)
+    print(f"ColModernVBert, random weights, {sum(p.numel() for p in space.model.parameters()) / 1e6:.0f}M parameters")
+    counts = {}
+    for name, size in PAGE_SIZES.items():
+        image = Image.new("RGB", size, "white")
+        counts[name] = int(space._page_inputs([image])["attention_mask"].sum())
+        print(f"  {name} {size[0]}x{size[1]}: {counts[name]} token vectors, {len(space.patch_grid(image))} tiles")
+    pages = []
+    for i in range(n_pages):
+        image = Image.new("RGB", (768, 1086), "white")  # as mmcore.media.pdf renders an A4 page (768 px long side)
+        draw = ImageDraw.Draw(image)
+        for line in range(30):
+            draw.text((60, 60 + line * 32), f"page {i} line {line}: the quick brown fox jumps over the lazy dog", fill="black")
+        pages.append(image)
+    space.embed_pages(pages[:1])  # warm-up
+    start = time.perf_counter()
+    for image in pages:
+        space.embed_pages([image])
+    elapsed = time.perf_counter() - start
+    print(f"  pages/s (A4 as rendered at 768 px, one page a pass): {n_pages / elapsed:.3f} "
+          f"({elapsed / n_pages:.1f} s a page; {load_figure()})")
+    start = time.perf_counter()
+    space.embed_pages(pages[:2])
+    print(f"  two pages in one pass: {2 / (time.perf_counter() - start):.3f} pages/s")
+    encode = []
+    space.embed_query_tokens(QUERIES[:1])
+    for _ in range(3):
+        for text in QUERIES:
+            start = time.perf_counter()
+            space.embed_query_tokens([text])
+            encode.append(time.perf_counter() - start)
+    print(f"  query encoding: {percentiles(encode)}")
+    return counts, encode
+
+
+def storage(counts: dict[str, int]) -> None:
+    print("Storage per 1,000 pages (float16 token matrices, 128-d; the pooled float32 vector in Chroma adds 0.5 MB)")
+    for name, n in counts.items():
+        row = [f"{factor}x: {int(np.ceil(n / factor)) * 128 * 2 * 1000 / 1e6:.0f} MB" for factor in (1, 2, 3)]
+        print(f"  {name} ({n} tokens): unpooled {row[0][4:]}, pooled by 2 {row[1][4:]}, by 3 {row[2][4:]}")
+    rng = np.random.default_rng(0)
+    page = normalize(rng.standard_normal((counts["A4 portrait"], 128))).astype(np.float16)
+    for factor in (2, 3):
+        start = time.perf_counter()
+        for _ in range(3):
+            pool_tokens(page, factor)
+        print(f"  pooling one A4 page by {factor}: {(time.perf_counter() - start) / 3 * 1000:.0f} ms")
+
+
+def latency(n_pages: int, tokens: int, encode: list[float], repeats: int = 20) -> None:
+    lengths = (int(tokens * 0.7), int(tokens * 1.3))
+    pages, queries, _ = synthetic_pages(n_pages, lengths=lengths, n_queries=repeats, seed=1)
+    # Real queries are a few words and ten augmentation tokens: about 20 rows.
+    rng = np.random.default_rng(1)
+    queries = [np.concatenate([q, normalize(rng.standard_normal((10, q.shape[1])))]) for q in queries]
+    for name, size in (("unpooled", 1), ("pooled by 2", 2), ("pooled by 3", 3)):
+        # Latency depends on the rows only: a pooled collection is timed as pages with a factor fewer rows.
+        block = PackedPages([p[: int(np.ceil(len(p) / size))] for p in pages])
+        maxsim(queries[0], block)
+        seconds = []
+        for q in queries:
+            start = time.perf_counter()
+            maxsim(q, block)
+            seconds.append(time.perf_counter() - start)
+        with_encoding = [s + e for s, e in zip(seconds, np.resize(encode, len(seconds)))] if encode else None
+        print(f"  {n_pages:,} pages {name} ({block.tokens.shape[0] / 1e6:.1f}M rows, {block.nbytes() / 1e9:.2f} GB "
+              f"bfloat16): MaxSim {percentiles(seconds)}"
+              + (f"; with query encoding {percentiles(with_encoding)}" if with_encoding else "") + f" ({load_figure()})")
+        del block
+    if n_pages <= 1000:
+        exact = PackedPages(pages, dtype="float32")
+        approx = PackedPages(pages)
+        agree = [len(set(np.argsort(-maxsim(q, exact))[:10]) & set(np.argsort(-maxsim(q, approx))[:10])) / 10 for q in queries]
+        print(f"  bfloat16 against float32 blocks, {n_pages:,} pages: top-10 overlap {np.mean(agree):.3f}")
+
+
+def recall(n_pages: int, tokens: int, n_queries: int = 100) -> None:
+    lengths = (int(tokens * 0.7), int(tokens * 1.3))
+    pages, queries, targets = synthetic_pages(n_pages, lengths=lengths, n_queries=n_queries, seed=2)
+    packed = PackedPages(pages)
+    pooled = normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in pages]))
+    exact_top = [np.argsort(-maxsim(q, packed))[:10] for q in queries]
+    found_first = np.mean([top[0] == t for top, t in zip(exact_top, targets)])
+    print(f"  {n_pages:,} pages, {n_queries} queries; exact MaxSim puts the query's own page first for {found_first:.0%}")
+    for candidates in (10, 50, 100, 200, 500, 1000, 2000):
+        if candidates > n_pages:
+            break
+        hits, seconds = [], []
+        for q, top in zip(queries, exact_top):
+            start = time.perf_counter()
+            order = np.argsort(-(pooled @ normalize(q.mean(axis=0, keepdims=True))[0]))[:candidates]
+            scores = maxsim(q, packed, subset=order)
+            reranked = order[np.argsort(-scores)[:10]]
+            seconds.append(time.perf_counter() - start)
+            hits.append(len(set(reranked) & set(top)) / 10)
+        print(f"    {candidates:>5} candidates: recall@10 {np.mean(hits):.3f}, {percentiles(seconds)} (MaxSim part)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=3, help="pages to embed with the full-size model")
+    parser.add_argument("--skip-model", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {load_figure()}")
+    if args.skip_model:
+        counts, encode = {"A4 portrait": 901, "US letter portrait": 1165, "16:9 slide": 900}, []
+    else:
+        counts, encode = model_figures(args.pages)
+    storage(counts)
+    tokens = counts["A4 portrait"]
+    print(f"Exact MaxSim latency, synthetic pages of {int(tokens * 0.7)}-{int(tokens * 1.3)} tokens, 20-token queries")
+    for n in (1000, 10_000):
+        latency(n, tokens, encode)
+    print("Pooled-vector candidates re-ranked by MaxSim, against exact MaxSim's top 10")
+    recall(10_000, tokens)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The `doc` space (optional: on when MMCORE_DOC_MODEL is set): document pages by late interaction, with the ColPali
+family in transformers: ColModernVBert (the default, about 250M parameters: the one practical on a CPU), ColPali and
+ColQwen2, loaded through AutoModelForPreTraining + AutoProcessor (AutoModel refuses their configs).
+
+These models read a page as an image and give one unit vector per token (its patches and a short prompt's tokens);
+a text query gets one per token too (its words and ten "augmentation" tokens the models were trained with). A page
+and a query are compared by MaxSim (mmcore.late_interaction). `embed_page_tokens` / `embed_query_tokens` give those
+matrices, with the rows the attention mask zeroes (batch padding) dropped; `patch_grid` says which rows are which
+patches of the page. For the rest of mmscope (one vector per item: filters, maps, clusters, candidates) the space
+is also a plain one: a page's or query's vector is the mean of its token vectors, renormalised.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ModelUnavailable
+from ..late_interaction import Tile
+from . import SpaceInfo, normalize
+from .embed import Towers
+from .hf import load_pretrained, revision
+from .registry import SpaceSpec, register
+
+NAME = "doc"
+ENV_VAR = "MMCORE_DOC_MODEL"
+# The transformers-format ColModernVBert checkpoint (the one transformers' own docs name); ModernVBERT/colmodernvbert
+# holds the colpali-engine layout, which ColModernVBertForRetrieval does not load.
+DEFAULT_MODEL = "ModernVBERT/colmodernvbert-merged"
+FAMILIES = {"colmodernvbert": "ColModernVBert", "colpali": "ColPali", "colqwen2": "ColQwen2"}
+HOW_TO_PROVIDE = (
+    "To use it offline, download it on a machine with internet access "
+    "(`hf download {model} --local-dir ./models/doc`), copy that folder here and set "
+    f"{ENV_VAR}=./models/doc; or set {ENV_VAR} to the hub id or local folder of another ColModernVBert, ColPali "
+    "or ColQwen2 checkpoint in transformers' format (vidore/colpali-v1.3-hf, vidore/colqwen2-v1.0-hf) that has "
+    "model.safetensors."
+)
+# A page is several tiles for ColModernVBert (up to 17 of 512 px), so a forward pass takes fewer pages than the
+# pictures MMCORE_BATCH_SIZE counts for the clip space: about as many tiles as it has pictures.
+TILES_PER_PAGE = 8
+
+
+class DocSpace(Towers):
+    """A ColPali-family retriever: pages (PIL images) and text queries as token matrices, or one pooled vector each."""
+
+    def __init__(self, model, processor, info: SpaceInfo, device: str, batch_size: int):
+        self.model = model
+        self.processor = processor
+        self.info = info
+        self.device = device
+        self.family = model.config.model_type
+        self.pages_per_batch = max(1, batch_size // TILES_PER_PAGE)
+        self.queries_per_batch = max(1, batch_size)
+        # The processor's tokenizer keeps padding/truncation settings between calls (see ClipSpace).
+        self._processor_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32) -> "DocSpace":
+        """Load a checkpoint by hub id (cache first, then the hub) or local directory.
+
+        Raises:
+            ModelUnavailable: it is neither cached nor reachable, has no safetensors weights, or isn't one of the
+                ColPali family's retrievers.
+        """
+        net, processor, source, device = load_pretrained(
+            model, "ColPali-family", HOW_TO_PROVIDE, DEFAULT_MODEL, device, auto_class="AutoModelForPreTraining"
+        )
+        if net.config.model_type not in FAMILIES:
+            raise ModelUnavailable(
+                f"{model!r} is a {type(net).__name__}, not a ColModernVBert, ColPali or ColQwen2 retriever. "
+                + HOW_TO_PROVIDE.format(model=DEFAULT_MODEL)
+            )
+        info = SpaceInfo(NAME, source, revision(net), int(net.config.embedding_dim))
+        return cls(net, processor, info, device, batch_size)
+
+    # Token matrices: what MaxSim compares.
+
+    def embed_page_tokens(self, images: Sequence) -> list[np.ndarray]:
+        """Per page (a PIL image), its token vectors: float16, n x dim, unit rows, padding dropped."""
+        return self.embed_pages(images)[1]
+
+    def embed_query_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per query, its token vectors (the processor's query path: prefix, text, augmentation tokens)."""
+        return self._tokens(texts, self.queries_per_batch, self._query_inputs)[1]
+
+    def embed_pages(self, images: Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Both forms of each page from one forward pass: (pooled float32 vectors, n x dim; token matrices)."""
+        return self._tokens(images, self.pages_per_batch, self._page_inputs)
+
+    # One vector each: what the rest of mmscope stores and compares by cosine.
+
+    def embed_images(self, images: Sequence) -> np.ndarray:
+        """One float32 unit vector per page: the mean of its token vectors, renormalised."""
+        return self.embed_pages(images)[0]
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """One float32 unit vector per query: the mean of its token vectors, renormalised."""
+        return self._tokens(texts, self.queries_per_batch, self._query_inputs)[0]
+
+    def patch_grid(self, image) -> tuple[Tile, ...]:
+        """Which rows of `embed_page_tokens([image])[0]` are the page's image patches, tile by tile, and where
+        each tile lies on the page (for a heat map over it). Runs the processor only, not the model."""
+        inputs = self._page_inputs([image])
+        ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].numpy()
+        rows = np.flatnonzero(ids == self.processor.image_token_id)
+        if self.family == "colqwen2":
+            _, h, w = (int(v) for v in inputs["image_grid_thw"][0])
+            merge = int(self.processor.image_processor.merge_size)
+            return (Tile(rows.reshape(h // merge, w // merge)),)
+        if self.family == "colpali":
+            side = int(round(len(rows) ** 0.5))
+            return (Tile(rows.reshape(side, side)),)
+        # ColModernVBert (Idefics3's layout): tiles row by row, then the whole page shrunk to one tile; each tile is
+        # image_seq_len tokens, a square grid in row-major order (the connector's pixel shuffle keeps that order).
+        split = self.processor.image_processor(images=[[image.convert("RGB")]], return_row_col_info=True)
+        n_rows, n_cols = int(split["rows"][0][0]), int(split["cols"][0][0])
+        per_tile = int(self.processor.image_seq_len)
+        side = int(round(per_tile ** 0.5))
+        tiles = [
+            Tile(rows[(r * n_cols + c) * per_tile:(r * n_cols + c + 1) * per_tile].reshape(side, side),
+                 (r / n_rows, c / n_cols, (r + 1) / n_rows, (c + 1) / n_cols))
+            for r in range(n_rows) for c in range(n_cols)
+        ]
+        return tuple(tiles) + (Tile(rows[-per_tile:].reshape(side, side)),)
+
+    def _page_inputs(self, batch: Sequence):
+        with self._processor_lock:
+            return self.processor.process_images([image.convert("RGB") for image in batch], return_tensors="pt")
+
+    def _query_inputs(self, batch: Sequence[str]):
+        with self._processor_lock:
+            return self.processor.process_queries(list(batch), return_tensors="pt")
+
+    def _tokens(self, items: Sequence, per_batch: int, prepare) -> tuple[np.ndarray, list[np.ndarray]]:
+        import torch
+
+        pooled, tokens = [], []
+        for i in range(0, len(items), per_batch):
+            prepared = prepare(items[i:i + per_batch])
+            inputs = {k: v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device)
+                      for k, v in prepared.items() if k in ("input_ids", "attention_mask", "pixel_values",
+                                                            "pixel_attention_mask", "image_grid_thw")}
+            with torch.inference_mode():
+                embeddings = self.model(**inputs).embeddings.float().cpu().numpy()
+            mask = prepared["attention_mask"].bool().numpy()
+            for rows, keep in zip(embeddings, mask):
+                kept = rows[keep]
+                pooled.append(kept.mean(axis=0))
+                tokens.append(kept.astype(np.float16))
+        if not tokens:
+            return np.zeros((0, self.info.dim), dtype=np.float32), []
+        return normalize(np.stack(pooled)), tokens
+
+
+register(SpaceSpec(
+    name=NAME, title="ColPali-family", variable=ENV_VAR, default_model=None,
+    load=lambda model, s: DocSpace.load(model, device=s.device, batch_size=s.batch_size),
+    # Pages only: these models were trained on document screenshots, and each item costs hundreds of token vectors
+    # and a vision-language model's forward pass (a photo is CLIP's or SigLIP's to embed). Text queries only.
+    modalities=frozenset({"page"}), queries=frozenset({"text"}),
+))

@@ -1,0 +1,185 @@
+"""The doc space with tiny random-weight checkpoints of all three ColPali-family retrievers (ColModernVBert, ColPali,
+ColQwen2): loading through the Auto classes, page and query token matrices with padding dropped, pooled vectors,
+patch grids that put each patch where it lies on the page, the space as a registered one, and loading errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from checkpoints import tiny_clip, tiny_colmodernvbert, tiny_colpali, tiny_colqwen2
+from mmcore.config import Settings
+from mmcore.errors import ModelUnavailable
+from mmcore.late_interaction import maxsim, page_map
+from mmcore.media import Chunk
+from mmcore.spaces import get_space, normalize
+from mmcore.spaces.doc import DocSpace
+from mmcore.spaces.registry import enabled, require, spaces_for
+
+BUILDERS = {"colmodernvbert": tiny_colmodernvbert, "colpali": tiny_colpali, "colqwen2": tiny_colqwen2}
+
+
+def page(size, colour=(240, 240, 240), block=None):
+    """A plain page, with a dark block at `block` = (left, top, right, bottom) as fractions of the page."""
+    image = Image.new("RGB", size, colour)
+    if block:
+        w, h = size
+        ImageDraw.Draw(image).rectangle([block[0] * w, block[1] * h, block[2] * w - 1, block[3] * h - 1], fill=(20, 20, 90))
+    return image
+
+
+PAGES = [page((100, 140), block=(0, 0, 0.5, 0.5)), page((160, 60)), page((30, 40), colour=(250, 200, 10))]
+
+
+@pytest.fixture(scope="module", params=list(BUILDERS))
+def space(request, tmp_path_factory):
+    folder = BUILDERS[request.param](tmp_path_factory.mktemp("models") / request.param, embedding_dim=16, seed=0)
+    return DocSpace.load(str(folder), device="cpu", batch_size=32)
+
+
+def test_each_family_loads_through_the_auto_classes(space):
+    assert space.family in ("colmodernvbert", "colpali", "colqwen2")
+    assert type(space.model).__name__.endswith("ForRetrieval")
+    assert space.info.space == "doc" and space.info.dim == 16 and space.info.revision == "local"
+    assert Path(space.info.model_id).is_absolute()
+
+
+def test_page_tokens_are_unit_float16_rows_with_the_padding_dropped(space):
+    together = space.embed_page_tokens(PAGES)
+    alone = [space.embed_page_tokens([p])[0] for p in PAGES]
+    for tokens, single, image in zip(together, alone, PAGES):
+        assert tokens.dtype == np.float16 and tokens.shape[1] == 16
+        # As many rows as the processor gives the page alone: none of the batch's padding is kept.
+        assert len(tokens) == len(single) == int(space._page_inputs([image])["attention_mask"].sum())
+        np.testing.assert_allclose(np.linalg.norm(tokens.astype(np.float32), axis=1), 1.0, atol=2e-3)
+        np.testing.assert_allclose(tokens.astype(np.float32), single.astype(np.float32), atol=2e-2)
+    if space.family != "colpali":  # ColPali squares every page to one size; the others follow its shape
+        assert len({len(t) for t in together}) > 1
+
+
+def test_query_tokens_come_from_the_query_path_with_the_padding_dropped(space):
+    texts = ["x", "a much longer question about the quarterly revenue table"]
+    together = space.embed_query_tokens(texts)
+    for tokens, text in zip(together, texts):
+        expected = int(space._query_inputs([text])["attention_mask"].sum())
+        assert tokens.dtype == np.float16 and tokens.shape == (expected, 16)
+        np.testing.assert_allclose(np.linalg.norm(tokens.astype(np.float32), axis=1), 1.0, atol=2e-3)
+    assert len(together[1]) > len(together[0]) > 10  # ten augmentation tokens follow every query
+
+
+def test_pooled_vectors_are_the_renormalised_means_of_the_tokens(space):
+    pooled, tokens = space.embed_pages(PAGES)
+    assert pooled.dtype == np.float32 and pooled.shape == (3, 16)
+    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, atol=1e-5)
+    means = normalize(np.stack([t.astype(np.float32).mean(axis=0) for t in tokens]))
+    np.testing.assert_allclose(pooled, means, atol=2e-3)
+    np.testing.assert_allclose(space.embed_images(PAGES), pooled, atol=1e-5)
+    texts = ["revenue table", "a map of europe"]
+    query_means = normalize(np.stack([t.astype(np.float32).mean(axis=0) for t in space.embed_query_tokens(texts)]))
+    np.testing.assert_allclose(space.embed_texts(texts), query_means, atol=2e-3)
+    # The Space interface: page chunks and text queries.
+    chunks = [Chunk("page", p, locator={"page": i + 1}) for i, p in enumerate(PAGES)]
+    np.testing.assert_allclose(space.embed(chunks), pooled, atol=1e-5)
+    np.testing.assert_allclose(space.embed_query("text", ["revenue table"]), space.embed_texts(["revenue table"])[0], atol=1e-5)
+    assert space.embed_images([]).shape == (0, 16) and space.embed_page_tokens([]) == []
+
+
+def test_the_patch_grid_covers_exactly_the_image_tokens(space):
+    for image in PAGES:
+        grid = space.patch_grid(image)
+        inputs = space._page_inputs([image])
+        ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].numpy()
+        rows = np.concatenate([tile.rows.ravel() for tile in grid])
+        assert sorted(rows) == list(np.flatnonzero(ids == space.processor.image_token_id))
+        assert rows.max() < len(space.embed_page_tokens([image])[0])
+        for tile in grid:
+            top, left, bottom, right = tile.box
+            assert 0 <= top < bottom <= 1 and 0 <= left < right <= 1
+    wide, tall = space.patch_grid(page((160, 60))), space.patch_grid(page((60, 160)))
+    if space.family == "colmodernvbert":  # scaled to 128 px long, cut into 64 px tiles, then the whole page
+        assert [t.box for t in wide] == [(0, 0, 1, 0.5), (0, 0.5, 1, 1), (0, 0, 1, 1)]
+        assert [t.box for t in tall] == [(0, 0, 0.5, 1), (0.5, 0, 1, 1), (0, 0, 1, 1)]
+        assert all(t.rows.shape == (4, 4) for t in wide)
+    elif space.family == "colqwen2":  # one tile, a token per 28 px, the page's aspect ratio kept
+        assert len(wide) == 1 and wide[0].rows.shape[1] > wide[0].rows.shape[0]
+        assert tall[0].rows.shape == wide[0].rows.shape[::-1]
+    else:  # ColPali: the page squared to 32 px, patches of 8
+        assert [t.rows.shape for t in wide] == [(4, 4)] and [t.rows.shape for t in tall] == [(4, 4)]
+
+
+@pytest.mark.parametrize("corner", [(0, 0, 0.5, 0.25), (0.5, 0.75, 1, 1), (0.75, 0, 1, 0.5)])
+def test_the_patch_grid_puts_a_change_where_it_is_on_the_page(space, corner):
+    """Two pages alike but for a dark block in one eighth: the token rows that change most are painted there."""
+    size = (120, 120)
+    plain, marked = space.embed_page_tokens([page(size), page(size, block=corner)])
+    change = 1.0 - (plain.astype(np.float32) * marked.astype(np.float32)).sum(axis=1)
+    painted = page_map(change, space.patch_grid(page(size)))
+    h, w = painted.shape
+    inside = np.zeros_like(painted, dtype=bool)
+    inside[int(corner[1] * h):int(corner[3] * h), int(corner[0] * w):int(corner[2] * w)] = True
+    assert painted[inside].min() > painted[~inside].max()
+
+
+def test_maxsim_of_real_query_and_page_tokens_ranks_a_page_by_its_own_patches(space):
+    pages = [page((100, 140), (200, 30, 30)), page((160, 60), (30, 160, 30), block=(0.2, 0.2, 0.6, 0.9)),
+             page((30, 40), (250, 200, 10))]
+    tokens = space.embed_page_tokens(pages)
+    # A query made of some of a page's patch vectors scores that page highest: each of them finds itself there.
+    for i, (own, image) in enumerate(zip(tokens, pages)):
+        patches = np.concatenate([tile.rows.ravel() for tile in space.patch_grid(image)])[::3]
+        scores = maxsim(own[patches].astype(np.float32), tokens)
+        assert int(np.argmax(scores)) == i and scores[i] == pytest.approx(len(patches), abs=0.05)
+    query = space.embed_query_tokens(["quarterly revenue"])[0]
+    scores = maxsim(query.astype(np.float32), tokens)
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+def test_doc_is_registered_pages_only_and_off_unless_its_variable_is_set(tmp_path):
+    spec = require("doc")
+    assert spec.default_model is None and spec.variable == "MMCORE_DOC_MODEL"
+    assert spec.modalities == {"page"} and spec.queries == {"text"}
+    off = Settings(data_dir=tmp_path)
+    assert "doc" not in [s.name for s in enabled(off)]
+    with pytest.raises(ModelUnavailable, match="MMCORE_DOC_MODEL"):
+        get_space("doc", off)
+
+
+def test_with_its_variable_set_pages_go_to_it_and_it_loads(tmp_path):
+    folder = tiny_colmodernvbert(tmp_path / "cmvb")
+    settings = Settings(data_dir=tmp_path, models={"clip": "unused", "doc": str(folder)})
+    assert "doc" in spaces_for("page", settings) and "doc" not in spaces_for("image", settings)
+    assert isinstance(get_space("doc", settings), DocSpace)
+
+
+def test_a_missing_folder_names_the_variable(tmp_path):
+    with pytest.raises(ModelUnavailable) as caught:
+        DocSpace.load(str(tmp_path / "nowhere"), device="cpu")
+    message = str(caught.value)
+    assert "does not exist" in message and "MMCORE_DOC_MODEL" in message
+    assert "hf download ModernVBERT/colmodernvbert-merged" in message
+
+
+def test_an_uncached_hub_id_says_how_to_provide_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelUnavailable) as caught:
+        DocSpace.load("vidore/colqwen2-v1.0-hf", device="cpu")
+    message = str(caught.value)
+    assert "not in the local Hugging Face cache" in message and "hf download vidore/colqwen2-v1.0-hf" in message
+
+
+def test_a_folder_without_safetensors_is_refused(tmp_path):
+    folder = tiny_colpali(tmp_path / "colpali")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelUnavailable) as caught:
+        DocSpace.load(str(folder), device="cpu")
+    assert "has no model.safetensors" in str(caught.value) and "never pickled" in str(caught.value)
+
+
+def test_a_clip_checkpoint_is_not_taken_for_a_retriever(tmp_path):
+    with pytest.raises(ModelUnavailable) as caught:
+        DocSpace.load(str(tiny_clip(tmp_path / "clip")), device="cpu")
+    assert "ColPali-family" in str(caught.value)

@@ -1,0 +1,106 @@
+"""MaxSim over packed pages against a plain loop, on a synthetic multi-vector collection; similarity maps painted
+through tiles; hierarchical token pooling and what it does to rankings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mmcore.late_interaction as li
+from mmcore.late_interaction import PackedPages, Tile, cluster_tokens, maxsim, page_map, pool_tokens, similarity_map
+from mmcore.spaces import normalize
+from synthetic_pages import synthetic_pages
+
+
+def loop_maxsim(query: np.ndarray, pages) -> np.ndarray:
+    q = np.asarray(query, dtype=np.float64)
+    return np.array([(q @ np.asarray(p, dtype=np.float64).T).max(axis=1).sum() if len(p) else 0.0 for p in pages])
+
+
+@pytest.fixture(scope="module")
+def collection():
+    return synthetic_pages(120, lengths=(40, 160), n_queries=30, seed=3)
+
+
+@pytest.mark.parametrize("dtype, atol", [("float32", 1e-4), ("bfloat16", 0.05)])
+def test_maxsim_matches_a_loop_over_pages_across_chunks_and_empty_pages(monkeypatch, dtype, atol):
+    rng = np.random.default_rng(0)
+    pages = [normalize(rng.standard_normal((n, 16))).astype(np.float16) for n in (5, 0, 300, 1, 77, 0, 40)]
+    query = normalize(rng.standard_normal((6, 16)))
+    expected = loop_maxsim(query, pages)
+    monkeypatch.setattr(li, "CHUNK_ROWS", 64)  # pages split over many chunks, one page bigger than a chunk
+    np.testing.assert_allclose(maxsim(query, PackedPages(pages, dtype=dtype)), expected, atol=atol)
+    monkeypatch.setattr(li, "CHUNK_ROWS", 1 << 20)
+    np.testing.assert_allclose(maxsim(query, pages), loop_maxsim(query, pages), atol=0.05)  # a list is packed
+    packed = PackedPages(pages, dtype=dtype)
+    subset = [4, 1, 2]
+    np.testing.assert_allclose(maxsim(query, packed, subset=subset), expected[subset], atol=atol)
+    assert maxsim(query, packed, subset=[]).shape == (0,)
+    assert list(packed.lengths) == [5, 0, 300, 1, 77, 0, 40]
+
+
+def test_a_query_ranks_the_page_it_was_built_from_first(collection):
+    pages, queries, targets = collection
+    packed = PackedPages(pages)
+    firsts = [int(np.argmax(maxsim(q, packed))) for q in queries]
+    assert firsts == list(targets)
+    # The pooled vectors alone do worse: the details that single a page out are averaged away.
+    pooled = normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in pages]))
+    by_pooled = [int(np.argmax(pooled @ normalize(q.mean(axis=0, keepdims=True))[0])) for q in queries]
+    assert sum(a == b for a, b in zip(by_pooled, targets)) < len(targets)
+
+
+def test_pooling_shrinks_each_page_to_unit_cluster_means(collection):
+    page = collection[0][0]
+    for factor in (2, 3):
+        labels = cluster_tokens(page, factor)
+        pooled = pool_tokens(page, factor)
+        assert pooled.dtype == np.float16
+        assert len(pooled) == labels.max() + 1 <= int(np.ceil(len(page) / factor))
+        assert len(pooled) >= 0.9 * len(page) / factor
+        np.testing.assert_allclose(np.linalg.norm(pooled.astype(np.float32), axis=1), 1.0, atol=2e-3)
+        cluster = np.flatnonzero(labels == labels[7])
+        expected = normalize(page[cluster].astype(np.float32).mean(axis=0, keepdims=True))[0]
+        np.testing.assert_allclose(pooled[labels[7]].astype(np.float32), expected, atol=2e-3)
+    # Tokens that are copies of each other land in one cluster.
+    doubled = np.concatenate([page[:10], page[:10]])
+    labels = cluster_tokens(doubled, 2)
+    assert list(labels[:10]) == list(labels[10:])
+
+
+def test_pooling_keeps_rankings_close_to_exact_maxsim(collection):
+    pages, queries, targets = collection
+    exact = np.stack([maxsim(q, pages) for q in queries])
+    overlaps = []
+    for factor in (2, 3):
+        pooled = PackedPages([pool_tokens(p, factor) for p in pages])
+        scores = np.stack([maxsim(q, pooled) for q in queries])
+        assert (np.argmax(scores, axis=1) == targets).all()
+        # Pooled scores are lower (a cluster mean is no closer to the query than its best member, mostly) ...
+        assert np.mean(scores <= exact + 1e-3) > 0.85
+        # ... and their top 10 is mostly exact MaxSim's, less so the more tokens are pooled.
+        overlaps.append(np.mean([len(set(np.argsort(-a)[:10]) & set(np.argsort(-b)[:10])) / 10
+                                 for a, b in zip(exact, scores)]))
+    assert overlaps[0] >= overlaps[1] >= 0.7
+
+
+def test_page_map_paints_tiles_where_they_lie_and_keeps_the_higher_value():
+    # A page cut into 1 x 2 tiles of 2 x 2 patches (rows 0-3 left, 4-7 right), and a 2 x 2 view of the whole (8-11).
+    grid = (Tile(np.arange(4).reshape(2, 2), (0, 0, 1, 0.5)), Tile(np.arange(4, 8).reshape(2, 2), (0, 0.5, 1, 1)),
+            Tile(np.arange(8, 12).reshape(2, 2)))
+    values = np.zeros(12, dtype=np.float32)
+    values[5] = 1.0    # right tile, top right patch
+    values[10] = 0.5   # whole-page view, bottom left quarter
+    painted = page_map(values, grid)
+    assert painted.shape == (2, 4)
+    assert painted[0, 3] == 1.0 and painted[0, 2] == 0.0
+    assert (painted[1, :2] == 0.5).all() and painted[0, :2].max() == 0.0 and painted[1, 2:].max() == 0.0
+
+
+def test_similarity_map_is_each_patchs_best_match_with_the_query():
+    rng = np.random.default_rng(1)
+    page = normalize(rng.standard_normal((9, 8))).astype(np.float16)
+    query = normalize(rng.standard_normal((3, 8)))
+    grid = (Tile(np.arange(1, 9).reshape(2, 4)),)  # row 0 is a prompt token, not a patch
+    expected = (page[1:].astype(np.float32) @ query.T).max(axis=1).reshape(2, 4)
+    np.testing.assert_allclose(similarity_map(query, page, grid), expected, atol=1e-6)
