@@ -183,3 +183,28 @@ def test_a_clip_checkpoint_is_not_taken_for_a_retriever(tmp_path):
     with pytest.raises(ModelUnavailable) as caught:
         DocSpace.load(str(tiny_clip(tmp_path / "clip")), device="cpu")
     assert "ColPali-family" in str(caught.value)
+
+
+def test_an_ingested_pdf_puts_its_pages_in_the_doc_space_and_a_text_query_finds_them(tmp_path, clip_dir):
+    """End to end with the space on: ingest stores each page's pooled vector in `<collection>.doc` beside CLIP's,
+    under the same ids, and a text search ranks the doc space's pages with its own query tower."""
+    from media_pdf import make_pdf
+
+    from mmcore.ingest import SourceFile, ingest
+    from mmcore.search import search_each_modality, Query
+    from mmcore.workspace import Workspace
+
+    folder = tiny_colmodernvbert(tmp_path / "cmvb")
+    ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "doc": str(folder)}, batch_size=4))
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_pdf(["Quarterly tide tables", "Harbour fees and berths", "Appendix: mackerel prices"]))
+    report = ingest(ws, [SourceFile(pdf.name, path=pdf)], collection="docs")
+    assert [(r.status, r.reason) for r in report.results] == [("added", None)]
+    doc, clip = ws.store.open("docs", "doc"), ws.store.open("docs", "clip")
+    pages = clip.ids({"modality": "page"})
+    assert doc.count() == 3 and sorted(doc.ids()) == sorted(pages), "every page, under the id it has in clip"
+    vectors = doc.all(with_vectors=True).vectors
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    hits = search_each_modality(ws, Query(text="tide tables"), "docs", 5)
+    assert {h.id for h in hits["page"]} == set(pages)
+    assert any("doc" in (h.found_in or [h.space]) for h in hits["page"]), "the doc space answered for pages"
