@@ -41,7 +41,7 @@ from .errors import MediaError, ModelUnavailable, NotFound, SpaceMismatch
 from .files import display_name
 from .journal import Journal, PartialFile, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, modalities_of, read_media
-from .multivector import folder_of, write_segment
+from .multivector import compact_if_needed, folder_of, write_segment
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
 from .spaces.embed import embed_in_spaces, prepare_decoded
@@ -298,6 +298,9 @@ def ingest(
         finally:  # on an error: no write may still run when the journal rolls back its open group
             decoder.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True)  # groups already handed to the writer are embedded work: kept, not cancelled
+    for space, target in models.writers.items():  # token matrices of ingests cut short go once they are a share
+        if ws.store.sidecar_root is not None and spec_of(space).multivector:
+            compact_if_needed(target, ws.store.sidecar_root)
     tracker.done()
     report.results = in_order  # files finish out of order (batching, CSVs last); report them as given
     return report

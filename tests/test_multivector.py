@@ -160,8 +160,9 @@ def test_a_kill_between_the_segment_and_the_upsert_leaves_nothing_believed_and_t
     assert sorted(found.where) == page_ids(ws) and len(found) == 3
     hits = search(ws, Query(text="tide tables"), COLLECTION, 5, space="doc")
     assert sorted(h.id for h in hits) == page_ids(ws)
-    assert mv.compact(doc, ws.store.sidecar_root) == 3, "compaction drops the orphan's rows (its writer is gone)"
-    assert not orphan.exists() and sorted(sidecar(ws).where) == page_ids(ws)
+    # Half the rows stored were the orphan's, past the share: the ingest compacted them away at its end.
+    assert not orphan.exists() and [p.name.split("-")[0] for p in mv.segment_paths(orphan.parent)] == ["compacted"]
+    assert mv.compact(doc, ws.store.sidecar_root) == 0 and sorted(sidecar(ws).where) == page_ids(ws)
     assert check_store(settings).ok
 
 
