@@ -20,7 +20,7 @@ from .files import stored_path
 from .ingest import LOCATOR_KEYS
 from .media import ReadOptions, read_media
 from .media.image import read_image
-from .maxsim import pooled, query_tokens, rank
+from .maxsim import pooled, query_tokens, rank as rank_by_maxsim
 from .nearest import nearest
 from .spaces.registry import DEFAULT_SPACE, accepts, calibration, names, spec_of
 from .store import Match
@@ -452,7 +452,7 @@ def _ranked(ws: Workspace, query: Query, model, target, vector, k: int, filters:
     if set(filters.modalities) >= spec.modalities:  # every item of the space passes: no listing needed
         filters = replace(filters, modalities=())
     where = filters.to_where()
-    return rank(ws, target, query_tokens(model, query.text), k, where, filters.matches if where else None, exclude)
+    return rank_by_maxsim(ws, target, query_tokens(model, query.text), k, where, filters.matches if where else None, exclude)
 
 
 def _nearest(ws: Workspace, target, vector, k: int, filters: Filters | None, exclude: Sequence[str]):
