@@ -2,7 +2,8 @@
 
 Per collection and space: Chroma's count agrees with the items a full read returns, every item has the metadata
 mmscope relies on, its vector has the recorded dimension and unit length, and its original and thumbnail exist
-under the media root. Across the data dir: no ingest was cut short with writes still to roll back, and no big
+under the media root; in a multi-vector space (the doc space), every item has a token matrix beside Chroma that
+is believed (mmcore.multivector). Across the data dir: no ingest was cut short with writes still to roll back, and no big
 file is left partly ingested (its committed groups in, the rest not) by an ingest that is gone.
 """
 
@@ -19,7 +20,9 @@ from .config import Settings
 from .datadir import check_schema
 from .errors import MMError, NotFound, StoreError
 from .journal import SUFFIX, journal_dir, open_groups, open_journal, partial_files, writer_alive
+from .multivector import folder_of, held_versions, load, sidecar_root
 from .pending import PENDING_DIR
+from .spaces.registry import spec_of
 from .store import ItemCollection, Store, open_client
 
 REQUIRED_KEYS = ("source", "source_hash", "modality")
@@ -83,6 +86,9 @@ def check_store(settings: Settings, page: int = 2000, on_progress: Callable[[str
         if on_progress:
             on_progress(f"{target.name}/{target.space.space}")
         report.collections.append(_check_collection(target, data_dir / "media", page, report.problems))
+        spec = spec_of(target.space.space)
+        if spec is not None and spec.multivector:
+            report.problems += _token_matrices(target, sidecar_root(data_dir))
     report.problems += _unfinished_writes(journal_dir(data_dir)) + _partly_ingested(journal_dir(data_dir))
     return report
 
@@ -128,6 +134,22 @@ def _check_collection(target: ItemCollection, media: Path, page: int, problems: 
         if len(messages) > MAX_PER_KIND:
             problems.append(Problem(where, kind, f"... and {len(messages) - MAX_PER_KIND} more items like these"))
     return CollectionHealth(target.name, space.space, space.dim, counted, read)
+
+
+def _token_matrices(target: ItemCollection, root: Path) -> list[Problem]:
+    """Items of a multi-vector space without a believed token matrix, and segments that can't be read."""
+    where = f"{target.name}/{target.space.space}"
+    held = held_versions(target)
+    sidecar = load(folder_of(root, target), target.space.dim, held)
+    problems = [Problem(where, "token matrices", f"segment {path.name} can't be read ({reason}): its pages are searched "
+                        "without it") for path, reason in sidecar.unreadable.items()]
+    missing = sorted(set(held) - set(sidecar.where))
+    problems += [Problem(where, "missing token matrix", f"item {id_!r} has no token matrix beside Chroma: MaxSim search "
+                         "leaves it out; delete its file from the collection and ingest it again")
+                 for id_ in missing[:MAX_PER_KIND]]
+    if len(missing) > MAX_PER_KIND:
+        problems.append(Problem(where, "missing token matrix", f"... and {len(missing) - MAX_PER_KIND} more items like these"))
+    return problems
 
 
 def _pages(target: ItemCollection, page: int):

@@ -41,10 +41,12 @@ from .errors import MediaError, ModelUnavailable, NotFound, SpaceMismatch
 from .files import display_name
 from .journal import Journal, PartialFile, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, modalities_of, read_media
+from .multivector import compact_if_needed, folder_of, write_segment
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
 from .spaces.embed import embed_in_spaces, prepare_decoded
 from .spaces.registry import spaces_for, spec_of
+from .store import new_version
 from .speech import get_transcriber, transcript_chunks
 from .workspace import Workspace
 
@@ -296,6 +298,9 @@ def ingest(
         finally:  # on an error: no write may still run when the journal rolls back its open group
             decoder.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True)  # groups already handed to the writer are embedded work: kept, not cancelled
+    for space, target in models.writers.items():  # token matrices of ingests cut short go once they are a share
+        if ws.store.sidecar_root is not None and spec_of(space).multivector:
+            compact_if_needed(target, ws.store.sidecar_root)
     tracker.done()
     report.results = in_order  # files finish out of order (batching, CSVs last); report them as given
     return report
@@ -429,6 +434,7 @@ class _Pending:
     data: bytes
     chunks: list[Chunk] = field(default_factory=list)
     vectors: list[dict[str, np.ndarray]] = field(default_factory=list)  # per chunk: space -> its vector
+    tokens: list[dict[str, np.ndarray]] = field(default_factory=list)  # per chunk: multi-vector space -> its matrix
     indices: list[int] = field(default_factory=list)
     failed: str | None = None
     record: PartialFile | None = None  # its record of committed groups, once it has (or had) some
@@ -446,8 +452,8 @@ class _Pending:
 
     def take_part(self, n: int, last: bool) -> "_Part":
         """The first `n` chunks (all embedded), taken out as a part to write."""
-        part = _Part(self, self.chunks[:n], self.vectors[:n], self.indices[:n], last)
-        del self.chunks[:n], self.vectors[:n], self.indices[:n]
+        part = _Part(self, self.chunks[:n], self.vectors[:n], self.indices[:n], last, self.tokens[:n])
+        del self.chunks[:n], self.vectors[:n], self.indices[:n], self.tokens[:n]
         self.embedded -= n
         self.part_started = time.perf_counter() if self.chunks else None
         return part
@@ -469,6 +475,7 @@ class _Part:
     vectors: list = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
     last: bool = True
+    tokens: list = field(default_factory=list)
 
 
 def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: str = "auto") -> ReadOptions:
@@ -558,6 +565,7 @@ class Runner:
     def queue(self, f: _Pending, index: int, chunk: Chunk) -> None:
         f.chunks.append(chunk)
         f.vectors.append({})
+        f.tokens.append({})
         f.indices.append(index)
         if f.part_started is None:
             f.part_started = time.perf_counter()
@@ -567,7 +575,7 @@ class Runner:
 
     def flush(self) -> None:
         """Embed the queued chunks in every space that takes their modality: fill in their vectors (space -> vector)
-        and drop their pixels. A model failing on a batch fails its files, not the ingest; a file one space could
+        and, for multi-vector spaces, their token matrices, and drop their pixels. A model failing on a batch fails its files, not the ingest; a file one space could
         not embed (a hosted model refused it) fails alone."""
         if not self.batch:
             return
@@ -576,14 +584,14 @@ class Runner:
         for f, _ in self.batch:
             counts[id(f)] = (f, counts.get(id(f), (f, 0))[1] + 1)
         try:
-            vectors, failed = embed_in_spaces(self.spaces, [f.chunks[i] for f, i in self.batch])
+            vectors, tokens, failed = embed_in_spaces(self.spaces, [f.chunks[i] for f, i in self.batch])
         except Exception as e:  # a model failing on one batch must not lose the report of the rest
             for f, _ in counts.values():
                 self.fail(f, f"the model failed on this file ({e})")
             counts = {}
         else:
-            for (f, i), own, reason in zip(self.batch, vectors, failed):
-                f.vectors[i] = own
+            for (f, i), own, matrices, reason in zip(self.batch, vectors, tokens, failed):
+                f.vectors[i], f.tokens[i] = own, matrices
                 f.failed = f.failed or reason  # a file a hosted space refused: only it fails
                 f.chunks[i] = _without_pixels(f.chunks[i])
             for f, count in counts.values():
@@ -608,9 +616,10 @@ class PartWriter:
         each completed file's result added (or failed with its reason, its committed groups removed).
 
         All of the group's items are in the store once this returns, or (after a crash) none of them once
-        `recover` has run.
+        `recover` has run. A multi-vector space's token matrices are stored first (mmcore.multivector), under the
+        version its upsert then uses: believed once that upsert is in, never if it is rolled back.
         """
-        rows: dict[str, tuple[list, list, list, list]] = {}
+        rows: dict[str, tuple[list, list, list, list, list]] = {}
         for part in parts:
             f = part.file
             if f.failed:
@@ -623,16 +632,18 @@ class PartWriter:
                 path = PartialFile.path_for(self.journal.path.parent, self.collection, f.result.source_hash)
                 header = {"name": f.result.name, "source_hash": f.result.source_hash, "reading": self.reading}
                 f.record = PartialFile.start(path, header, self.journal.path.name)
-            for space, (ids, metadatas, documents, vectors) in _rows(self.ws, part, self.tags, self.pairing).items():
-                into = rows.setdefault(space, ([], [], [], []))
-                into[0].extend(ids), into[1].extend(metadatas), into[2].extend(documents), into[3].extend(vectors)
+            for space, lists in _rows(self.ws, part, self.tags, self.pairing).items():
+                for into, more in zip(rows.setdefault(space, ([], [], [], [], [])), lists):
+                    into.extend(more)
             if part.last:
                 f.result.status, f.result.items = "added", f.count
                 f.result.notes += _notes(f)
         if rows:
             group = self.journal.begin(self.collection, {space: ids for space, (ids, *_) in rows.items()})
-            for space, (ids, metadatas, documents, vectors) in rows.items():
-                self.target(space).add(ids, np.stack(vectors), metadatas, documents)  # one upsert per space
+            for space, (ids, metadatas, documents, vectors, matrices) in rows.items():
+                target = self.target(space)
+                version = self._store_tokens(target, ids, matrices)
+                target.add(ids, np.stack(vectors), metadatas, documents, version=version)  # one upsert per space
             self.journal.commit(group)
         for part in parts:
             f = part.file
@@ -641,6 +652,17 @@ class PartWriter:
                     f.record.remove()  # the file is whole
                 else:
                     f.record.add(_ranges(part.indices))
+
+    def _store_tokens(self, target, ids: list[str], matrices: list) -> str | None:
+        """Write the token matrices of a multi-vector space's items as a segment beside Chroma, under a new version
+        that the upsert then uses; None (any version) for a space without them."""
+        root = self.ws.store.sidecar_root
+        spec = spec_of(target.space.space)
+        if root is None or spec is None or not spec.multivector:
+            return None
+        version = new_version()
+        write_segment(folder_of(root, target), self.journal.path.name, ids, [version] * len(ids), matrices)
+        return version
 
     def _forget(self, f: _Pending) -> None:
         """Remove what earlier groups committed of a file that failed, or that is read another way now."""
@@ -684,16 +706,17 @@ def _without_pixels(chunk: Chunk) -> Chunk:
     return chunk if chunk.modality == "text" else replace(chunk, payload=None, source=None, prepared=None)
 
 
-def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict[str, tuple[list, list, list, list]]:
-    """Save the file's original and thumbnails; return the part's items' ids, metadata, documents and vectors per space."""
+def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict[str, tuple[list, list, list, list, list]]:
+    """Save the file's original and thumbnails; return the part's items' ids, metadata, documents, vectors and token
+    matrices (None in a space without them) per space."""
     f = part.file
     result, decoded, data = f.result, f.decoded, f.data
     source_hash = result.source_hash
     original = ws.files.save_original(source_hash, decoded.stored_ext, data)
     thumbnail = ws.files.save_thumbnail(source_hash, decoded.thumbnail) if decoded.thumbnail is not None else None
-    rows: dict[str, tuple[list, list, list, list]] = {}
+    rows: dict[str, tuple[list, list, list, list, list]] = {}
     saved: dict[int, Path] = {}  # chunks may share one picture (a page's text windows show the page)
-    for chunk, vectors_of in zip(part.chunks, part.vectors):
+    for chunk, vectors_of, tokens_of in zip(part.chunks, part.vectors, part.tokens or [{}] * len(part.chunks)):
         item_id = f"{source_hash[:32]}:{chunk.locator_key}"
         meta = {
             "source": result.name,
@@ -725,9 +748,10 @@ def _rows(ws: Workspace, part: _Part, tags: list[str], pairing: Pairing) -> dict
         if tags:
             meta["tags"] = tags
         for space, vector in vectors_of.items():  # the same item in each space that embeds its modality
-            ids, metadatas, documents, vectors = rows.setdefault(space, ([], [], [], []))
+            ids, metadatas, documents, vectors, matrices = rows.setdefault(space, ([], [], [], [], []))
             ids.append(item_id)
             metadatas.append(meta)
             documents.append(chunk.payload if chunk.modality == "text" else None)
             vectors.append(vector)
+            matrices.append(tokens_of.get(space))
     return rows

@@ -44,7 +44,10 @@ class PackedPages:
         lengths = np.array([len(p) for p in pages], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         dim = pages[0].shape[1] if len(pages) else 0
-        block = np.concatenate([np.asarray(p, dtype=np.float32) for p in pages]) if len(pages) else np.zeros((0, dim), np.float32)
+        # Joined in the pages' own dtype (float16 as stored: half the bytes of a float32 copy), then converted once.
+        block = np.concatenate([np.asarray(p) for p in pages]) if len(pages) else np.zeros((0, dim), np.float32)
+        if block.dtype not in (np.float16, np.float32):
+            block = block.astype(np.float32)
         self.tokens = torch.from_numpy(block).to(getattr(torch, dtype))
 
     def __len__(self) -> int:

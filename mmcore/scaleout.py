@@ -344,8 +344,9 @@ class _Cluster:
                 self.note(f"Ray: a worker died on {worker.node} ({self.last_error}); its files go to the others")
                 self._drop(actor, worker)
             return _Done(self.infos, lost=files, error=self.last_error)
-        for f, (failed, decoded, chunks, vectors, indices, resumed) in zip(files, outcomes):
-            f.failed, f.decoded, f.chunks, f.vectors, f.indices, f.resumed = failed, decoded, chunks, vectors, indices, resumed
+        for f, (failed, decoded, chunks, vectors, tokens, indices, resumed) in zip(files, outcomes):
+            f.failed, f.decoded, f.chunks, f.vectors, f.tokens, f.indices, f.resumed = \
+                failed, decoded, chunks, vectors, tokens, indices, resumed
             f.count = len(chunks) + resumed
         worker.files += sum(1 for f in files if not f.failed)
         return _Done(self.infos, files, seconds)
@@ -407,8 +408,8 @@ class _Worker:
 
     def process(self, files: list[tuple[str, bytes, PartialFile | None]]) -> tuple[list[tuple], dict[str, float]]:
         """Per file (name, bytes, the record of what an earlier ingest committed of it, to pass over), in order:
-        (failure reason or None, Decoded without chunks, chunks without pixels, their vectors, their indices in the
-        file, items passed over), and the seconds spent reading, transcribing and embedding: `mmcore.ingest.Runner`'s
+        (failure reason or None, Decoded without chunks, chunks without pixels, their vectors, their token matrices
+        (multi-vector spaces), their indices in the file, items passed over), and the seconds spent reading, transcribing and embedding: `mmcore.ingest.Runner`'s
         work, as in a local ingest."""
         seconds = {"read": 0.0, "transcribe": 0.0, "embed": 0.0}
         runner = Runner(self.spaces, self.transcriber, self.options, self.settings.batch_size, seconds)
@@ -416,8 +417,8 @@ class _Worker:
         for f in out:
             runner.read(f)
         runner.flush()
-        return [(None, replace(f.decoded, chunks=[]), f.chunks, f.vectors, f.indices, f.resumed) if not f.failed
-                else (f.failed, None, [], [], [], 0) for f in out], seconds
+        return [(None, replace(f.decoded, chunks=[]), f.chunks, f.vectors, f.tokens, f.indices, f.resumed)
+                if not f.failed else (f.failed, None, [], [], [], [], 0) for f in out], seconds
 
 
 def _connect(ray, address: str) -> None:

@@ -20,6 +20,7 @@ from .files import stored_path
 from .ingest import LOCATOR_KEYS
 from .media import ReadOptions, read_media
 from .media.image import read_image
+from .maxsim import pooled, query_tokens, rank as rank_by_maxsim
 from .nearest import nearest
 from .spaces.registry import DEFAULT_SPACE, accepts, calibration, names, spec_of
 from .store import Match
@@ -201,7 +202,7 @@ def search(
         Workspace.collection.
     """
     target, vector, exclude, model = _prepare(ws, query, collection, space)
-    return _calibrated(_hits(ws, _nearest(ws, target, vector, k, filters, exclude), space), query, model)
+    return _calibrated(_hits(ws, _ranked(ws, query, model, target, vector, k, filters, exclude), space), query, model)
 
 
 def search_each_modality(
@@ -225,7 +226,7 @@ def search_each_modality(
         spec = spec_of(one)
         modalities = [m for m in (filters.modalities or (*MODALITIES, IMPORTED)) if spec is None or spec.takes(m)]
         for modality in modalities:
-            found = _nearest(ws, target, vector, k, replace(filters, modalities=(modality,)), exclude)
+            found = _ranked(ws, query, model, target, vector, k, replace(filters, modalities=(modality,)), exclude)
             hits = _calibrated(_hits(ws, found, one), query, model)
             if hits:
                 results.setdefault(modality, []).append(hits)
@@ -394,6 +395,8 @@ def _prepare(ws: Workspace, query: Query, collection: str | None, space: str = D
     if not (query.text or "").strip():
         raise MMError("Type something to search for.")
     target = ws.collection(name, space, create=False)
+    if _late(space, query):  # one pass of the query tower gives the tokens MaxSim needs and their pooled vector
+        return target, pooled(query_tokens(model, query.text)), [], model
     return target, model.embed_query("text", [query.text]), [], model
 
 
@@ -431,6 +434,25 @@ def _refuse_model_free(ws: Workspace, name: str) -> None:
             f"Collection {name!r} holds vectors of space {spaces[0]!r}, made without a text or image model: "
             "search it by item (\"more like this\"), not by text or image."
         )
+
+
+def _late(space: str, query: Query) -> bool:
+    """Whether the query ranks the space's items by late interaction: a text query in a multi-vector space."""
+    spec = spec_of(space)
+    return spec is not None and spec.multivector and query.kind == "text"
+
+
+def _ranked(ws: Workspace, query: Query, model, target, vector, k: int, filters: Filters | None, exclude: Sequence[str]):
+    """The space's `k` best matches: by MaxSim for a text query in a multi-vector space (mmcore.maxsim), else
+    the nearest by cosine."""
+    if not _late(target.space.space if target.space else "", query):
+        return _nearest(ws, target, vector, k, filters, exclude)
+    filters = filters or Filters()
+    spec = spec_of(target.space.space)
+    if set(filters.modalities) >= spec.modalities:  # every item of the space passes: no listing needed
+        filters = replace(filters, modalities=())
+    where = filters.to_where()
+    return rank_by_maxsim(ws, target, query_tokens(model, query.text), k, where, filters.matches if where else None, exclude)
 
 
 def _nearest(ws: Workspace, target, vector, k: int, filters: Filters | None, exclude: Sequence[str]):

@@ -89,6 +89,11 @@ def open_client(settings: Settings):
         raise StoreError(f"Could not open the Chroma {where}: {e}") from e
 
 
+def new_version() -> str:
+    """A new random version token for a write (see `ItemCollection.add`)."""
+    return uuid.uuid4().hex
+
+
 def validate_name(name: str) -> str:
     if not NAME_PATTERN.match(name or ""):
         raise StoreError(
@@ -105,10 +110,12 @@ class Store:
     """All collections of one Chroma client; `before_write` runs before every write (and may refuse it).
     `pending_root`: where imports are staged before they are in Chroma (an embedded store's; None: never staged)."""
 
-    def __init__(self, client, before_write: Callable[[], None] = _no_claim, pending_root: Path | None = None):
+    def __init__(self, client, before_write: Callable[[], None] = _no_claim, pending_root: Path | None = None,
+                 sidecar_root: Path | None = None):
         self.client = client
         self.before_write = before_write
         self.pending_root = pending_root
+        self.sidecar_root = sidecar_root  # where token matrices live (mmcore.multivector); None: nowhere
 
     def collection(self, name: str, space: SpaceInfo, create: bool = True) -> "ItemCollection":
         """The collection `name` in `space`; created when missing and `create` is true.
@@ -147,7 +154,8 @@ class Store:
         return self._wrap(self._get(f"{validate_name(name)}.{space}", name))
 
     def _wrap(self, raw) -> "ItemCollection":
-        return ItemCollection(raw, self.client.get_max_batch_size(), self.client, self.before_write, self.pending_root)
+        return ItemCollection(raw, self.client.get_max_batch_size(), self.client, self.before_write, self.pending_root,
+                              self.sidecar_root)
 
     def _get(self, chroma_name: str, name: str):
         try:
@@ -176,12 +184,16 @@ class Store:
         return sum(self.open(name, space).staged_count() for space in self.spaces(name)) if self.pending_root else 0
 
     def delete(self, name: str, space: str = DEFAULT_SPACE) -> None:
-        """Remove a collection's space with all its items."""
+        """Remove a collection's space with all its items (and their token matrices)."""
         collection = self.open(name, space)
         self.before_write()
         self.client.delete_collection(f"{name}.{space}")
         if collection.pending:
             collection.pending.discard()
+        if self.sidecar_root is not None:
+            from .multivector import remove
+
+            remove(self.sidecar_root, collection.key)
 
 
 _FIELDS = {"vectors": "embeddings", "metadatas": "metadatas", "documents": "documents", "writes": "uris"}
@@ -196,8 +208,9 @@ class ItemCollection:
     """One Chroma collection of items from one space: the only code that touches the Chroma collection (`raw`)."""
 
     def __init__(self, raw, max_batch: int, client=None, before_write: Callable[[], None] = _no_claim,
-                 pending_root: Path | None = None):
+                 pending_root: Path | None = None, sidecar_root: Path | None = None):
         self.raw = raw
+        self.sidecar_root = sidecar_root
         self.client = client
         self.max_batch = max_batch
         self.before_write = before_write
@@ -262,11 +275,13 @@ class ItemCollection:
         self.settle()
         return bool(self.raw.get(where={"source_hash": source_hash}, limit=1, include=[])["ids"])
 
-    def add(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict], documents: Sequence[str | None]) -> str:
+    def add(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict], documents: Sequence[str | None],
+            version: str | None = None) -> str:
         """Upsert items in batches the store accepts. Vectors must match the collection's dimension.
 
         Returns this write's version token: the collection's version after it, and the first part of each item's
-        write token (`<version>:<modality>`, mmcore.vector_cache)."""
+        write token (`<version>:<modality>`, mmcore.vector_cache). `version`: the token to use (a new random one
+        when None), for a writer that stores something beside the items under it first (mmcore.multivector)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(ids):
             raise StoreError(f"expected {len(ids)} vectors, got an array of shape {vectors.shape}")
@@ -277,7 +292,7 @@ class ItemCollection:
         self.settle()
         # Each item's uri is "<this write's version>:<modality>": the vector cache tells a re-written item by it,
         # and filters by modality without reading metadata (mmcore.nearest).
-        version = uuid.uuid4().hex
+        version = version or new_version()
         for i in range(0, len(ids), self.max_batch):
             end = i + self.max_batch
             self.raw.upsert(
@@ -294,6 +309,10 @@ class ItemCollection:
         for i in range(0, len(ids), self.max_batch):
             self.raw.delete(ids=list(ids[i : i + self.max_batch]))
         self._touch()
+        if self.sidecar_root is not None and ids:
+            from .multivector import compact_if_needed
+
+            compact_if_needed(self, self.sidecar_root)  # their token matrices are no longer believed: drop them
 
     def update_tags(self, ids: Sequence[str], add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
         """Add and remove tags on items; the collection's version (and so its maps) stays as it is."""

@@ -55,6 +55,8 @@ class Snapshot:
 
     def modalities(self) -> np.ndarray:
         """Each item's modality as its write recorded it ("" where it didn't)."""
+        if not len(self.writes):  # numpy's partition fails on an empty array (an emptied collection's snapshot)
+            return np.zeros(0, dtype=str)
         return np.char.partition(self.writes.astype(str), ":")[:, 2]
 
 

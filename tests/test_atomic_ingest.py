@@ -66,10 +66,10 @@ def commit(self, group):
     real_commit(self, group)
     tick("commit")
 
-def add_in_pairs(self, ids, vectors, metadatas, documents):
+def add_in_pairs(self, ids, vectors, metadatas, documents, version=None):
     counts["upserted_items"] += len(ids)
     for i in range(0, len(ids), 2):
-        real_add(self, ids[i:i + 2], vectors[i:i + 2], metadatas[i:i + 2], documents[i:i + 2])
+        real_add(self, ids[i:i + 2], vectors[i:i + 2], metadatas[i:i + 2], documents[i:i + 2], version=version)
         tick("upsert")
     if len(group_spaces) > 1 and self.space.space == group_spaces[0]:
         tick("between_spaces")

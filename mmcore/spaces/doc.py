@@ -6,7 +6,8 @@ These models read a page as an image and give one unit vector per token (its pat
 a text query gets one per token too (its words and ten "augmentation" tokens the models were trained with). A page
 and a query are compared by MaxSim (mmcore.late_interaction). `embed_page_tokens` / `embed_query_tokens` give those
 matrices, with the rows the attention mask zeroes (batch padding) dropped; `patch_grid` says which rows are which
-patches of the page. For the rest of mmscope (one vector per item: filters, maps, clusters, candidates) the space
+patches of the page; `embed_with_tokens` gives an ingest both forms of its pages from one pass, the pooled vectors for
+Chroma and the matrices for mmcore.multivector. For the rest of mmscope (one vector per item: filters, maps, clusters, candidates) the space
 is also a plain one: a page's or query's vector is the mean of its token vectors, renormalised.
 """
 
@@ -91,6 +92,10 @@ class DocSpace(Towers):
 
     # One vector each: what the rest of mmscope stores and compares by cosine.
 
+    def embed_with_tokens(self, chunks: Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Page chunks' pooled vectors and token matrices from one forward pass: what an ingest stores."""
+        return self.embed_pages([chunk.payload for chunk in chunks])
+
     def embed_images(self, images: Sequence) -> np.ndarray:
         """One float32 unit vector per page: the mean of its token vectors, renormalised."""
         return self.embed_pages(images)[0]
@@ -159,5 +164,5 @@ register(SpaceSpec(
     load=lambda model, s: DocSpace.load(model, device=s.device, batch_size=s.batch_size),
     # Pages only: these models were trained on document screenshots, and each item costs hundreds of token vectors
     # and a vision-language model's forward pass (a photo is CLIP's or SigLIP's to embed). Text queries only.
-    modalities=frozenset({"page"}), queries=frozenset({"text"}),
+    modalities=frozenset({"page"}), queries=frozenset({"text"}), multivector=True,
 ))

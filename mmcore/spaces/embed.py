@@ -37,27 +37,35 @@ class FilesFailed(MMError):
         self.vectors, self.reasons = vectors, reasons
 
 
-def embed_in_spaces(spaces: Mapping[str, object], chunks: Sequence) -> tuple[list[dict[str, np.ndarray]], list[str | None]]:
+def embed_in_spaces(spaces: Mapping[str, object], chunks: Sequence) \
+        -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], list[str | None]]:
     """Each chunk's vector in every space of `spaces` (name -> loaded space) that takes its modality (space ->
-    vector), and per chunk why its file could not be embedded (None where it was).
+    vector), its token matrix in every multi-vector space among them (space -> matrix; from the same forward pass),
+    and per chunk why its file could not be embedded (None where it was).
 
     Raises whatever a model raises other than FilesFailed; the vectors are then incomplete.
     """
     vectors: list[dict[str, np.ndarray]] = [{} for _ in chunks]
+    tokens: list[dict[str, np.ndarray]] = [{} for _ in chunks]
     failed: list[str | None] = [None] * len(chunks)
     for name, space in spaces.items():
         own = [i for i, c in enumerate(chunks) if spec_of(name).takes(c.modality)]
         if not own:
             continue
         try:
-            rows = space.embed([chunks[i] for i in own])
+            if spec_of(name).multivector:
+                rows, matrices = space.embed_with_tokens([chunks[i] for i in own])
+                for i, matrix in zip(own, matrices):
+                    tokens[i][name] = matrix
+            else:
+                rows = space.embed([chunks[i] for i in own])
         except FilesFailed as e:
             rows = e.vectors
             for j, reason in e.reasons.items():
                 failed[own[j]] = failed[own[j]] or reason
         for i, row in zip(own, rows):
             vectors[i][name] = row
-    return vectors, failed
+    return vectors, tokens, failed
 
 TOWER_OF = {"image": "embed_images", "page": "embed_images", "text": "embed_texts", "audio": "embed_audio"}
 QUERY_TOWER = {"image": "embed_images", "text": "embed_texts", "audio": "embed_audio"}

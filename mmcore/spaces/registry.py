@@ -46,7 +46,9 @@ class SpaceSpec:
     `modalities`: the item modalities it embeds (every enabled space that takes a modality gets its items);
     `queries`: the query kinds it embeds ("text", "image", "audio"); `names_clusters`: its text tower
     (`embed_texts`) names clusters of its items from a vocabulary; `backends`: whether MMCORE_BACKEND applies
-    (else it runs on torch).
+    (else it runs on torch); `multivector`: its items keep a token matrix each beside Chroma (mmcore.multivector),
+    made by the space's `embed_with_tokens(chunks) -> (pooled vectors, token matrices)`, and a text query's
+    `embed_query_tokens` ranks them by MaxSim (mmcore.doc_search).
 
     A hosted family (its model runs at a service, which gets the media) also has `switch`, the variable that turns
     it on (its API key: off while unset, whatever `variable` names), `sends_to()`, where the media goes, for people
@@ -64,6 +66,7 @@ class SpaceSpec:
     names_clusters: bool = False
     calibration: Calibration = field(default_factory=Calibration)
     backends: bool = False
+    multivector: bool = False
     switch: str | None = None
     sends_to: Callable[[], str] | None = None
     connection: Callable[[], Hashable] | None = None

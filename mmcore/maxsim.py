@@ -1,0 +1,164 @@
+"""Search in a multi-vector space (the doc space) by late interaction, and where on a page a query matched.
+
+A text query's token matrix is compared with each page's (mmcore.multivector) by MaxSim: exactly over every page
+while the collection has at most EXACT_PAGES; above that over the CANDIDATES pages whose pooled vectors are nearest
+to the query's pooled vector (a Chroma query, or the vector cache under filters: mmcore.nearest), re-ranked by
+MaxSim. A hit's score is its MaxSim divided by the query's token count: the mean over the query's tokens of each
+one's best cosine on the page, so it reads like a cosine (1: every query token found itself on the page).
+
+Pages without a believed token matrix (mmcore.multivector; `check` lists them) are left out of these lists; the
+other spaces that hold pages still find them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from cachetools import LRUCache
+
+from .errors import MMError, NotFound
+from .files import read_stored, stored_path
+from .late_interaction import PackedPages, Tile, maxsim, similarity_map
+from .multivector import Sidecar, folder_of, held_versions, load
+from .nearest import nearest
+from .spaces import normalize
+from .store import ItemCollection, Match
+from .vector_cache import vector_cache_dir
+
+# Exact MaxSim costs about 0.2 ms a page of ~900 tokens on two CPU cores (bench/RESULTS.md, doc section: 207 ms p50
+# at 1,000 pages), the same as re-ranking as many candidates; so up to CANDIDATES pages every page is scored.
+EXACT_PAGES = 1000
+# Candidates re-ranked above that: 1,000 of 10,000 synthetic pages keep 95% of exact MaxSim's top 10 (500: 91%),
+# in 131 ms p50 (bench/RESULTS.md).
+CANDIDATES = 1000
+KEPT = 2  # collections whose believed matrices (and packed pages, for the exact path) stay in memory
+QUERIES_KEPT = 64  # query token matrices kept: a heat map per hit re-uses its search's
+
+_lock = threading.Lock()
+_sidecars: LRUCache[tuple, "_Loaded"] = LRUCache(KEPT)
+_queries: LRUCache[tuple, np.ndarray] = LRUCache(QUERIES_KEPT)
+
+
+def query_tokens(model, text: str) -> np.ndarray:
+    """The token matrix (float32, n x dim) of a text query in a multi-vector space's model (its query path)."""
+    key = (model.info, text)
+    with _lock:
+        if (found := _queries.get(key)) is not None:
+            return found
+    tokens = np.asarray(model.embed_query_tokens([text])[0], dtype=np.float32)
+    with _lock:
+        _queries[key] = tokens
+    return tokens
+
+
+def pooled(tokens: np.ndarray) -> np.ndarray:
+    """The one vector of a token matrix, as the space stores and queries it: the mean of its rows, renormalised."""
+    return normalize(np.asarray(tokens, dtype=np.float32).mean(axis=0, keepdims=True))[0]
+
+
+@dataclass
+class _Loaded:
+    sidecar: Sidecar
+    ids: list[str]  # the pages with a believed matrix, sorted
+    packed: PackedPages | None = None  # all of them, made on the first exact search
+
+
+def believed(ws, target: ItemCollection) -> Sidecar:
+    """The collection's believed token matrices now (kept in memory per collection version)."""
+    return _load(ws, target).sidecar
+
+
+def _load(ws, target: ItemCollection) -> _Loaded:
+    root = ws.store.sidecar_root
+    if root is None or target.space is None:
+        raise MMError(f"Collection {target.name!r} keeps no token matrices here.")
+    folder = folder_of(root, target)
+    listing = tuple(sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))) if folder.is_dir() else ()
+    key = (str(root), target.uid, target.version, listing)
+    with _lock:
+        if (loaded := _sidecars.get(key)) is not None:
+            return loaded
+    sidecar = load(folder, target.space.dim, held_versions(target))
+    loaded = _Loaded(sidecar, sorted(sidecar.where))
+    with _lock:
+        _sidecars[key] = loaded
+    return loaded
+
+
+def rank(ws, target: ItemCollection, tokens: np.ndarray, k: int, where: dict | None = None, accept=None,
+         exclude: Sequence[str] = ()) -> list[Match]:
+    """The `k` pages of `target` (a multi-vector space's collection) that score highest by MaxSim against the query
+    token matrix `tokens`, among those meeting `where` (which `accept` decides for one item's metadata), less
+    `exclude`. Scores are MaxSim / the query's token count."""
+    loaded = _load(ws, target)
+    sidecar, query = loaded.sidecar, np.asarray(tokens, dtype=np.float32)
+    if len(loaded.ids) <= EXACT_PAGES:
+        allowed = set(target.ids(where)) if where else None
+        rows = [i for i, id_ in enumerate(loaded.ids) if id_ not in exclude and (allowed is None or id_ in allowed)]
+        if loaded.packed is None:  # two first queries at once both pack: the same pages, one is kept
+            loaded.packed = PackedPages([sidecar.matrix(id_) for id_ in loaded.ids])
+        scores = maxsim(query, loaded.packed, subset=rows) if rows else np.zeros(0, np.float32)
+        ids = [loaded.ids[i] for i in rows]
+    else:
+        near = nearest(target, pooled(query), CANDIDATES, where, accept, exclude, vector_cache_dir(ws.settings.data_dir))
+        ids = [m.id for m in near if m.id in sidecar.where]
+        scores = maxsim(query, [sidecar.matrix(id_) for id_ in ids]) if ids else np.zeros(0, np.float32)
+    top = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]  # ties by id: the same order either way
+    chosen = [ids[i] for i in top]
+    items = target.get(chosen, skip_missing=True) if chosen else []
+    by_id = {item["id"]: item for item in items}
+    return [Match(ids[i], float(scores[i]) / len(query), by_id[ids[i]]["metadata"], by_id[ids[i]]["document"])
+            for i in top if ids[i] in by_id]
+
+
+def item_tokens(ws, collection: str, item_id: str, space: str) -> np.ndarray | None:
+    """A page's believed token matrix (float16, n x dim) in a multi-vector space, or None when it has none."""
+    return believed(ws, ws.store.open(collection, space)).matrix(item_id)
+
+
+def page_image(ws, collection: str, item_id: str, space: str):
+    """The page an item of `space` is, rendered from its stored PDF as at ingest (what its tokens were made from).
+
+    Raises:
+        NotFound: no such item, or its original is not in the media folder. MediaError: the PDF can't be rendered.
+    """
+    from .media.pdf import render_page
+
+    meta = ws.store.open(collection, space).get([item_id])[0]["metadata"]
+    data = read_stored(ws.files.root, stored_path(ws.files.root, meta.get("original")), ws.settings.max_file_bytes)
+    if data is None or "page" not in meta:
+        raise NotFound(f"Item {item_id!r} has no stored page to show.")
+    return render_page(data, int(meta["page"]), str(meta.get("source", item_id)))
+
+
+@dataclass(frozen=True)
+class MatchMap:
+    """Where on a page a query matched: `values[i, j]` is the best cosine any query token has with the patch at
+    row i, column j of the page (at the finest tile's resolution; rows top to bottom), `score` the page's
+    MaxSim / query tokens, `grid` the page's tiles (mmcore.late_interaction.Tile), `image` the page."""
+
+    values: np.ndarray
+    score: float
+    grid: tuple[Tile, ...]
+    image: object
+
+
+def match_map(ws, collection: str, text: str, item_id: str, space: str) -> MatchMap:
+    """The per-patch similarity of a text query with a page of a multi-vector space: what a heat map over the page
+    draws (`values` stretched over `image`).
+
+    Raises:
+        NotFound: the item has no believed token matrix or no stored page. MediaError: the page can't be rendered.
+    """
+    model = ws.space(space)
+    page = item_tokens(ws, collection, item_id, space)
+    if page is None:
+        raise NotFound(f"Item {item_id!r} has no token matrix in space {space!r}: run `check`, and ingest its file again.")
+    image = page_image(ws, collection, item_id, space)
+    grid = model.patch_grid(image)
+    query = query_tokens(model, text)
+    score = float(maxsim(query, [page])[0]) / len(query)
+    return MatchMap(similarity_map(query, page, grid), score, grid, image)
