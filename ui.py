@@ -313,10 +313,11 @@ def open_item(item_id: str, space: str) -> None:
     st.switch_page("pages/item.py", query_params={"item": item_id, "space": space})
 
 
-def hit_card(hit, rank: int) -> None:
+def hit_card(hit, rank: int, query_text: str | None = None) -> None:
     """One search result: thumbnail or text snippet, score and space, source, where in the source, and actions.
 
-    Video segments and audio windows play from their start, one player at a time (players load the file)."""
+    Video segments and audio windows play from their start, one player at a time (players load the file). A page a
+    late-interaction space found for `query_text` can show where on it the query matched."""
     with st.container(border=True, key=f"hit-{hit.modality}-{rank}"):
         playing = st.session_state.get("playing") == hit.id
         # image-caption pairs (mmcore.search.with_pairs): a caption shows its image, an image its captions
@@ -348,6 +349,27 @@ def hit_card(hit, rank: int) -> None:
                 st.rerun()
             if st.button("Open", key=f"open-{rank}-{hit.id}", icon=":material/open_in_full:"):
                 open_item(hit.id, hit.space)
+        late = next((s for s in hit.found_in or (hit.space,) if is_multivector(s)), None)
+        if query_text and late and st.toggle("Why this page", key=f"why-{rank}-{hit.id}",
+                                             help="Where on the page the query's words matched (late interaction)"):
+            why_this_page(hit.id, late, query_text)
+
+
+def is_multivector(space: str) -> bool:
+    from mmcore.spaces.registry import spec_of
+
+    spec = spec_of(space)
+    return bool(spec and spec.multivector)
+
+
+def why_this_page(item_id: str, space: str, text: str) -> None:
+    """The page with a heat map of where the query's tokens matched it best."""
+    from mmcore.maxsim import heat_map, match_map
+
+    match = guarded(lambda: match_map(workspace(), collection(), text, item_id, space), needs_model=(space,))
+    if match is not None:
+        st.image(heat_map(match), caption=f"late-interaction score {match.score:.3f} · red: where the query matched",
+                 width="stretch")
 
 
 def like_banner(item_id: str, space: str) -> None:

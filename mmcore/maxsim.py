@@ -162,3 +162,17 @@ def match_map(ws, collection: str, text: str, item_id: str, space: str) -> Match
     query = query_tokens(model, text)
     score = float(maxsim(query, [page])[0]) / len(query)
     return MatchMap(similarity_map(query, page, grid), score, grid, image)
+
+
+def heat_map(match: MatchMap, opacity: float = 0.55):
+    """The page with the query's matches laid over it: each patch tinted from transparent (its best cosine at the
+    page's lowest) to opaque red (at its highest), so what made the page rank shows at a glance."""
+    from PIL import Image
+
+    page = match.image.convert("RGB")
+    values = np.asarray(match.values, dtype=np.float32)
+    low, high = float(values.min()), float(values.max())
+    weight = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    alpha = Image.fromarray(np.uint8(255 * opacity * weight)).resize(page.size, Image.Resampling.BILINEAR)
+    red = Image.new("RGB", page.size, (220, 30, 30))
+    return Image.composite(red, page, alpha)

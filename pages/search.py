@@ -57,7 +57,7 @@ def grid(hits) -> None:
     for row in range(0, len(hits), COLUMNS):
         for col, (rank, hit) in zip(st.columns(COLUMNS), enumerate(hits[row : row + COLUMNS], start=row)):
             with col:
-                ui.hit_card(hit, rank)
+                ui.hit_card(hit, rank, query.text if query is not None else None)
 
 
 if query is not None and modalities:

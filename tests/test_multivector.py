@@ -267,3 +267,17 @@ def test_the_match_map_of_a_hit_paints_the_page_s_patches(docs):
     assert drawn.image.size[0] > 0 and len(drawn.grid) >= 2  # ColModernVBert: tiles and the whole page
     assert ms.item_tokens(docs, COLLECTION, hit.id, "doc").shape[1] == 16
     assert ms.item_tokens(docs, COLLECTION, "nope:page.p1", "doc") is None
+
+
+def test_the_heat_map_is_red_where_the_query_matched_and_the_page_elsewhere():
+    from PIL import Image
+
+    from mmcore.maxsim import MatchMap, heat_map
+
+    values = np.zeros((4, 4), dtype=np.float32)
+    values[0, 3] = 0.9  # the top right patch matched best
+    page = Image.new("RGB", (80, 80), (255, 255, 255))
+    shown = np.asarray(heat_map(MatchMap(values, 0.5, (), page))).astype(int)
+    top_right, bottom_left = shown[5, 75], shown[75, 5]
+    assert top_right[0] > top_right[1] + 60, "tinted red where the query matched"
+    assert tuple(bottom_left) == (255, 255, 255), "the page itself where it did not"
