@@ -425,22 +425,33 @@ def _import_vectors(args) -> int:
 def _index(args) -> int:
     from .workspace import Workspace
 
-    _build_index(Workspace(), quiet=args.background)
+    _build_index(Workspace(), background=args.background)
     return 0
 
 
-def _build_index(ws, quiet: bool = False) -> None:
-    """Put every staged collection's items into Chroma (mmcore.pending), with a progress line on a terminal."""
+def _build_index(ws, background: bool = False) -> None:
+    """Put every staged collection's items into Chroma (mmcore.pending), with a progress line on a terminal. In the
+    background, another process writing the store (one that took its lock before this one started) is waited for."""
+    import time
+
+    from .errors import StoreLocked
     from .pending import staged_keys
 
     store = ws.store
     for key in staged_keys(store.pending_root) if store.pending_root else []:
         name, _, space = key.rpartition(".")
         def progress(done: int, total: int) -> None:
-            if not quiet and sys.stderr.isatty():
+            if not background and sys.stderr.isatty():
                 print(f"\rindexed {done:,} of {total:,} items of {name}/{space}", end="\n" if done == total else "",
                       file=sys.stderr)
-        store.open(name, space).settle(progress)
+        while True:
+            try:
+                store.open(name, space).settle(progress)
+                break
+            except StoreLocked:
+                if not background:
+                    raise
+                time.sleep(0.5)
 
 
 def _start_index_builder(data_dir: Path) -> None:

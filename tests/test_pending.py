@@ -179,3 +179,24 @@ def test_import_vectors_returns_before_the_index_is_built_and_every_later_comman
     assert checked.returncode == 0, checked.stdout
     ws = Workspace(Settings(data_dir=data))
     assert ws.store.open("big", "custom").raw.count() == n
+
+
+def test_the_background_builder_waits_for_a_writer_that_took_the_store_first(ws, files, staging):
+    """Another process may take the store's lock between an import's end and its builder's start: the builder
+    waits for it instead of giving up, then puts the staged items in."""
+    path, meta = files
+    import_vectors(ws, path, meta, collection="staged", stage=True)
+    ws.claim()  # this process writes the store now
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMCORE_")}
+    env.update(MMCORE_DATA_DIR=str(ws.settings.data_dir), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    builder = subprocess.Popen([sys.executable, "-m", "mmcore", "index", "--background"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8)
+        assert builder.poll() is None, builder.communicate()[1]
+        assert ws.store.open("staged", "custom").staged_count() == N
+    finally:
+        ws.close()  # the lock goes: the builder takes it
+    _, err = builder.communicate(timeout=120)
+    assert builder.returncode == 0, err
+    assert ws.store.open("staged", "custom").raw.count() == N and ws.store.open("staged", "custom").staged_count() == 0
