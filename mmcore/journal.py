@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Mapping, Sequence
 
 from .errors import MediaError, MMError, NotFound
+from .files import fsync_path
 from .safe_io import CHUNK, MAX_RECORD_BYTES, open_regular
 from .store import Store
 
@@ -56,7 +57,7 @@ class Journal:
         # Locked before it gets the name recovery looks for, so recovery can never take a live writer's file.
         self.path = directory / f"{name}{SUFFIX}"
         os.replace(tmp, self.path)
-        _fsync_dir(directory)
+        fsync_path(directory)
         self._open: dict[int, tuple[str, dict[str, list[str]]]] = {}
         self._next = 0
 
@@ -270,9 +271,9 @@ class PartialFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(_line({"header": header}) + _line({"writer": writer}))
-        _fsync_file(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         return cls(path, header, writers=[writer])
 
     @property
@@ -344,18 +345,3 @@ def writer_alive(directory: Path, writer: str) -> bool:
 def _line(entry: dict) -> bytes:
     return (json.dumps(entry, separators=(",", ":")) + "\n").encode()
 
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

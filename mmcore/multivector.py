@@ -18,7 +18,6 @@ Nothing is unpickled: segments are read through mmcore.safe_io's bounded readers
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import MediaError
+from .files import write_folder_atomically
 from .journal import journal_dir, writer_alive
 from .safe_io import MAX_RECORD_BYTES, load_npy, load_npz
 
@@ -67,22 +67,15 @@ def write_segment(folder: Path, writer: str, ids: Sequence[str], versions: Seque
     lengths = np.array([len(m) for m in matrices], dtype=np.int64)
     dim = matrices[0].shape[1] if len(matrices) else 0
     tokens = np.concatenate([np.asarray(m, dtype=np.float16) for m in matrices]) if len(matrices) else np.zeros((0, dim), np.float16)
-    name = f"{Path(writer).stem}-{uuid.uuid4().hex[:12]}"
-    tmp = folder / f".{name}"
-    tmp.mkdir()
-    try:
+    segment = folder / f"{Path(writer).stem}-{uuid.uuid4().hex[:12]}"
+
+    def write(tmp: Path) -> None:
         np.save(tmp / "tokens.npy", np.ascontiguousarray(tokens))
         np.savez(tmp / "index.npz", ids=np.asarray(list(ids), dtype=str), versions=np.asarray(list(versions), dtype=str),
                  offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        os.rename(tmp, folder / name)
-        _fsync(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder / name
+
+    write_folder_atomically(segment, write)
+    return segment
 
 
 def read_segment(path: Path, dim: int) -> Segment:
@@ -205,11 +198,3 @@ def compact_if_needed(collection, root: Path) -> bool:
 def remove(root: Path, key: str) -> None:
     """Forget every matrix of the collection `key` (`<name>.<space>`), as when its space is deleted."""
     shutil.rmtree(root / key, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

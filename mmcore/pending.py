@@ -25,6 +25,7 @@ from typing import BinaryIO, Sequence
 import numpy as np
 
 from .errors import MediaError, StoreError
+from .files import write_folder_atomically
 from .safe_io import load_npy, open_regular
 
 PENDING_DIR = "pending"
@@ -111,21 +112,16 @@ class Pending:
 
     def stage(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict],
               documents: Sequence[str | None], writes: Sequence[str]) -> None:
-        """Write the items whole, or not at all: into a hidden folder, then renamed into place."""
-        temporary = self.folder.parent / f".{self.folder.name}.{uuid.uuid4().hex}"
-        temporary.mkdir(parents=True)
-        try:
-            np.save(temporary / "ids.npy", np.asarray(list(ids), dtype=str))
-            np.save(temporary / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
-            with open(temporary / "rows.jsonl", "w", encoding="utf-8") as f:
+        """Write the items whole, or not at all (mmcore.files.write_folder_atomically); refused while a staging is
+        there already: never two at once."""
+        def write(folder: Path) -> None:
+            np.save(folder / "ids.npy", np.asarray(list(ids), dtype=str))
+            np.save(folder / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+            with open(folder / "rows.jsonl", "w", encoding="utf-8") as f:
                 for row in zip(metadatas, documents, writes):
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(temporary, self.folder)  # fails when a staging is there already: never two at once
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
+
+        write_folder_atomically(self.folder, write)
 
     def discard(self) -> None:
         """Remove the folder: renamed aside first, so no reader ever sees it half removed."""
