@@ -39,20 +39,15 @@ def signature(chroma_dir: Path) -> list[list[int]] | None:
     return found
 
 
-def load(data_dir: Path) -> dict | None:
-    """The catalogue ({"max_batch": int, "collections": {chroma name: {"id", "metadata", "count"}}}) when it still
-    describes the store, else None."""
-    path = Path(data_dir) / FILE
-    if not path.exists():
-        return None
+def _read(path: Path) -> dict | None:
+    """The catalogue file's record ({"signature", "catalogue": {"max_batch": int, "collections": {chroma name: {"id",
+    "metadata", "count"}}}}), or None when it is missing or not one."""
     try:
         record = read_json(path)
-        catalogue = record["catalogue"]
-        int(catalogue["max_batch"])
-        valid = record["signature"] == signature(Path(data_dir) / "chroma") and isinstance(catalogue["collections"], dict)
+        int(record["catalogue"]["max_batch"])
+        return record if isinstance(record["catalogue"]["collections"], dict) else None
     except (MediaError, ValueError, KeyError, TypeError):
         return None
-    return catalogue if valid else None
 
 
 def save(data_dir: Path, catalogue: dict, taken: list | None) -> None:
@@ -98,6 +93,7 @@ class LazyClient:
 
     def __init__(self, data_dir: Path, connect):
         self.data_dir, self._connect, self._real = Path(data_dir), connect, None
+        self._record: tuple[tuple, dict | None] | None = None  # the catalogue file as last parsed, by its stat
         self._starting = threading.Lock()  # threads of one search may all need Chroma at once: it starts once
 
     @property
@@ -127,7 +123,18 @@ class LazyClient:
 
     def catalogue(self) -> dict | None:
         """The catalogue, while this process hasn't started Chroma and it describes the store."""
-        return None if self.started else load(self.data_dir)
+        if self.started:
+            return None
+        path = self.data_dir / FILE
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._record is None or self._record[0] != stamp:  # parsed once per version of the file, not per call
+            self._record = (stamp, _read(path))
+        record = self._record[1]
+        return record["catalogue"] if record and record["signature"] == signature(self.data_dir / "chroma") else None
 
     def get_max_batch_size(self) -> int:
         if (catalogue := self.catalogue()) is not None:
