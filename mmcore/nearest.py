@@ -67,6 +67,19 @@ def nearest(
     return collection.query(vector, k, where, exclude)
 
 
+def vector_of(collection: ItemCollection, id_: str, cache_dir: Path | None = None) -> np.ndarray:
+    """The stored vector of item `id_`: from the vector cache when it holds the current version, else the store.
+
+    Raises:
+        NotFound: the collection has no such item.
+    """
+    if cache_dir and (loaded := _snapshot(collection, cache_dir, collection.version)) is not None:
+        row = int(np.searchsorted(loaded.ids, id_))
+        if row < len(loaded.ids) and loaded.ids[row] == id_:
+            return np.array(loaded.vectors[row], dtype=np.float32)
+    return collection.get([id_], with_vectors=True)[0]["vector"]
+
+
 class _Loaded:
     """A snapshot as queries use it: ids, vectors, each item's modality, and masks of filters met.
 

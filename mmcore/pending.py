@@ -2,7 +2,7 @@
 
 Chroma's embedded store costs about 1 ms of CPU per 512-d vector to upsert, most of it its HNSW index, and it can't
 defer that index (bench/RESULTS.md). So an import into an empty collection of an embedded store writes its items
-to `<data dir>/pending/<collection key>/` (ids.npy, vectors.npy, rows.jsonl), touches the collection's version and
+to `<data dir>/pending/<collection key>/` (vectors.npy beside the rows of mmcore.rows), touches the collection's version and
 hands the upserts to a background process (`python -m mmcore index --background`).
 
 While the folder exists it *is* the collection's content (the collection was empty): reads that need no Chroma
@@ -14,68 +14,28 @@ its last upsert; upserts repeat safely, so a builder that dies is simply followe
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
-from functools import cached_property
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .errors import MediaError, StoreError
+from .errors import MediaError
 from .files import write_folder_atomically
-from .safe_io import load_npy, open_regular
+from .rows import MAX_ROWS_BYTES, Rows, open_rows, unreadable, write_rows
+from .safe_io import load_npy
 
 PENDING_DIR = "pending"
 BUILDER_COMMAND = "mmcore index --background"  # how the background builder names itself in the store's lock record
-MAX_ROWS_BYTES = 8 * 2**30  # what a staged file may hold, against a data dir from someone else's backup
 
 
-class Staged:
-    """A collection's staged items, in the order they were imported: ids and vectors (float32 [n, dim],
-    memory-mapped) read at once, their metadata, documents and write tokens when first asked for."""
+class Staged(Rows):
+    """A collection's staged items, in the order they were imported: their rows (mmcore.rows) and `vectors`
+    (float32 [n, dim], memory-mapped)."""
 
-    def __init__(self, folder: Path, ids: list[str], vectors: np.ndarray, rows: BinaryIO):
-        self.folder, self.ids, self.vectors = folder, ids, vectors
-        self._file = rows  # open from the start: the folder may be settled and removed before the rows are read
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @cached_property
-    def row_of(self) -> dict[str, int]:
-        return {id_: i for i, id_ in enumerate(self.ids)}
-
-    @cached_property
-    def _rows(self) -> list[list]:
-        chunks, size = [], 0
-        with self._file as f:
-            while (chunk := f.read(1 << 24)) and size <= MAX_ROWS_BYTES:
-                chunks.append(chunk)
-                size += len(chunk)
-        try:
-            if size > MAX_ROWS_BYTES:
-                raise ValueError("rows.jsonl is too big")
-            rows = [json.loads(line) for line in b"".join(chunks).decode().splitlines()]
-        except (ValueError, UnicodeDecodeError) as e:
-            raise _unreadable(self.folder, e) from None
-        if len(rows) != len(self.ids):
-            raise _unreadable(self.folder, "rows.jsonl and ids.npy differ in length")
-        return rows
-
-    @cached_property
-    def metadatas(self) -> list[dict]:
-        return [r[0] for r in self._rows]
-
-    @cached_property
-    def documents(self) -> list[str | None]:
-        return [r[1] for r in self._rows]
-
-    @cached_property
-    def writes(self) -> list[str]:  # each item's write token (mmcore.vector_cache)
-        return [r[2] for r in self._rows]
+    vectors: np.ndarray
 
 
 class Pending:
@@ -97,16 +57,15 @@ class Pending:
         if self._loaded and self._loaded[0] == stamp:
             return self._loaded[1]
         try:
-            ids = load_npy(self.folder / "ids.npy", MAX_ROWS_BYTES).tolist()
+            staged = open_rows(self.folder, Staged)
             vectors = load_npy(self.folder / "vectors.npy", MAX_ROWS_BYTES, mmap=True)
-            rows = open_regular(self.folder / "rows.jsonl")
         except MediaError as e:
             if not self.folder.exists():
                 return None  # settled meanwhile
-            raise _unreadable(self.folder, e) from None
-        if vectors.ndim != 2 or vectors.dtype != np.float32 or len(ids) != vectors.shape[0]:
-            raise _unreadable(self.folder, "ids.npy and vectors.npy disagree")
-        staged = Staged(self.folder, ids, vectors, rows)
+            raise unreadable(self.folder, e) from None
+        if vectors.ndim != 2 or vectors.dtype != np.float32 or len(staged) != vectors.shape[0]:
+            raise unreadable(self.folder, "ids.npy and vectors.npy disagree")
+        staged.vectors = vectors
         self._loaded = (stamp, staged)
         return staged
 
@@ -115,11 +74,8 @@ class Pending:
         """Write the items whole, or not at all (mmcore.files.write_folder_atomically); refused while a staging is
         there already: never two at once."""
         def write(folder: Path) -> None:
-            np.save(folder / "ids.npy", np.asarray(list(ids), dtype=str))
+            write_rows(folder, ids, metadatas, documents, writes)
             np.save(folder / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
-            with open(folder / "rows.jsonl", "w", encoding="utf-8") as f:
-                for row in zip(metadatas, documents, writes):
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
         write_folder_atomically(self.folder, write)
 
@@ -132,11 +88,6 @@ class Pending:
             return
         shutil.rmtree(aside, ignore_errors=True)
         self._loaded = None
-
-
-def _unreadable(folder: Path, reason) -> StoreError:
-    return StoreError(f"The staged items in {folder} can't be read ({reason}); remove that folder and import the "
-                      "vectors again.")
 
 
 def staged_keys(root: Path) -> list[str]:

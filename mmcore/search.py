@@ -21,7 +21,7 @@ from .ingest import LOCATOR_KEYS
 from .media import ReadOptions, read_media
 from .media.image import read_image
 from .maxsim import pooled, query_tokens, rank as rank_by_maxsim
-from .nearest import nearest
+from .nearest import nearest, vector_of
 from .spaces.registry import DEFAULT_SPACE, accepts, calibration, names, spec_of
 from .store import Match
 from .vector_cache import vector_cache_dir
@@ -373,7 +373,7 @@ def _prepare(ws: Workspace, query: Query, collection: str | None, space: str = D
     name = collection or ws.settings.collection
     if query.like is not None:
         target = ws.store.open(name, space)  # the item's own vector: no model needed
-        return target, target.get([query.like], with_vectors=True)[0]["vector"], [query.like], None
+        return target, vector_of(target, query.like, vector_cache_dir(ws.settings.data_dir)), [query.like], None
     if not accepts(space, query.kind):
         what = {"audio": "a sound", "image": "an image"}.get(query.kind, "a text")
         raise MMError(

@@ -19,6 +19,8 @@ import numpy as np
 from .config import Settings
 from .errors import NotFound, SpaceMismatch, StoreError
 from .pending import Pending
+from .row_cache import RowCache
+from .rows import Rows
 from .spaces import SpaceInfo
 from .spaces.registry import DEFAULT_SPACE, spec_of
 
@@ -111,11 +113,12 @@ class Store:
     `pending_root`: where imports are staged before they are in Chroma (an embedded store's; None: never staged)."""
 
     def __init__(self, client, before_write: Callable[[], None] = _no_claim, pending_root: Path | None = None,
-                 sidecar_root: Path | None = None):
+                 sidecar_root: Path | None = None, row_cache: RowCache | None = None):
         self.client = client
         self.before_write = before_write
         self.pending_root = pending_root
         self.sidecar_root = sidecar_root  # where token matrices live (mmcore.multivector); None: nowhere
+        self.row_cache = row_cache  # copies of the items' metadata (mmcore.row_cache); None: always read from Chroma
 
     def collection(self, name: str, space: SpaceInfo, create: bool = True) -> "ItemCollection":
         """The collection `name` in `space`; created when missing and `create` is true.
@@ -155,7 +158,7 @@ class Store:
 
     def _wrap(self, raw) -> "ItemCollection":
         return ItemCollection(raw, self.client.get_max_batch_size(), self.client, self.before_write, self.pending_root,
-                              self.sidecar_root)
+                              self.sidecar_root, self.row_cache)
 
     def _get(self, chroma_name: str, name: str):
         try:
@@ -190,10 +193,20 @@ class Store:
         self.client.delete_collection(f"{name}.{space}")
         if collection.pending:
             collection.pending.discard()
+        if self.row_cache is not None:
+            self.row_cache.remove(collection.key)
         if self.sidecar_root is not None:
             from .multivector import remove
 
             remove(self.sidecar_root, collection.key)
+
+
+def _by_id(ids: list[str], vectors: list[np.ndarray], metadatas: list[dict], documents: list[str | None],
+           with_vectors: bool, space: SpaceInfo | None) -> Items:
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    stacked = np.concatenate(vectors) if vectors else np.zeros((0, space.dim if space else 0), dtype=np.float32)
+    return Items(ids=[ids[i] for i in order], vectors=stacked[order] if with_vectors else stacked,
+                 metadatas=[metadatas[i] for i in order], documents=[documents[i] for i in order])
 
 
 _FIELDS = {"vectors": "embeddings", "metadatas": "metadatas", "documents": "documents", "writes": "uris"}
@@ -208,8 +221,9 @@ class ItemCollection:
     """One Chroma collection of items from one space: the only code that touches the Chroma collection (`raw`)."""
 
     def __init__(self, raw, max_batch: int, client=None, before_write: Callable[[], None] = _no_claim,
-                 pending_root: Path | None = None, sidecar_root: Path | None = None):
+                 pending_root: Path | None = None, sidecar_root: Path | None = None, row_cache: RowCache | None = None):
         self.raw = raw
+        self.row_cache = row_cache
         self.sidecar_root = sidecar_root
         self.client = client
         self.max_batch = max_batch
@@ -320,6 +334,7 @@ class ItemCollection:
             return
         self.before_write()
         self.settle()
+        self._touch_tags()  # before too: a copy of the rows as they were (mmcore.row_cache) is never believed again
         add, remove = {t.strip() for t in add if t.strip()}, set(remove)
         for i in range(0, len(ids), self.max_batch):
             batch = self.raw.get(ids=list(ids[i : i + self.max_batch]), include=["metadatas"])
@@ -377,6 +392,8 @@ class ItemCollection:
                                 uris=staged.writes[i:end])
                 if on_progress:
                     on_progress(end, len(staged))
+            if self.row_cache is not None:  # the staged rows are now the store's: they stay as its row copy
+                self.row_cache.adopt(self.key, *self.versions(), staged.folder)
             self.pending.discard()
 
     def _staged(self):
@@ -422,15 +439,15 @@ class ItemCollection:
         ("vectors", "metadatas", "documents", "writes"). The last page is the first shorter than `size` (maybe empty)."""
         if where is not None:
             self.settle()
-        elif (staged := self._staged()) is not None:
-            for start in range(0, len(staged) + 1, size):
-                rows = range(start, min(start + size, len(staged)))
+        elif (local := self._local(with_vectors="vectors" in fields)) is not None:
+            for start in range(0, len(local) + 1, size):
+                rows = range(start, min(start + size, len(local)))
                 yield Page(
-                    ids=[staged.ids[i] for i in rows],
-                    vectors=np.asarray(staged.vectors[start : rows.stop]) if "vectors" in fields else [],
-                    metadatas=[staged.metadatas[i] for i in rows] if "metadatas" in fields else [],
-                    documents=[staged.documents[i] or None for i in rows] if "documents" in fields else [],
-                    writes=[staged.writes[i] for i in rows] if "writes" in fields else [],
+                    ids=local.ids[start : rows.stop],
+                    vectors=np.asarray(local.vectors[start : rows.stop]) if "vectors" in fields else [],
+                    metadatas=local.metadatas[start : rows.stop] if "metadatas" in fields else [],
+                    documents=[d or None for d in local.documents[start : rows.stop]] if "documents" in fields else [],
+                    writes=local.writes[start : rows.stop] if "writes" in fields else [],
                 )
             return
         include = [_FIELDS[f] for f in fields]
@@ -450,36 +467,48 @@ class ItemCollection:
                 return
 
     def all(self, with_vectors: bool = True, where: dict | None = None, page: int = 5000) -> Items:
-        """Every item (matching `where`), in a stable order: sorted by id."""
-        ids, vectors, metadatas, documents = [], [], [], []
-        for batch in self.pages(["metadatas", "documents"] + (["vectors"] if with_vectors else []), page, where):
+        """Every item (matching `where`), in a stable order: sorted by id.
+
+        Every item without vectors is read from the row copy (mmcore.row_cache) when there is one, and a read of them
+        from Chroma leaves one behind."""
+        if (keep := where is None and not with_vectors and self.row_cache is not None and self._staged() is None):
+            versions = self.versions()
+            if (rows := self.row_cache.current(self.key, *versions)) is not None:
+                return _by_id(rows.ids, [], rows.metadatas, [d or None for d in rows.documents], False, self.space)
+        fields = ["metadatas", "documents"] + (["vectors"] if with_vectors else []) + (["writes"] if keep else [])
+        ids, vectors, metadatas, documents, writes = [], [], [], [], []
+        for batch in self.pages(fields, page, where):
             ids += batch.ids
             metadatas += batch.metadatas
             documents += batch.documents
+            writes += batch.writes
             if with_vectors and batch.ids:
                 vectors.append(np.asarray(batch.vectors, dtype=np.float32))
-        order = sorted(range(len(ids)), key=ids.__getitem__)
-        dim = self.space.dim if self.space else 0
-        stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
-        return Items(
-            ids=[ids[i] for i in order],
-            vectors=stacked[order] if with_vectors else stacked,
-            metadatas=[metadatas[i] for i in order],
-            documents=[documents[i] for i in order],
-        )
+        if keep and self.versions() == versions:  # nothing was written while we read: this version's rows
+            self.row_cache.save(self.key, *versions, ids, metadatas, documents, writes)
+        return _by_id(ids, vectors, metadatas, documents, with_vectors, self.space)
+
+    def _local(self, with_vectors: bool = False) -> Rows | None:
+        """Every item's rows, kept on disk: the staged import (with vectors), or else (when `with_vectors` is false)
+        the row copy of the collection's current version and tags (mmcore.row_cache). None: ask Chroma."""
+        if (staged := self._staged()) is not None:
+            return staged
+        if with_vectors or self.row_cache is None:
+            return None
+        return self.row_cache.current(self.key, *self.versions())
 
     def ids(self, where: dict | None = None) -> list[str]:
         """The ids of the items meeting `where` (of every item when None), in the store's order."""
         if where is not None:
             self.settle()
-        elif (staged := self._staged()) is not None:
-            return list(staged.ids)
+        elif (local := self._local()) is not None:
+            return list(local.ids)
         return self.raw.get(where=where or None, include=[])["ids"]
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Those of `ids` the collection holds."""
-        if (staged := self._staged()) is not None:
-            return {i for i in ids if i in staged.row_of}
+        if (local := self._local()) is not None:
+            return {i for i in ids if i in local.row_of}
         found: set[str] = set()
         for i in range(0, len(ids), self.max_batch):
             found.update(self.raw.get(ids=list(ids[i : i + self.max_batch]), include=[])["ids"])
@@ -527,12 +556,12 @@ class ItemCollection:
             NotFound: an id isn't in the collection (unless `skip_missing`: then it is left out).
         """
         by_id = {}
-        if (staged := self._staged()) is not None:
-            for id_ in ids:
-                if (row := staged.row_of.get(id_)) is not None:
-                    by_id[id_] = {"id": id_, "metadata": staged.metadatas[row], "document": staged.documents[row] or None}
-                    if with_vectors:
-                        by_id[id_]["vector"] = np.asarray(staged.vectors[row], dtype=np.float32)
+        if (local := self._local(with_vectors)) is not None:
+            found = [(id_, row) for id_ in dict.fromkeys(ids) if (row := local.row_of.get(id_)) is not None]
+            for (id_, row), (meta, document, _) in zip(found, local.read([row for _, row in found])):
+                by_id[id_] = {"id": id_, "metadata": meta, "document": document or None}
+                if with_vectors:
+                    by_id[id_]["vector"] = np.asarray(local.vectors[row], dtype=np.float32)
         else:
             include = ["metadatas", "documents"] + (["embeddings"] if with_vectors else [])
             result = self.raw.get(ids=list(ids), include=include)

@@ -13,6 +13,7 @@ from .files import MediaFiles
 from .journal import journal_dir, recover
 from .multivector import sidecar_root
 from .pending import PENDING_DIR
+from .row_cache import ROWS_DIR, RowCache
 from .spaces import Space, get_space
 from .spaces.registry import DEFAULT_SPACE, enabled, specs
 from .store import ItemCollection, Store, open_client
@@ -38,14 +39,15 @@ class Workspace:
         with self._lock:
             if self._store is None:
                 check_schema(self.settings.data_dir)
+                row_cache = RowCache(self.settings.data_dir / ROWS_DIR)
                 if self.settings.chroma_host:
                     store = Store(open_client(self.settings), before_write=self.claim,
-                                  sidecar_root=sidecar_root(self.settings.data_dir))
+                                  sidecar_root=sidecar_root(self.settings.data_dir), row_cache=row_cache)
                 else:  # Chroma starts only when something needs more than its catalogue (mmcore.catalogue)
                     settings = self.settings  # not self: the client must not keep the workspace (and its claim) alive
                     client = LazyClient(settings.data_dir, lambda: open_client(settings))
                     store = Store(client, before_write=self.claim, pending_root=self.settings.data_dir / PENDING_DIR,
-                                  sidecar_root=sidecar_root(self.settings.data_dir))
+                                  sidecar_root=sidecar_root(self.settings.data_dir), row_cache=row_cache)
                 try:
                     recover(store, journal_dir(self.settings.data_dir))  # a crashed ingest's unfinished files never show
                 except StoreLocked:

@@ -24,7 +24,6 @@ from mmcore import cli
 from mmcore.config import Settings
 from mmcore.errors import MediaError, MMError, ModelUnavailable
 from mmcore.ingest import SourceFile, ingest
-from mmcore.media import Chunk
 from mmcore.search import Query, search, search_each_modality
 from mmcore.spaces import SpaceInfo, get_space, normalize
 from mmcore.spaces.embed import MAX_GAP_S, match_segment
@@ -381,7 +380,7 @@ def test_a_video_goes_to_the_service_once_and_its_segments_into_both_spaces(fake
     listed = {row["space"]: row for row in json.loads(out.out)}
     assert (listed["twelvelabs"]["model"], listed["twelvelabs"]["backend"], listed["twelvelabs"]["items"]) == ("marengo3.0", "hosted", 3)
     assert listed["clip"]["items"] == 4
-    assert f"note: Media in the twelvelabs space is sent to Twelve Labs (127.0.0.1)" in out.err
+    assert "note: Media in the twelvelabs space is sent to Twelve Labs (127.0.0.1)" in out.err
 
 
 def test_text_and_image_queries_find_the_segments_through_the_service(fake, hosted):

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import TYPE_CHECKING
 
-import pypdfium2 as pdfium
-import pypdfium2.internal as pdfium_i
-from pypdfium2 import raw as pdfium_c
 from PIL import Image
 
 from ..errors import MediaError
 from .base import Chunk, Decoded, ReadOptions
 from .image import THUMBNAIL_SIZE
 from .text import text_windows
+
+if TYPE_CHECKING:
+    import pypdfium2 as pdfium
 
 RENDER_SIZE = 768  # longest side of a rendered page in pixels, whatever size the page declares (CLIP sees 224)
 # pdfium is not thread-safe, not even across different documents, and Streamlit runs sessions in threads.
@@ -50,6 +51,8 @@ def render_page(data: bytes, number: int, name: str) -> Image.Image:
     Raises:
         MediaError: the PDF has no such page or can't be rendered.
     """
+    import pypdfium2 as pdfium  # here, not above: a process that reads no PDF doesn't pay for it
+
     with _PDFIUM_LOCK:
         try:
             with pdfium.PdfDocument(data) as pdf:
@@ -62,6 +65,10 @@ def render_page(data: bytes, number: int, name: str) -> Image.Image:
 
 def _render_pages(name: str, data: bytes, max_pages: int) -> list[tuple[Image.Image, str]]:
     """(RGB render, text) per page; every pdfium call, closing included, happens under the lock."""
+    import pypdfium2 as pdfium
+    import pypdfium2.internal as pdfium_i
+    from pypdfium2 import raw as pdfium_c
+
     with _PDFIUM_LOCK:
         # Loaded through the raw API: pypdfium2's own loader reports a stale error code for a PDF without
         # pages (pdfium sets none then), which could read as a password error.

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Iterator, Sequence, TypeVar
 
-import av
 from PIL import Image
 
 from ..errors import MediaError
 from .base import Chunk, Decoded, ReadOptions, Source
+
+if TYPE_CHECKING:
+    import av
 
 EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
 THUMBNAIL_SIZE = 320
@@ -25,6 +27,8 @@ Frame = TypeVar("Frame")
 
 def read_video(name: str, data: bytes, options: ReadOptions) -> Decoded:
     """Decode a video into one chunk per segment (a list of RGB frames, its start_s/end_s) and a thumbnail."""
+    import av  # here, not above: a process that reads no video (a `search --like`) doesn't pay for it
+
     try:
         container = av.open(io.BytesIO(data), metadata_errors="ignore")
     except (av.error.FFmpegError, ValueError) as e:
@@ -141,6 +145,8 @@ def _sample(
 def _frames(stream) -> Iterator[av.VideoFrame]:
     """Every frame that decodes, in order. A packet that fails to decode is skipped, as players do; where
     the file breaks off (truncated), the decoder is flushed and the video ends there."""
+    import av
+
     packets = stream.container.demux(stream)
     while True:
         try:
