@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import MediaError
@@ -120,6 +121,20 @@ class LazyClient:
         entries = {raw.name: {"id": str(raw.id), "metadata": raw.metadata or {}, "count": raw.count()}
                    for raw in real.list_collections()}
         save(self.data_dir, {"max_batch": real.get_max_batch_size(), "collections": entries}, taken)
+
+    @contextmanager
+    def keeping_catalogue(self):
+        """Around a write that changes no collection's name, id or metadata and no count a reader takes from the
+        catalogue, the catalogue stays believed after it: the index builder's upserts of staged items (their
+        collection's count is the staging's until the last). Only for a writer holding the store's lock."""
+        path = self.data_dir / FILE
+        record = _read(path)
+        if record is None or record["signature"] != signature(self.data_dir / "chroma"):
+            self.write_catalogue()
+            record = _read(path)
+        yield
+        if record is not None:
+            save(self.data_dir, record["catalogue"], signature(self.data_dir / "chroma"))
 
     def catalogue(self) -> dict | None:
         """The catalogue, while this process hasn't started Chroma and it describes the store."""

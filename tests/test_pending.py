@@ -200,3 +200,24 @@ def test_the_background_builder_waits_for_a_writer_that_took_the_store_first(ws,
     _, err = builder.communicate(timeout=120)
     assert builder.returncode == 0, err
     assert ws.store.open("staged", "custom").raw.count() == N and ws.store.open("staged", "custom").staged_count() == 0
+
+
+def test_a_reader_beside_the_builder_answers_from_the_catalogue_until_the_last_upsert(ws, files, staging, tmp_path):
+    path, meta = files
+    import_vectors(ws, path, meta, collection="staged", stage=True)
+    target = ws.store.open("staged", "custom")
+    target.max_batch = 64
+    believed = []
+
+    def look(done: int, total: int) -> None:  # a reader in another process, as the analysis beside the build
+        reader = Workspace(Settings(data_dir=ws.settings.data_dir))
+        catalogue = reader.store.client.catalogue()
+        believed.append(catalogue is not None)
+        if catalogue is not None:
+            assert reader.store.open("staged", "custom").count() == N
+            assert [(c.name, c.count) for c in reader.store.list()] == [("staged", N)]
+
+    target.settle(look)
+    assert believed == [True, True, True, True, False], "believed between upserts, never after the last one"
+    after = Workspace(Settings(data_dir=ws.settings.data_dir))
+    assert [(c.name, c.count) for c in after.store.list()] == [("staged", N)]
