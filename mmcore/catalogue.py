@@ -51,12 +51,14 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def save(data_dir: Path, catalogue: dict, taken: list | None) -> None:
-    """Write the catalogue read while the store had signature `taken`, if it still has it (nothing wrote between)."""
+def save(data_dir: Path, catalogue: dict, taken: list | None, builder: dict | None = None) -> None:
+    """Write the catalogue read while the store had signature `taken`, if it still has it (nothing wrote between);
+    with the mark of the index `builder` that holds the store's lock (see LazyClient.building)."""
     if taken is None or taken != signature(Path(data_dir) / "chroma"):
         return
+    record = {"signature": taken, "catalogue": catalogue} | ({"builder": builder} if builder else {})
     try:
-        write_atomically(Path(data_dir) / FILE, json.dumps({"signature": taken, "catalogue": catalogue}).encode())
+        write_atomically(Path(data_dir) / FILE, json.dumps(record).encode())
     except OSError:
         pass  # a read-only data dir: commands just start Chroma
 
@@ -116,25 +118,32 @@ class LazyClient:
         """Write the catalogue as Chroma gives it now."""
         self._write_catalogue(self.real)
 
-    def _write_catalogue(self, real) -> None:
+    def _write_catalogue(self, real, builder: dict | None = None) -> None:
         taken = signature(self.data_dir / "chroma")
         entries = {raw.name: {"id": str(raw.id), "metadata": raw.metadata or {}, "count": raw.count()}
                    for raw in real.list_collections()}
-        save(self.data_dir, {"max_batch": real.get_max_batch_size(), "collections": entries}, taken)
+        save(self.data_dir, {"max_batch": real.get_max_batch_size(), "collections": entries}, taken, builder)
 
     @contextmanager
-    def keeping_catalogue(self):
-        """Around a write that changes no collection's name, id or metadata and no count a reader takes from the
-        catalogue, the catalogue stays believed after it: the index builder's upserts of staged items (their
-        collection's count is the staging's until the last). Only for a writer holding the store's lock."""
-        path = self.data_dir / FILE
-        record = _read(path)
-        if record is None or record["signature"] != signature(self.data_dir / "chroma"):
-            self.write_catalogue()
-            record = _read(path)
-        yield
-        if record is not None:
-            save(self.data_dir, record["catalogue"], signature(self.data_dir / "chroma"))
+    def building(self):
+        """Around the index builder's upserts of staged items, which change no collection's name, id or metadata
+        (and that collection's count is read from its staging meanwhile): readers believe the catalogue all along,
+        by the builder's mark in it while the builder holds the store's lock, not by the database's state, which
+        every upsert changes. After, a catalogue is written afresh, without the mark. Only for the lock's holder."""
+        from .datadir import lock_holder
+
+        builder = lock_holder(self.data_dir)
+        record = None if self.started else _read(self.data_dir / FILE)
+        if record is not None and record["signature"] == signature(self.data_dir / "chroma"):
+            # Marked before Chroma is opened (opening writes to its database): readers starting now, an analysis
+            # right after the import that started this builder, never see a catalogue they may not believe.
+            save(self.data_dir, record["catalogue"], record["signature"], builder)
+        else:
+            self._write_catalogue(self.real, builder=builder)
+        try:
+            yield
+        finally:
+            self._write_catalogue(self.real)
 
     def catalogue(self) -> dict | None:
         """The catalogue, while this process hasn't started Chroma and it describes the store."""
@@ -149,7 +158,19 @@ class LazyClient:
         if self._record is None or self._record[0] != stamp:  # parsed once per version of the file, not per call
             self._record = (stamp, _read(path))
         record = self._record[1]
-        return record["catalogue"] if record and record["signature"] == signature(self.data_dir / "chroma") else None
+        if record is None:
+            return None
+        if record["signature"] == signature(self.data_dir / "chroma") or self._builder_at_work(record.get("builder")):
+            return record["catalogue"]
+        return None
+
+    def _builder_at_work(self, builder) -> bool:
+        """Whether the index builder that marked the catalogue still holds the store's lock."""
+        if not builder:
+            return False
+        from .datadir import lock_holder
+
+        return lock_holder(self.data_dir) == builder
 
     def get_max_batch_size(self) -> int:
         if (catalogue := self.catalogue()) is not None:

@@ -407,6 +407,8 @@ def _import_vectors(args) -> int:
     if staged and args.wait:
         _build_index(ws)
     elif staged:
+        if hasattr(ws.store.client, "write_catalogue"):
+            ws.store.client.write_catalogue()  # for the builder to mark, and commands meanwhile to read (mmcore.catalogue)
         ws.close()  # the builder takes the store's write claim from here
         _start_index_builder(ws.settings.data_dir)
         print(f"note: the search index of these {staged:,} items is being built in the background; the map and "
@@ -437,6 +439,14 @@ def _build_index(ws, background: bool = False) -> None:
     from .errors import StoreLocked
     from .pending import staged_keys
 
+    # The lock first, Chroma after: the catalogue the import left is then still the store's when the builder marks
+    # it (LazyClient.building), so commands started meanwhile never need Chroma.
+    while background:
+        try:
+            ws.claim()
+            break
+        except StoreLocked:  # the import that started this builder, on its way out
+            time.sleep(0.2)
     store = ws.store
     for key in staged_keys(store.pending_root) if store.pending_root else []:
         name, _, space = key.rpartition(".")

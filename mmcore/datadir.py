@@ -152,7 +152,11 @@ def _take(data_dir: Path) -> Path:
                 lock.acquire()
                 return path
             except Timeout:
-                if BUILDER_COMMAND not in (lock_holder(data_dir) or {}).get("command", ""):
+                holder = lock_holder(data_dir)
+                if holder is None:  # only another process's look at who holds it (lock_holder's shared lock)
+                    time.sleep(0.01)
+                    continue
+                if BUILDER_COMMAND not in holder.get("command", ""):
                     raise StoreLocked(_locked_message(data_dir, path)) from None
                 time.sleep(0.2)  # the background index builder: it ends once its staged items are in (mmcore.pending)
             except OSError as e:  # a link or a FIFO put there since the check

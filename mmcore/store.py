@@ -386,17 +386,15 @@ class ItemCollection:
             return
         self.before_write()
         if (staged := self.pending.load()) is not None:
-            # Readers take everything of this collection from the staging meanwhile, so each upsert but the last
-            # leaves the catalogue believed (mmcore.catalogue): an analysis running beside the build needs no Chroma.
-            keeping = getattr(self.client, "keeping_catalogue", None)
-            for i in range(0, len(staged), self.max_batch):
-                end = min(i + self.max_batch, len(staged))
-                with keeping() if keeping and end < len(staged) else nullcontext():
+            # The catalogue stays believed meanwhile (mmcore.catalogue): an analysis beside the build needs no Chroma.
+            with getattr(self.client, "building", nullcontext)():
+                for i in range(0, len(staged), self.max_batch):
+                    end = min(i + self.max_batch, len(staged))
                     self.raw.upsert(ids=staged.ids[i:end], embeddings=np.asarray(staged.vectors[i:end]),
                                     metadatas=staged.metadatas[i:end], documents=staged.documents[i:end],
                                     uris=staged.writes[i:end])
-                if on_progress:
-                    on_progress(end, len(staged))
+                    if on_progress:
+                        on_progress(end, len(staged))
             if self.row_cache is not None:  # the staged rows are now the store's: they stay as its row copy
                 self.row_cache.adopt(self.key, *self.versions(), staged.folder)
             self.pending.discard()

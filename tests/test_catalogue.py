@@ -90,3 +90,13 @@ def test_info_and_a_cached_analysis_run_without_importing_chromadb(tmp_path):
         assert json.loads(run.stderr.strip().splitlines()[-1]) == {"code": 0, "chromadb": False}, run.stderr
         assert json.loads(run.stdout) == json.loads(first.stdout) if args == analyze else \
             [c["items"] for c in json.loads(run.stdout)] == [60]
+
+
+def test_a_builder_s_mark_makes_a_catalogue_believed_only_while_that_builder_holds_the_lock(tmp_path):
+    imported(tmp_path, "one", 30)
+    path = tmp_path / "data" / FILE
+    record = json.loads(path.read_text())
+    record["signature"] = [[0, 0, 0]]  # the database moved on, as it does under the builder's upserts
+    record["builder"] = {"pid": os.getpid(), "since": "2026-12-04 10:00:00", "command": "mmcore index --background"}
+    path.write_text(json.dumps(record))
+    assert fresh(tmp_path).store.client.catalogue() is None, "nobody holds the lock: the mark is a dead builder's"
