@@ -1,5 +1,5 @@
 """From a .npy of vectors to an explored map, as a user gets there: `import-vectors`, `analyze` cold (map,
-clusters, outliers, names), `analyze --json` again (cached) twice, then `info` and `search --like`. Each is a real
+clusters, outliers, names), `analyze --json` again (cached) twice, then `info`, `search --like` and `export`. Each is a real
 `python -m mmcore` process in a fresh data dir, timed from outside, with its peak RSS; the cold `analyze` also
 with its own stage times (read from the result it cached) and the moments its stages were ready (its stderr
 lines, timestamped as they come: "ready: map" is the first picture a page could draw).
@@ -121,6 +121,8 @@ def one_round(tree: Path, n: int, keep: Path | None) -> dict:
         again = run(tree, data, "analyze", "--collection", "bench", "--space", "vecs", "--json", numba=numba)
         info = run(tree, data, "info", numba=numba)
         like = run(tree, data, "search", "--like", json.loads(cached["out"])[0]["id"], "--collection", "bench", numba=numba)
+        exported = run(tree, data, "export", "--collection", "bench", "--space", "vecs", "--out", str(Path(tmp) / "bench.csv"),
+                       numba=numba)
         clusters = len({r["cluster"] for r in json.loads(cached["out"]) if r["cluster"] >= 0})
     naming = when(cold["lines"], "Naming the clusters")
     return {
@@ -128,7 +130,8 @@ def one_round(tree: Path, n: int, keep: Path | None) -> dict:
         "import_rss": imported["rss_gb"], "analyze": cold["seconds"], "analyze_rss": cold["rss_gb"],
         "first_picture": when(cold["lines"], "ready: map"), "names": cold["seconds"] - naming if naming else None,
         "stages": stages, "indexed": indexed[0] if indexed else None, "cached": cached["seconds"],
-        "again": again["seconds"], "info": info["seconds"], "like": like["seconds"], "clusters": clusters,
+        "again": again["seconds"], "info": info["seconds"], "like": like["seconds"], "export": exported["seconds"],
+        "clusters": clusters,
     }
 
 
@@ -140,7 +143,7 @@ def show(r: dict) -> str:
     return (f"{r['tree']:>12} n={r['n']:>7,}: import {r['import']:6.1f}s + analyze {r['analyze']:6.1f}s = "
             f"{r['import'] + r['analyze']:6.1f}s ({first}{names}stages: {stages}); {indexed}cached analyze --json {r['cached']:.2f}s, "
             f"again {r['again']:.2f}s, "
-            f"info {r['info']:.2f}s, search --like {r['like']:.2f}s; peak RSS import {r['import_rss']:.2f} GB, "
+            f"info {r['info']:.2f}s, search --like {r['like']:.2f}s, export (CSV with map and clusters) {r['export']:.2f}s; peak RSS import {r['import_rss']:.2f} GB, "
             f"analyze {r['analyze_rss']:.2f} GB; {r['clusters']} clusters; load {r['load']:.1f}")
 
 
