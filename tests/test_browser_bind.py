@@ -31,7 +31,7 @@ def test_a_sound_finds_a_video_segment_through_the_bind_space(tmp_path, clip_dir
         page.get_by_role("button", name="Add 2 file(s)").click()
         expect(page.get_by_test_id("stMetric").filter(has_text="Added")).to_contain_text("2")
         page.get_by_role("link", name="Search").click()
-        page.get_by_role("button", name="Sound").click()
+        page.get_by_role("radio", name="Sound").click()
         query = page.get_by_test_id("stFileUploader").filter(has_text="Query sound")
         query.locator("input[type=file]").set_input_files(
             [{"name": "query.wav", "mimeType": "audio/wav", "buffer": ma.make_wav(2.0, RATE, 620.0)}])
