@@ -8,6 +8,7 @@ PE-AV: transformers' PeAudioVideoConfig defaults are facebook/pe-av-large's (Mod
 1792-wide audio and video encoders, a timm vit_pe_core_large_patch14_336 per frame); its feature extractor at 48 kHz
 with a hop of 1,920 samples and frames at 336 x 336. CLAP: ClapConfig's defaults (laion/clap-htsat-unfused's HTSAT).
 CLIP: ViT-B/32 (bench/fullsize.py). Models are built in memory, not saved (PE-AV is 6 GB of float32).
+Needs the optional install of the bind space's timm frame encoder (mmcore.spaces.bind.TIMM_INSTALL).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 from checkpoints import _byte_level_tokenizer  # noqa: E402
 from fullsize import fullsize_clip  # noqa: E402
 from mmcore.spaces import SpaceInfo  # noqa: E402
-from mmcore.spaces.bind import BindSpace  # noqa: E402
+from mmcore.spaces.bind import BindSpace, PeAvProcessor  # noqa: E402
 from mmcore.spaces.clap import ClapSpace  # noqa: E402
 from mmcore.spaces.clip import ClipSpace  # noqa: E402
 
@@ -46,7 +47,7 @@ def rate(label: str, n: int, work) -> float:
 
 
 def pe_av() -> BindSpace:
-    from transformers import PeAudioFeatureExtractor, PeAudioVideoConfig, PeAudioVideoModel, PeAudioVideoProcessor
+    from transformers import PeAudioFeatureExtractor, PeAudioVideoConfig, PeAudioVideoModel
     from transformers.models.pe_video.video_processing_pe_video import PeVideoVideoProcessor
 
     torch.manual_seed(0)
@@ -55,11 +56,10 @@ def pe_av() -> BindSpace:
     print(f"PE-AV built in {time.perf_counter() - start:.0f} s: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters")
     tokenizer = _byte_level_tokenizer([])
     tokenizer.pad_token = tokenizer.cls_token = tokenizer.sep_token = "<|endoftext|>"
-    processor = PeAudioVideoProcessor(
-        feature_extractor=PeAudioFeatureExtractor(sampling_rate=RATE, hop_length=1920),
-        video_processor=PeVideoVideoProcessor(size={"height": 336, "width": 336}, do_resize=True, do_rescale=True,
-                                              do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3),
-        tokenizer=tokenizer)
+    processor = PeAvProcessor.of(
+        tokenizer, PeAudioFeatureExtractor(sampling_rate=RATE, hop_length=1920),
+        PeVideoVideoProcessor(size={"height": 336, "width": 336}, do_resize=True, do_rescale=True, do_normalize=True,
+                              image_mean=[0.5] * 3, image_std=[0.5] * 3))
     return BindSpace(model, processor, SpaceInfo("bind", "pe-av-large (random)", "local", 1024), "cpu", 32)
 
 

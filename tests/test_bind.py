@@ -5,7 +5,9 @@ the video segments and pictures, a picture finding the sounds, a text ranked in 
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from mmcore.ingest import SourceFile, ingest
 from mmcore.media import Chunk
 from mmcore.search import Query, search, search_each_modality, search_fused
 from mmcore.spaces import get_space
-from mmcore.spaces.bind import BindSpace
+from mmcore.spaces.bind import BindSpace, pe_av_config
 from mmcore.spaces.registry import enabled, require, spaces_for
 from mmcore.workspace import Workspace
 
@@ -109,6 +111,44 @@ def test_the_space_interface_embeds_chunks_by_modality(space):
     np.testing.assert_allclose(vectors[0], space.embed_audio([chunks[0].payload])[0], atol=1e-6)
     np.testing.assert_allclose(vectors[1], space.embed_videos([chunks[1].payload])[0], atol=1e-6)
     np.testing.assert_allclose(vectors[2], space.embed_images([chunks[2].payload])[0], atol=1e-6)
+
+
+def test_the_checkpoint_loads_as_saved_with_its_own_frame_encoder(space, pe_dir):
+    """config.json records a ViT frame encoder, which transformers' PeVideoEncoderConfig alone would rebuild as a timm
+    model: the space's config keeps the ViT, every weight is read from the file (none missing, none left over) and
+    the space runs those."""
+    from transformers import PeAudioVideoModel
+
+    vision = space.model.video_model.video_encoder.embedder.vision_model
+    assert type(vision).__name__ == "ViTForImageClassification" and vision.config.num_labels == 16
+    raw = json.loads((pe_dir / "config.json").read_text())
+    assert raw["audio_video_config"]["video_config"]["vision_config"]["model_type"] == "vit"
+    loaded, info = PeAudioVideoModel.from_pretrained(pe_dir, config=pe_av_config(raw, str(pe_dir)), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    state = space.model.state_dict()
+    for name, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(state[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def _timm_checkpoint(tmp_path, pe_dir):
+    """The tiny checkpoint with the released checkpoints' frame encoder in its config.json: a timm PE-Core."""
+    folder = tmp_path / "timm-pe-av"
+    shutil.copytree(pe_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["audio_video_config"]["video_config"]["vision_config"] = {
+        "model_type": "timm_wrapper", "architecture": "vit_pe_core_large_patch14_336", "do_pooling": True,
+        "global_pool": "map", "num_classes": 1024, "initializer_range": 0.02}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_timm_frame_encoder_without_timm_says_what_to_install(tmp_path, pe_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # this machine's state, whether or not timm is installed
+    with pytest.raises(ModelUnavailable) as caught:
+        BindSpace.load(str(_timm_checkpoint(tmp_path, pe_dir)))
+    message = str(caught.value)
+    assert "timm model (vit_pe_core_large_patch14_336)" in message and "timm" in message.split("and", 1)[1]
+    assert "pip install torch==2.14.1 torchvision==0.29.1 timm==1.0.28" in message and "MMCORE_BIND_MODEL" in message
 
 
 def test_a_missing_folder_names_the_variable(tmp_path):

@@ -13,19 +13,25 @@ Which vectors may be compared is read from PeAudioVideoModel.forward, whose loss
 - Not stored: the joint audio+video encoder's `audio_video_head` (trained against `text_audio_video_head` only,
   never against a sound or a picture alone) and the "audio plus text" / "video plus text" heads (a pair as query).
 
+Frames are prepared by PIL (PeAvProcessor): transformers' PE-AV processor resizes them with torchvision, which
+the CPU build of torch 2.13 can't import from PyPI; the steps and settings are the checkpoint's own.
+
 Pictures are one-frame videos through the video head. PE-AV's frame encoder is PE-Core (an image model), and its
 video encoder takes any number of frames, one included; how close a trained model puts a still to the video it was
 taken from can't be measured on this machine without the weights (bench/bind.py measures it on random weights).
 
-The video tower of the released checkpoints is a timm model (`vit_pe_core_large_patch14_336`), so the space needs
-the `timm` package and a `torchvision` that matches the installed torch (requirements.txt pins both).
+The frame encoder of the released checkpoints is a timm model (`vit_pe_core_large_patch14_336`), so they need the
+`timm` package and a `torchvision` built for the installed torch: an optional install (TIMM_INSTALL), not in
+requirements.txt, whose torch 2.14.1 from PyPI is a CUDA build of about 5.5 GB. A checkpoint whose config.json
+records another transformers image model as its frame encoder (the tests' tiny ViT) loads without them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import threading
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -44,6 +50,7 @@ HOW_TO_PROVIDE = (
     f"{ENV_VAR}=./models/pe-av; or set {ENV_VAR} to the hub id or local folder of another "
     "PE-AV checkpoint (PeAudioVideoModel) that has model.safetensors."
 )
+TIMM_INSTALL = "pip install torch==2.14.1 torchvision==0.29.1 timm==1.0.28"
 MAX_TEXT_TOKENS = 512  # a query, not a document: ModernBERT's 8,192 positions are far past any caption PE-AV saw
 
 
@@ -71,23 +78,13 @@ class BindSpace(Towers):
         """Load a checkpoint by hub id (cache first, then the hub) or local directory.
 
         Raises:
-            ModelUnavailable: timm or torchvision is missing; the checkpoint is neither cached nor reachable, has no
-                safetensors weights, or isn't a PE-AV model.
+            ModelUnavailable: the checkpoint is neither cached nor reachable, has no safetensors weights, or isn't a
+                PE-AV model; its frame encoder is a timm model and timm or torchvision is missing.
         """
-        missing = [name for name in ("timm", "torchvision") if importlib.util.find_spec(name) is None]
-        if missing:
-            raise ModelUnavailable(
-                f"The PE-AV space needs the {' and '.join(missing)} package(s) (its video tower is a timm model): "
-                "install them with `pip install -r requirements.txt`, or unset " + ENV_VAR + "."
-            )
-        net, processor, source, device = load_pretrained(model, "PE-AV", HOW_TO_PROVIDE, DEFAULT_MODEL, device)
-        if type(net).__name__ != "PeAudioVideoModel":
-            raise ModelUnavailable(
-                f"{model!r} is a {type(net).__name__}, not a PE-AV model (PeAudioVideoModel). " + HOW_TO_PROVIDE.format(model=DEFAULT_MODEL)
-            )
-        for part in ("feature_extractor", "video_processor", "tokenizer"):
-            if getattr(processor, part, None) is None:
-                raise ModelUnavailable(f"{model!r} has a {type(processor).__name__} without a {part}, not a PE-AV processor.")
+        net, processor, source, device = load_pretrained(
+            model, "PE-AV", HOW_TO_PROVIDE, DEFAULT_MODEL, device, configure=lambda raw: pe_av_config(raw, model),
+            load_processor=PeAvProcessor.from_pretrained,
+        )
         info = SpaceInfo(NAME, source, revision(net), int(net.config.text_config.hidden_size))
         return cls(net, processor, info, device, batch_size)
 
@@ -156,9 +153,90 @@ class BindSpace(Towers):
         return {"input_values": features["input_values"], "padding_mask": features["padding_mask"]}
 
     def _video_inputs(self, batch: Sequence[Sequence]):
-        """{"pixel_values_videos": (segments, frames, 3, H, W), and "padding_mask_videos" where lengths differ}."""
-        out = self.processor.video_processor(videos=[list(frames) for frames in batch], return_tensors="pt")
-        return {k: out[k] for k in ("pixel_values_videos", "padding_mask_videos") if k in out}
+        """{"pixel_values_videos": (segments, frames, 3, H, W), zeros after a shorter segment's last frame, and
+        "padding_mask_videos" where lengths differ}: what PeVideoVideoProcessor gives."""
+        import torch
+
+        videos = [self.processor.frames(images=list(frames), return_tensors="pt")["pixel_values"] for frames in batch]
+        out = {"pixel_values_videos": torch.nn.utils.rnn.pad_sequence(videos, batch_first=True, padding_value=0.0)}
+        lengths = torch.tensor([len(v) for v in videos])
+        if lengths.unique().numel() > 1:
+            out["padding_mask_videos"] = torch.arange(int(lengths.max()))[None] < lengths[:, None]
+        return out
+
+
+@dataclass(frozen=True)
+class PeAvProcessor:
+    """A PE-AV checkpoint's input steps: its tokenizer, its feature extractor (sound) and its video processor's
+    frame steps (resize, crop, rescale, normalise, with its settings) run by a PIL image processor."""
+
+    tokenizer: Any
+    feature_extractor: Any
+    frames: Any
+
+    FRAME_STEPS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+                   "do_normalize", "image_mean", "image_std", "do_convert_rgb")
+
+    @classmethod
+    def of(cls, tokenizer, feature_extractor, video_processor) -> "PeAvProcessor":
+        """From the parts of a PeAudioVideoProcessor (a PeVideoVideoProcessor's settings, not its torchvision)."""
+        from transformers.image_processing_backends import PilBackend
+
+        steps = {k: getattr(video_processor, k, None) for k in cls.FRAME_STEPS}
+        for k in ("size", "crop_size"):  # SizeDicts: the image processor takes plain dicts
+            if steps[k] is not None:
+                steps[k] = {name: value for name, value in dict(steps[k]).items() if value is not None}
+        frames = PilBackend(**{k: v for k, v in steps.items() if v is not None})
+        return cls(tokenizer, feature_extractor, frames)
+
+    @classmethod
+    def from_pretrained(cls, source: str, local_files_only: bool) -> "PeAvProcessor":
+        """The parts of the processor saved in `source` (a folder or hub id), read as AutoProcessor reads them."""
+        from transformers import AutoTokenizer, PeAudioFeatureExtractor
+        from transformers.models.pe_video.video_processing_pe_video import PeVideoVideoProcessor
+
+        options = dict(trust_remote_code=False, local_files_only=local_files_only)
+        return cls.of(AutoTokenizer.from_pretrained(source, **options),
+                      PeAudioFeatureExtractor.from_pretrained(source, **options),
+                      PeVideoVideoProcessor.from_pretrained(source, **options))
+
+
+def pe_av_config(raw: dict, model: str):
+    """The PeAudioVideoConfig of a checkpoint's config.json (`raw`), its frame encoder of the kind the file records.
+
+    transformers 5.23's PeVideoEncoderConfig turns every `vision_config` dict into a TimmWrapperConfig (the class its
+    sub-config spec names), whatever `model_type` the dict records: a PE-AV saved with another image backbone would
+    reload as a timm model of the default architecture. The frame encoder's config is rebuilt here by the class its
+    `model_type` names, as AutoModelForImageClassification.from_config (what PeVideoEncoderEmbedder calls) expects.
+
+    Raises:
+        ModelUnavailable: not a PE-AV config; a timm frame encoder without timm and torchvision installed.
+    """
+    from transformers import PeAudioVideoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if raw.get("model_type") != PeAudioVideoConfig.model_type:
+        raise ModelUnavailable(f"{model!r} is a {raw.get('model_type') or 'model of unknown type'} checkpoint, not a PE-AV "
+                               "model (PeAudioVideoModel). " + HOW_TO_PROVIDE.format(model=DEFAULT_MODEL))
+    vision = (raw.get("audio_video_config") or {}).get("video_config", {}).get("vision_config") or {}
+    kind = vision.get("model_type", "timm_wrapper")  # transformers' default: a timm PE-Core
+    if kind == "timm_wrapper":
+        missing = [name for name in ("timm", "torchvision") if importlib.util.find_spec(name) is None]
+        if missing:
+            architecture = vision.get("architecture", "vit_pe_core_large_patch14_336")
+            raise ModelUnavailable(
+                f"The PE-AV model {model!r} encodes frames with a timm model ({architecture}), and "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed. Install them with "
+                f"`{TIMM_INSTALL}` (timm needs a torchvision built for the installed torch; torch 2.14.1 from PyPI is a "
+                f"CUDA build of about 5.5 GB; timm 1.0.31 breaks transformers 5.23's weight tying), or unset {ENV_VAR}."
+            )
+    elif kind not in CONFIG_MAPPING:
+        raise ModelUnavailable(f"The PE-AV model {model!r} encodes frames with a {kind!r} model, which transformers "
+                               "does not know.")
+    config = PeAudioVideoConfig.from_dict(raw)
+    if kind != "timm_wrapper":
+        config.audio_video_config.video_config.vision_config = CONFIG_MAPPING[kind].from_dict(vision)
+    return config
 
 
 register(SpaceSpec(
