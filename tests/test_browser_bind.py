@@ -41,4 +41,11 @@ def test_a_sound_finds_a_video_segment_through_the_bind_space(tmp_path, clip_dir
         expect(main).to_contain_text("street.mp4")
         expect(main).to_contain_text("0:00–0:04")
         expect(videos.locator("xpath=following::*").filter(has_text="bind").first).to_be_visible()
+        segment = main.locator(".st-key-hit-video-0")  # the segment's keyframe, as for any video hit
+        expect(segment).to_contain_text("street.mp4")
+        thumbnail = segment.locator("img")
+        expect(thumbnail).to_have_count(1)
+        thumbnail.scroll_into_view_if_needed()
+        expect(thumbnail).to_have_js_property("complete", True)
+        assert thumbnail.evaluate("img => img.naturalWidth") > 0, "the segment's thumbnail did not load"
         page.screenshot(path=ARTIFACTS / "search-sound-finds-video.png", full_page=True)
