@@ -6,6 +6,7 @@ the video segments and pictures, a picture finding the sounds, a text ranked in 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 
@@ -21,7 +22,7 @@ import media_factory as mf
 from checkpoints import tiny_clap, tiny_clip, tiny_pe_av
 from mmcore.analysis.figures import default_coloring
 from mmcore.config import Settings
-from mmcore.errors import ModelUnavailable
+from mmcore.errors import MMError, ModelUnavailable
 from mmcore.ingest import SourceFile, ingest
 from mmcore.media import Chunk
 from mmcore.search import Query, search, search_each_modality, search_fused
@@ -147,7 +148,8 @@ def test_a_timm_frame_encoder_without_timm_says_what_to_install(tmp_path, pe_dir
     with pytest.raises(ModelUnavailable) as caught:
         BindSpace.load(str(_timm_checkpoint(tmp_path, pe_dir)))
     message = str(caught.value)
-    assert "timm model (vit_pe_core_large_patch14_336)" in message and "timm" in message.split("and", 1)[1]
+    assert "timm model (vit_pe_core_large_patch14_336)" in message
+    assert re.search(r"timm (and torchvision are|is) not installed", message)
     assert "pip install torch==2.14.1 torchvision==0.29.1 timm==1.0.28" in message and "MMCORE_BIND_MODEL" in message
 
 
@@ -260,3 +262,17 @@ def test_a_text_is_ranked_in_each_head_and_fused_with_the_other_spaces(bound_ws)
 def _bind_items(ws):
     items = ws.store.open("default", "bind").all(with_vectors=True)
     return list(items.ids), np.asarray(items.vectors)
+
+
+def test_spaces_of_sound_at_different_rates_are_refused_by_name_before_anything_is_stored(tmp_path, pe_dir):
+    """Sounds are read once, at one rate, for every space of sound: the tiny CLAP hears 16 kHz, this PE-AV 8 kHz."""
+    models = tmp_path / "models"
+    settings = Settings(data_dir=tmp_path / "data", batch_size=4, models={
+        "clip": str(tiny_clip(models / "clip")), "clap": str(tiny_clap(models / "clap")),
+        "bind": str(tiny_pe_av(models / "pe-av-8k", sampling_rate=8_000))})
+    ws = Workspace(settings)
+    with pytest.raises(MMError) as caught:
+        ingest(ws, [SourceFile("tone.wav", ma.make_wav(2.0, RATE, 440.0))])
+    message = str(caught.value)
+    assert "the clap space 16,000 Hz" in message and "the bind space 8,000 Hz" in message
+    assert sum(info.count for info in ws.store.list()) == 0

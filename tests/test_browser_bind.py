@@ -1,5 +1,5 @@
 """The app with the bind space (PE-AV) on: a sound and a video uploaded in the browser, a search by the sound, and
-the video's segment among the results, answered by the bind space; then the Map of the bind space coloured by kind."""
+the video's segment among the results, answered by the bind space, its card showing the segment's keyframe."""
 
 from __future__ import annotations
 

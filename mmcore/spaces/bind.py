@@ -218,7 +218,7 @@ def pe_av_config(raw: dict, model: str):
     if raw.get("model_type") != PeAudioVideoConfig.model_type:
         raise ModelUnavailable(f"{model!r} is a {raw.get('model_type') or 'model of unknown type'} checkpoint, not a PE-AV "
                                "model (PeAudioVideoModel). " + HOW_TO_PROVIDE.format(model=DEFAULT_MODEL))
-    vision = (raw.get("audio_video_config") or {}).get("video_config", {}).get("vision_config") or {}
+    vision = ((raw.get("audio_video_config") or {}).get("video_config") or {}).get("vision_config") or {}
     kind = vision.get("model_type", "timm_wrapper")  # transformers' default: a timm PE-Core
     if kind == "timm_wrapper":
         missing = [name for name in ("timm", "torchvision") if importlib.util.find_spec(name) is None]
