@@ -624,10 +624,10 @@ _map_hover = st.components.v2.component(
 )
 
 
-def map_color(chart_key: str) -> str:
+def map_color(chart_key: str, default: str = "cluster") -> str:
     """The column the map with key `chart_key` was last coloured by in this session (its in-figure menu tells
-    ui.map_hover), so a redrawn figure opens with it."""
-    return (st.session_state.get(f"{chart_key}-hover") or {}).get("color") or "cluster"
+    ui.map_hover), so a redrawn figure opens with it; `default` before that."""
+    return (st.session_state.get(f"{chart_key}-hover") or {}).get("color") or default
 
 
 @st.fragment

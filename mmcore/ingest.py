@@ -37,7 +37,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import MediaError, ModelUnavailable, NotFound, SpaceMismatch
+from .errors import MediaError, MMError, ModelUnavailable, NotFound, SpaceMismatch
 from .files import display_name
 from .journal import Journal, PartialFile, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, modalities_of, read_media
@@ -485,8 +485,13 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
     give the same chunks, so the same item ids."""
     texts = [spaces[s] for s in spaces_for("text", settings) if s in spaces]
     cutter = min(texts, key=lambda space: space.max_text_tokens) if texts else None
-    # One rate for all: a second space of sound with another rate would need its own resampling.
-    hearing = next((spaces[s] for s in spaces_for("audio", settings) if s in spaces), None)
+    # One rate for all: sounds are read once for every space of sound (the same windows in each), so they must agree.
+    rates = {s: int(spaces[s].sampling_rate) for s in spaces_for("audio", settings) if s in spaces}
+    if len(set(rates.values())) > 1:
+        heard = ", ".join(f"the {s} space {rate:,} Hz" for s, rate in rates.items())
+        raise MMError(f"The spaces of sound hear at different rates ({heard}), and a sound is read once for all of them: "
+                      "use models of one sampling rate, or turn one of those spaces off.")
+    hearing = next((spaces[s] for s in rates), None)
     max_tokens = cutter.max_text_tokens if cutter is not None else 1
     return ReadOptions(
         token_spans=cutter.token_spans if cutter is not None else (lambda text: []),

@@ -201,6 +201,8 @@ def search(
         can't be read. NotFound: no such collection or item. ModelUnavailable, SpaceMismatch: as for
         Workspace.collection.
     """
+    if _per_target(space, query):  # a text head per modality: a list per head, merged by rank
+        return search_fused(ws, query, collection, k, filters, space)
     target, vector, exclude, model = _prepare(ws, query, collection, space)
     return _calibrated(_hits(ws, _ranked(ws, query, model, target, vector, k, filters, exclude), space), query, model)
 
@@ -215,7 +217,8 @@ def search_each_modality(
     side, or merge them by rank with `search_fused`. A modality held by several spaces (images in CLIP and
     SigLIP) gets their lists merged by rank. `space` limits the search to one space (an item's own space for
     "more like this"; by default every space of the collection the query can be embedded in). Modalities with
-    no hits are left out.
+    no hits are left out. In a space with a text head per modality (`text_heads`), a text query is embedded once
+    per modality, in the head trained against it, and each list ranked by its own head's vector.
     """
     filters = filters or Filters()
     name = collection or ws.settings.collection
@@ -226,7 +229,8 @@ def search_each_modality(
         spec = spec_of(one)
         modalities = [m for m in (filters.modalities or (*MODALITIES, IMPORTED)) if spec is None or spec.takes(m)]
         for modality in modalities:
-            found = _ranked(ws, query, model, target, vector, k, replace(filters, modalities=(modality,)), exclude)
+            aimed = model.embed_query("text", [query.text], target=modality) if _per_target(one, query) else vector
+            found = _ranked(ws, query, model, target, aimed, k, replace(filters, modalities=(modality,)), exclude)
             hits = _calibrated(_hits(ws, found, one), query, model)
             if hits:
                 results.setdefault(modality, []).append(hits)
@@ -434,6 +438,12 @@ def _refuse_model_free(ws: Workspace, name: str) -> None:
             f"Collection {name!r} holds vectors of space {spaces[0]!r}, made without a text or image model: "
             "search it by item (\"more like this\"), not by text or image."
         )
+
+
+def _per_target(space: str, query: Query) -> bool:
+    """Whether a text query is embedded per target modality in the space (its model has a text head for each)."""
+    spec = spec_of(space)
+    return spec is not None and spec.text_heads and query.kind == "text"
 
 
 def _late(space: str, query: Query) -> bool:

@@ -3,7 +3,7 @@ import streamlit as st
 import ui
 from mmcore.analysis.clusters import MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE, Hdbscan
 from mmcore.analysis.facets import keep_mask
-from mmcore.analysis.figures import map_figure, selected_ids
+from mmcore.analysis.figures import default_coloring, map_figure, selected_ids
 from mmcore.analysis.frame import table_view, with_3d
 from mmcore.analysis.maps import map_3d
 from mmcore.analysis.projection import MAX_NEIGHBORS, MIN_NEIGHBORS, Umap
@@ -93,7 +93,7 @@ with table:
                             "selected on the map" if lassoed else ("kept by the filters" if filters.active else "in the map"))
 with map_col:
     # theme=None: Streamlit's theme re-plots the whole figure once more in the browser (0.9 s of 3.4 at 50k points)
-    figure = map_figure(frame, ui.map_color("map-chart"), highlight | set(picked), three_d,
+    figure = map_figure(frame, ui.map_color("map-chart", default_coloring(space)), highlight | set(picked), three_d,
                         shown=kept if filters.active else None, selected=lassoed)
     st.plotly_chart(figure, on_select=lambda: remember_selection(frame), selection_mode=("points", "box", "lasso"),
                     key="map-chart", config={"displaylogo": False}, theme=None)

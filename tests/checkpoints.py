@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 
@@ -283,6 +284,51 @@ def tiny_colqwen2(path: Path, embedding_dim: int = 16, seed: int = 0) -> Path:
         embedding_dim=embedding_dim,
     )
     return _save_retriever(path, ColQwen2ForRetrieval(_seeded(config, seed)), processor)
+
+
+def tiny_pe_av(path: Path, seed: int = 0, sampling_rate: int = 16_000) -> Path:
+    """A PE-AV checkpoint (PeAudioVideoModel: ModernBERT text; DAC + transformer audio; a ViT of 32 px, patches of 8,
+    per frame + transformer video; the joint audio-video encoder) with a byte-level tokenizer, as facebook/pe-av-*
+    ship: its DAC hop is 320 samples (2 x 4 x 5 x 8), 50 frames a second at 16 kHz (CLAP's test rate).
+
+    The released checkpoints' frame encoder is a timm PE-Core ViT; transformers' ViT stands in for it here (the same
+    image-classifier interface: per-frame logits into the video encoder) so the tests need neither timm nor a
+    torchvision for this torch (see mmcore.spaces.bind)."""
+    from transformers import PeAudioFeatureExtractor, PeAudioVideoConfig, PeAudioVideoModel, ViTConfig
+    from transformers.models.pe_video.video_processing_pe_video import PeVideoVideoProcessor
+
+    tokenizer = _byte_level_tokenizer([])
+    special = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    tokenizer.pad_token = tokenizer.cls_token = tokenizer.sep_token = "<|endoftext|>"
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, head_dim=16)
+    ratios = [2, 4, 5, 8]
+    config = PeAudioVideoConfig(
+        text_config=dict(model_type="modernbert", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, local_attention=16, pad_token_id=special,
+                         bos_token_id=special, eos_token_id=special, cls_token_id=special, sep_token_id=special),
+        audio_video_config=dict(
+            **small,
+            audio_config=dict(**small, dac_config=dict(encoder_hidden_size=4, downsampling_ratios=ratios, codebook_dim=8)),
+            # A config, not a dict: PeVideoEncoderConfig makes every vision_config dict a timm one.
+            video_config=dict(**small, vision_config=ViTConfig(
+                image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, num_labels=16)),
+        ),
+    )
+    hop = 1
+    for r in ratios:
+        hop *= r
+    features = PeAudioFeatureExtractor(sampling_rate=sampling_rate, hop_length=hop)
+    frames = PeVideoVideoProcessor(size={"height": 32, "width": 32}, do_resize=True, do_rescale=True, do_normalize=True,
+                                   image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    # What PeAudioVideoProcessor.save_pretrained writes; the processor itself can't be built without torchvision.
+    path.mkdir(parents=True, exist_ok=True)
+    PeAudioVideoModel(_seeded(config, seed)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    processor = {"processor_class": "PeAudioVideoProcessor", "feature_extractor": features.to_dict(),
+                 "video_processor": frames.to_dict()}
+    (path / "processor_config.json").write_text(json.dumps(processor, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _byte_level_tokenizer(specials: list[str]):

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .colors import Coloring, color_options, coloring
+from ..spaces.registry import spec_of
 
 MAX_THUMBNAIL_BYTES = 256_000  # stored thumbnails are a few KB; never inline a stray big file
 MAX_LABELS = 30  # cluster names drawn on the map, biggest clusters first
@@ -26,6 +27,13 @@ HEIGHT = 680
 PLOT_WIDTH = 760  # about the map's width in pixels beside its legend, in the page's wide layout
 MENU_X = 0.0  # the "Colour by" menu sits at the top left, the legend at the right, clear of the toolbar
 MAX_LABEL_CHARS = 60  # a legend of longer names leaves the map no room; the hover card shows the whole name
+
+
+def default_coloring(space: str) -> str:
+    """What a space's map is coloured by first: by kind of media where the space binds sounds and pictures (which
+    sounds sit near which scenes), else by cluster."""
+    spec = spec_of(space)
+    return "modality" if spec is not None and spec.binds else "cluster"
 
 
 def map_figure(

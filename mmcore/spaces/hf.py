@@ -12,13 +12,17 @@ from . import normalize
 
 
 def load_pretrained(
-    model: str, family: str, how_to: str, default: str, device: str | None = None, auto_class: str = "AutoModel"
+    model: str, family: str, how_to: str, default: str, device: str | None = None, auto_class: str = "AutoModel",
+    configure: Callable[[dict], Any] | None = None, load_processor: Callable[[str, bool], Any] | None = None,
 ) -> tuple[Any, Any, str, str]:
     """Load `model` (a hub id, found in the cache first, then on the hub; or a local folder) with its processor.
 
     `family` names the kind of model in messages ("CLIP"); `how_to` says how to provide one offline, with a
     `{model}` slot that gets the requested hub id, or `default` when a folder was asked for. `auto_class` names the
-    transformers Auto class that builds the model (AutoModelForSpeechSeq2Seq for speech recognition).
+    transformers Auto class that builds the model (AutoModelForSpeechSeq2Seq for speech recognition). `configure`,
+    where given, builds the model's config from the checkpoint's config.json (a dict), for a family whose
+    transformers config class needs help; it may raise ModelUnavailable before any weights are read.
+    `load_processor(source, local_files_only)`, where given, loads the processor in place of AutoProcessor.
     Returns:
         (model in eval mode on `device`, processor, source: the hub id or the folder's absolute path, device).
     Raises:
@@ -43,11 +47,18 @@ def load_pretrained(
     attempts = (True,) if is_dir else (True, False) if hub_reachable() else (True,)
     for local_only in attempts:
         try:
+            config = {}
+            if configure is not None:
+                raw, _ = transformers.PreTrainedConfig.get_config_dict(source, local_files_only=local_only)
+                config["config"] = configure(raw)
             # trust_remote_code=False, not left unset: unset, transformers asks on the terminal whether to run it.
             net = getattr(transformers, auto_class).from_pretrained(
-                source, use_safetensors=True, trust_remote_code=False, local_files_only=local_only
+                source, use_safetensors=True, trust_remote_code=False, local_files_only=local_only, **config
             )
-            processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
+            if load_processor is not None:
+                processor = load_processor(source, local_only)
+            else:
+                processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
             break
         except (OSError, ValueError) as e:
             last_error = e

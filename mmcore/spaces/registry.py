@@ -48,7 +48,9 @@ class SpaceSpec:
     (`embed_texts`) names clusters of its items from a vocabulary; `backends`: whether MMCORE_BACKEND applies
     (else it runs on torch); `multivector`: its items keep a token matrix each beside Chroma (mmcore.multivector),
     made by the space's `embed_with_tokens(chunks) -> (pooled vectors, token matrices)`, and a text query's
-    `embed_query_tokens` ranks them by MaxSim (mmcore.doc_search).
+    `embed_query_tokens` ranks them by MaxSim (mmcore.doc_search). `text_heads`: the model has a text head per
+    target modality (each trained against that modality's head alone), so a text query is embedded once per
+    modality searched, `embed_query("text", texts, target=modality)`, and each list ranked in its own head.
 
     A hosted family (its model runs at a service, which gets the media) also has `switch`, the variable that turns
     it on (its API key: off while unset, whatever `variable` names), `sends_to()`, where the media goes, for people
@@ -67,6 +69,7 @@ class SpaceSpec:
     calibration: Calibration = field(default_factory=Calibration)
     backends: bool = False
     multivector: bool = False
+    text_heads: bool = False
     switch: str | None = None
     sends_to: Callable[[], str] | None = None
     connection: Callable[[], Hashable] | None = None
@@ -78,6 +81,11 @@ class SpaceSpec:
 
     def takes(self, modality: str) -> bool:
         return modality in self.modalities
+
+    @property
+    def binds(self) -> bool:
+        """Whether it holds sounds and pictures in one space (a sound can find scenes, a picture sounds)."""
+        return "audio" in self.modalities and bool(self.modalities & {"image", "video"})
 
     def model_in(self, env: Mapping[str, str]) -> str | None:
         """The model `env` configures for this family, or None when it leaves the family off."""

@@ -1,0 +1,51 @@
+"""The app with the bind space (PE-AV) on: a sound and a video uploaded in the browser, a search by the sound, and
+the video's segment among the results, answered by the bind space, its card showing the segment's keyframe."""
+
+from __future__ import annotations
+
+import media_audio as ma
+import media_av as mav
+from playwright.sync_api import expect
+
+from browser import ROOT, chromium_page, streamlit_server
+from checkpoints import tiny_clap, tiny_pe_av
+
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 180_000
+RATE = 16_000
+
+
+def test_a_sound_finds_a_video_segment_through_the_bind_space(tmp_path, clip_dir):
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {"MMCORE_DATA_DIR": str(tmp_path / "data"), "MMCORE_CLIP_MODEL": str(clip_dir),
+           "MMCORE_CLAP_MODEL": str(tiny_clap(tmp_path / "clap")),
+           "MMCORE_BIND_MODEL": str(tiny_pe_av(tmp_path / "pe-av", sampling_rate=RATE)), "HF_HUB_OFFLINE": "1"}
+    video = mav.make_video(seconds=4, fps=4, size=(64, 48))
+    with streamlit_server(env, ARTIFACTS / "streamlit-bind.log") as url, chromium_page(TIMEOUT_MS) as page:
+        page.goto(url)
+        page.get_by_role("link", name="Upload").click()
+        uploader = page.get_by_test_id("stFileUploader").filter(has_text="Drop files here")
+        uploader.locator("input[type=file]").set_input_files([
+            {"name": "bark.wav", "mimeType": "audio/wav", "buffer": ma.make_wav(3.0, RATE, 600.0)},
+            {"name": "street.mp4", "mimeType": "video/mp4", "buffer": video}])
+        page.get_by_role("button", name="Add 2 file(s)").click()
+        expect(page.get_by_test_id("stMetric").filter(has_text="Added")).to_contain_text("2")
+        page.get_by_role("link", name="Search").click()
+        page.get_by_role("radio", name="Sound").click()
+        query = page.get_by_test_id("stFileUploader").filter(has_text="Query sound")
+        query.locator("input[type=file]").set_input_files(
+            [{"name": "query.wav", "mimeType": "audio/wav", "buffer": ma.make_wav(2.0, RATE, 620.0)}])
+        main = page.get_by_test_id("stMain")
+        videos = main.get_by_test_id("stHeading").filter(has_text="Video segments")
+        expect(videos).to_have_count(1)
+        expect(main).to_contain_text("street.mp4")
+        expect(main).to_contain_text("0:00–0:04")
+        expect(videos.locator("xpath=following::*").filter(has_text="bind").first).to_be_visible()
+        segment = main.locator(".st-key-hit-video-0")  # the segment's keyframe, as for any video hit
+        expect(segment).to_contain_text("street.mp4")
+        thumbnail = segment.locator("img")
+        expect(thumbnail).to_have_count(1)
+        thumbnail.scroll_into_view_if_needed()
+        expect(thumbnail).to_have_js_property("complete", True)
+        assert thumbnail.evaluate("img => img.naturalWidth") > 0, "the segment's thumbnail did not load"
+        page.screenshot(path=ARTIFACTS / "search-sound-finds-video.png", full_page=True)
