@@ -138,18 +138,16 @@ def partial_figure(partial) -> go.Figure:
     """The map while a fit goes on (an unfinished `Analysis`): the 2D map alone, then coloured by outlier score once
     those are in, then by cluster (noise grey) once the clusters are: what an analyst can look at meanwhile."""
     xy, done = partial.xy, set(partial.done)
-    figure = go.Figure()
     if "clusters" in done:  # in the colours the finished map gives them
         colour = coloring(pd.DataFrame({"cluster": partial.labels}), "cluster")
-        figure.add_scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", name="clusters",
-                             marker={**_marker(colour, np.arange(len(xy))), "size": 3})
+        name, marker = "clusters", _marker(colour, np.arange(len(xy)))
     elif "outliers" in done:
-        figure.add_scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", name="outlier score",
-                             marker={"size": 3, "color": partial.outlier_scores, "colorscale": "Reds", "opacity": 0.7,
-                                     "colorbar": {"title": {"text": "outlier score"}, "thickness": 12}})
+        name, marker = "outlier score", {"color": partial.outlier_scores, "colorscale": "Reds", "opacity": 0.7,
+                                         "colorbar": {"title": {"text": "outlier score"}, "thickness": 12}}
     else:
-        figure.add_scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", name="items",
-                             marker={"size": 3, "color": "#8a8f98", "opacity": 0.6})
+        name, marker = "items", {"color": "#8a8f98", "opacity": 0.6}
+    figure = go.Figure()
+    figure.add_scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", hoverinfo="skip", name=name, marker={**marker, "size": 3})
     figure.update_layout(height=560, margin={"l": 0, "r": 0, "t": 0, "b": 0}, xaxis_visible=False, yaxis_visible=False,
                          showlegend=False)
     return figure
