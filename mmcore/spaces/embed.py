@@ -80,12 +80,11 @@ def prepare_decoded(spaces: Mapping[str, object], decoded):
     GPU's feeder) only runs the model. A file read lazily (a stream of chunks) is left as it is."""
     if not isinstance(decoded.chunks, list) or not any(c.modality in PREPARED_MODALITIES for c in decoded.chunks):
         return decoded
-    chunks = []
-    for chunk in decoded.chunks:
-        takers = {name: space for name, space in spaces.items() if getattr(space, "prepares_ahead", False)
-                  and chunk.modality in PREPARED_MODALITIES and chunk.modality in spec_of(name).modalities}
-        chunks.append(replace(chunk, prepared={name: space.prepare_image(chunk.payload) for name, space in takers.items()})
-                      if takers and chunk.payload is not None else chunk)
+    ahead = {name: space for name, space in spaces.items() if getattr(space, "prepares_ahead", False)}
+    takers = {m: {name: space for name, space in ahead.items() if m in spec_of(name).modalities} for m in PREPARED_MODALITIES}
+    chunks = [replace(chunk, prepared={name: space.prepare_image(chunk.payload) for name, space in taking.items()})
+              if (taking := takers.get(chunk.modality)) and chunk.payload is not None else chunk
+              for chunk in decoded.chunks]
     return replace(decoded, chunks=chunks)
 
 
