@@ -59,7 +59,9 @@ class RowCache:
     def adopt(self, key: str, version: str, tags: str, folder: Path) -> None:
         """Take the rows of `folder` (a staged import, now in Chroma) as collection `key`'s copy: linked, not copied."""
         def link(tmp: Path) -> None:
-            for name in ("ids.npy", "rows.jsonl", "offsets.npy"):
+            for name in ("ids.npy", "rows.jsonl", "offsets.npy", "order.npy"):
+                if not (folder / name).exists():
+                    continue  # order.npy of a staging from before it was written: sorted when read
                 try:
                     os.link(folder / name, tmp / name)
                 except OSError:  # another file system, or links refused: a copy

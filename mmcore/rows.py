@@ -1,8 +1,8 @@
 """Items' metadata, documents and write tokens on disk, one JSON line an item, with each line's byte offset: a few
 items are read without parsing the rest (a `search --like` needs ten of 100,000).
 
-A folder of rows holds ids.npy, rows.jsonl (`[metadata, document, write token]` per line, in the order of the ids)
-and offsets.npy (int64, where each line starts, and the file's length last). It is the format of a staged import
+A folder of rows holds ids.npy, rows.jsonl (`[metadata, document, write token]` per line, in the order of the ids),
+offsets.npy (int64, where each line starts, and the file's length last) and order.npy (the rows in id order). It is the format of a staged import
 (mmcore.pending, which adds vectors.npy) and of the row cache (mmcore.row_cache).
 """
 
@@ -26,8 +26,8 @@ class Rows:
     """The rows of one folder: ids read at once, lines when asked for. The file stays open, so the rows can still
     be read after the folder was removed (a staging settled meanwhile)."""
 
-    def __init__(self, folder: Path, ids: list[str], offsets: np.ndarray, fd: int):
-        self.folder, self.ids, self._offsets, self._fd = folder, ids, offsets, fd
+    def __init__(self, folder: Path, ids: np.ndarray, offsets: np.ndarray, fd: int):
+        self.folder, self._ids, self._offsets, self._fd = folder, ids, offsets, fd
 
     def __del__(self):
         try:
@@ -36,11 +36,36 @@ class Rows:
             pass
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._ids)
 
     @cached_property
-    def row_of(self) -> dict[str, int]:
-        return {id_: i for i, id_ in enumerate(self.ids)}
+    def ids(self) -> list[str]:
+        return self._ids.tolist()
+
+    def positions(self, ids: Sequence[str]) -> dict[str, int]:
+        """The row of each of `ids` the folder holds: a binary search in id order, so looking up a search's ten hits
+        among 100,000 rows costs no dict of all of them."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted or not len(self._ids):
+            return {}
+        in_order = self._sorted
+        at = np.minimum(np.searchsorted(in_order, np.asarray(wanted, dtype=in_order.dtype)), len(in_order) - 1)
+        return {id_: int(self._order[i]) for id_, i in zip(wanted, at.tolist()) if in_order[i] == id_}
+
+    @cached_property
+    def _order(self) -> np.ndarray:
+        """The rows in id order: order.npy where it was written with the rows, else sorted here."""
+        try:
+            order = load_npy(self.folder / "order.npy", 8 * len(self._ids))
+            if order.dtype.kind == "i" and order.shape == self._ids.shape:
+                return order
+        except MediaError:
+            pass
+        return np.argsort(self._ids, kind="stable")
+
+    @cached_property
+    def _sorted(self) -> np.ndarray:
+        return self._ids[self._order]
 
     def read(self, rows: Sequence[int]) -> list[list]:
         """`[metadata, document, write token]` of each of `rows` (positions), in that order."""
@@ -84,8 +109,10 @@ def write_rows(folder: Path, ids: Sequence[str], metadatas: Sequence[dict], docu
     with open(folder / "rows.jsonl", "wb") as f:
         for row in zip(metadatas, documents, writes):
             offsets.append(offsets[-1] + f.write(json.dumps(row, ensure_ascii=False).encode() + b"\n"))
-    np.save(folder / "ids.npy", np.asarray(list(ids), dtype=str))
+    ids = np.asarray(list(ids), dtype=str)
+    np.save(folder / "ids.npy", ids)
     np.save(folder / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    np.save(folder / "order.npy", np.argsort(ids, kind="stable"))
 
 
 def open_rows(folder: Path, kind: type[Rows] = Rows) -> Rows:
@@ -94,7 +121,7 @@ def open_rows(folder: Path, kind: type[Rows] = Rows) -> Rows:
     Raises:
         MediaError: a file is missing (the folder was removed meanwhile, for one) or isn't what it should be.
     """
-    ids = load_npy(folder / "ids.npy", MAX_ROWS_BYTES).tolist()
+    ids = load_npy(folder / "ids.npy", MAX_ROWS_BYTES)
     fd = regular_fd(folder / "rows.jsonl")
     try:
         size = os.fstat(fd).st_size

@@ -511,7 +511,7 @@ class ItemCollection:
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Those of `ids` the collection holds."""
         if (local := self._local()) is not None:
-            return {i for i in ids if i in local.row_of}
+            return set(local.positions(ids))
         found: set[str] = set()
         for i in range(0, len(ids), self.max_batch):
             found.update(self.raw.get(ids=list(ids[i : i + self.max_batch]), include=[])["ids"])
@@ -520,7 +520,7 @@ class ItemCollection:
     def vectors_of(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The vectors of those of `ids` the collection holds, by id (one request: keep `ids` to a page)."""
         if (staged := self._staged()) is not None:
-            return {i: np.asarray(staged.vectors[staged.row_of[i]]) for i in ids if i in staged.row_of}
+            return {i: np.asarray(staged.vectors[row]) for i, row in staged.positions(ids).items()}
         batch = self.raw.get(ids=list(ids), include=["embeddings"])
         return dict(zip(batch["ids"], batch["embeddings"]))
 
@@ -560,7 +560,7 @@ class ItemCollection:
         """
         by_id = {}
         if (local := self._local(with_vectors)) is not None:
-            found = [(id_, row) for id_ in dict.fromkeys(ids) if (row := local.row_of.get(id_)) is not None]
+            found = list(local.positions(ids).items())
             for (id_, row), (meta, document, _) in zip(found, local.read([row for _, row in found])):
                 by_id[id_] = {"id": id_, "metadata": meta, "document": document or None}
                 if with_vectors:
