@@ -114,6 +114,12 @@ def similarity_map(query: np.ndarray, page: np.ndarray, grid: Sequence[Tile]) ->
     return page_map(sims.max(axis=1), grid)
 
 
+def regrouped(grid: Sequence[Tile], groups: np.ndarray) -> tuple[Tile, ...]:
+    """The tiles of a page stored pooled (`groups[row]`: the stored row that token row went into): each patch
+    points at its group's row, so `similarity_map` paints every patch with the value of the row standing for it."""
+    return tuple(Tile(np.asarray(groups)[tile.rows], tile.box) for tile in grid)
+
+
 def page_map(values: np.ndarray, grid: Sequence[Tile]) -> np.ndarray:
     """A value per token row (`values[row]`) painted over the page through its tiles: a float32 array whose cells
     are the page's patches at the finest tile's resolution; each cell takes the highest value of the tiles over it."""

@@ -6,6 +6,9 @@ to the query's pooled vector (a Chroma query, or the vector cache under filters:
 MaxSim. A hit's score is its MaxSim divided by the query's token count: the mean over the query's tokens of each
 one's best cosine on the page, so it reads like a cosine (1: every query token found itself on the page).
 
+A page stored pooled (MMCORE_DOC_POOL, mmcore.multivector) is scored by its pooled rows; its heat map paints each
+patch with the row its group became.
+
 Pages without a believed token matrix (mmcore.multivector; `check` lists them) are left out of these lists; the
 other spaces that hold pages still find them.
 """
@@ -21,7 +24,7 @@ from cachetools import LRUCache
 
 from .errors import MMError, NotFound
 from .files import read_stored, stored_path
-from .late_interaction import PackedPages, Tile, maxsim, similarity_map
+from .late_interaction import PackedPages, Tile, maxsim, regrouped, similarity_map
 from .multivector import Sidecar, folder_of, held_versions, load
 from .nearest import nearest
 from .spaces import normalize
@@ -154,11 +157,17 @@ def match_map(ws, collection: str, text: str, item_id: str, space: str) -> Match
         NotFound: the item has no believed token matrix or no stored page. MediaError: the page can't be rendered.
     """
     model = ws.space(space)
-    page = item_tokens(ws, collection, item_id, space)
+    sidecar = believed(ws, ws.store.open(collection, space))
+    page, groups = sidecar.matrix(item_id), sidecar.groups(item_id)
     if page is None:
         raise NotFound(f"Item {item_id!r} has no token matrix in space {space!r}: run `check`, and ingest its file again.")
     image = page_image(ws, collection, item_id, space)
     grid = model.patch_grid(image)
+    if max((int(t.rows.max()) for t in grid if t.rows.size), default=-1) >= (len(page) if groups is None else len(groups)):
+        raise NotFound(f"Item {item_id!r}'s token matrix was made from the page at another size than it renders now: "
+                       "ingest its file again to see where a query matched.")
+    if groups is not None:  # stored pooled: each patch is painted with the row its group became
+        grid = regrouped(grid, groups)
     query = query_tokens(model, text)
     score = float(maxsim(query, [page])[0]) / len(query)
     return MatchMap(similarity_map(query, page, grid), score, grid, image)
