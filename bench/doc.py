@@ -34,6 +34,9 @@ QUERIES = ["quarterly revenue by region", "who signed the contract", "diagram of
            "table of side effects", "total amount due", "map of the railway network"]
 
 
+SECTIONS = ("model", "storage", "latency", "recall", "pooling", "sidecar")
+
+
 def load_figure() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
@@ -148,25 +151,120 @@ def recall(n_pages: int, tokens: int, n_queries: int = 100) -> None:
         print(f"    {candidates:>5} candidates: recall@10 {np.mean(hits):.3f}, {percentiles(seconds)} (MaxSim part)")
 
 
+def pooled_rankings(n_pages: int, tokens: int, n_queries: int = 100) -> None:
+    """What storing pages pooled (MMCORE_DOC_POOL, mmcore.multivector.pool_matrix) does to exact MaxSim's rankings."""
+    from mmcore.multivector import pool_matrix
+
+    lengths = (int(tokens * 0.7), int(tokens * 1.3))
+    pages, queries, targets = synthetic_pages(n_pages, lengths=lengths, n_queries=n_queries, seed=3)
+    whole = PackedPages(pages, dtype="float32")
+    exact = [maxsim(q, whole) for q in queries]
+    exact_top = [set(np.argsort(-s)[:10]) for s in exact]
+    first = np.mean([np.argmax(s) == t for s, t in zip(exact, targets)])
+    print(f"  {n_pages:,} pages, {n_queries} queries; unpooled: the query's own page first for {first:.0%}")
+    pooled = {}
+    for factor in (2, 3):
+        start = time.perf_counter()
+        pooled[factor] = [pool_matrix(p, factor)[0] for p in pages]
+        per_page = (time.perf_counter() - start) / n_pages
+        block = PackedPages(pooled[factor], dtype="float32")
+        scores = [maxsim(q, block) for q in queries]
+        overlap = np.mean([len(set(np.argsort(-s)[:10]) & top) / 10 for s, top in zip(scores, exact_top)])
+        first = np.mean([np.argmax(s) == t for s, t in zip(scores, targets)])
+        change = np.mean([s[t] / e[t] - 1 for s, e, t in zip(scores, exact, targets)])
+        print(f"    pooled by {factor}: top-10 overlap with unpooled {overlap:.3f}; own page first {first:.0%}; "
+              f"the own page's MaxSim {change:+.1%}; pooling {per_page * 1000:.0f} ms a page ({load_figure()})")
+    # Why one collection keeps one factor: half the pages pooled by 2, half whole, ranked together.
+    half = np.arange(n_pages) % 2 == 1
+    mixed = PackedPages([pooled[2][i] if half[i] else p for i, p in enumerate(pages)], dtype="float32")
+    scores = [maxsim(q, mixed) for q in queries]
+    overlap = np.mean([len(set(np.argsort(-s)[:10]) & top) / 10 for s, top in zip(scores, exact_top)])
+    share = np.mean([half[np.argsort(-s)[:10]].mean() for s in scores])
+    share_exact = np.mean([half[list(top)].mean() for top in exact_top])
+    first = {kind: np.mean([np.argmax(s) == t for s, t in zip(scores, targets) if half[t] == kind]) for kind in (True, False)}
+    print(f"    half pooled by 2, half whole, in one collection: top-10 overlap {overlap:.3f}; pooled pages hold "
+          f"{share:.0%} of the top 10 (unpooled: {share_exact:.0%}); own page first {first[True]:.0%} for a pooled "
+          f"page, {first[False]:.0%} for a whole one")
+
+
+def sidecar_io(n_pages: int, tokens: int, folder: Path, per_segment: int = 500) -> None:
+    """MB/s of writing segments (mmcore.multivector.write_segment: fsynced, renamed) and of loading a collection's
+    matrices as the exact search does (multivector.load, then PackedPages), from a cold and a warm page cache."""
+    import shutil
+
+    from mmcore import multivector as mv
+
+    lengths = (int(tokens * 0.7), int(tokens * 1.3))
+    pages, _, _ = synthetic_pages(n_pages, lengths=lengths, n_queries=1, seed=4)
+    ids = [f"p{i}" for i in range(n_pages)]
+    shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    for i in range(0, n_pages, per_segment):
+        mv.write_segment(folder, "bench.journal", ids[i:i + per_segment], ["v"] * len(ids[i:i + per_segment]),
+                         pages[i:i + per_segment])
+    wrote = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+    held = dict.fromkeys(ids, "v")
+    del pages
+
+    def evict() -> None:  # from the page cache (clean pages: the segments were fsynced)
+        for f in folder.rglob("*"):
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                os.close(fd)
+
+    figures = [f"write {size / wrote:,.0f} MB/s ({size:,.0f} MB in segments of {per_segment} pages)"]
+    for name in ("cold", "warm"):
+        if name == "cold":
+            evict()
+        start = time.perf_counter()
+        sidecar = mv.load(folder, 128, held)
+        indexed = time.perf_counter() - start
+        packed = PackedPages([sidecar.matrix(id_) for id_ in ids])
+        loaded = time.perf_counter() - start
+        figures.append(f"load {name} {size / loaded:,.0f} MB/s ({loaded:.2f} s, of which indexes {indexed:.2f} s)")
+        del sidecar, packed
+    print(f"  {n_pages:,} pages: " + "; ".join(figures) + f" ({load_figure()})")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=3, help="pages to embed with the full-size model")
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, choices=SECTIONS,
+                        help="run only these sections (default: all)")
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/mmscope-bench-doc"),
+                        help="where to write segments for the sidecar figures")
     args = parser.parse_args()
     import torch
 
+    def run(section: str) -> bool:
+        return args.only is None or section in args.only
+
     print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {load_figure()}")
-    if args.skip_model:
+    if args.skip_model or not run("model"):
         counts, encode = {"A4 portrait": 901, "US letter portrait": 1165, "16:9 slide": 900}, []
     else:
         counts, encode = model_figures(args.pages)
-    storage(counts)
     tokens = counts["A4 portrait"]
-    print(f"Exact MaxSim latency, synthetic pages of {int(tokens * 0.7)}-{int(tokens * 1.3)} tokens, 20-token queries")
-    for n in (1000, 10_000):
-        latency(n, tokens, encode)
-    print("Pooled-vector candidates re-ranked by MaxSim, against exact MaxSim's top 10")
-    recall(10_000, tokens)
+    if run("storage"):
+        storage(counts)
+    if run("latency"):
+        print(f"Exact MaxSim latency, synthetic pages of {int(tokens * 0.7)}-{int(tokens * 1.3)} tokens, 20-token queries")
+        for n in (1000, 10_000):
+            latency(n, tokens, encode)
+    if run("recall"):
+        print("Pooled-vector candidates re-ranked by MaxSim, against exact MaxSim's top 10")
+        recall(10_000, tokens)
+    if run("pooling"):
+        print("Exact MaxSim over pages stored pooled (MMCORE_DOC_POOL), against the same pages unpooled")
+        pooled_rankings(1000, tokens)
+    if run("sidecar"):
+        print("Token-matrix sidecar: writing segments, loading a collection's matrices (multivector.load + PackedPages)")
+        for n in (1000, 10_000):
+            sidecar_io(n, tokens, args.scratch)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ writes a new one and then removes those it replaces.
 
 Pooling (MMCORE_DOC_POOL, `pool_matrix`): a page's rows merged about `factor`-fold by hierarchical clustering
 (mmcore.late_interaction.pool_tokens) before they are stored. Its groups say which stored row stands for which
-patch, so a heat map still paints every patch. A pooled page scores a little lower by MaxSim than the same page
-unpooled (a cluster's mean matches a query token less well than its best member), so one collection keeps one
-factor: an ingest pools as the pages already there are (`Sidecar.pool`), and the setting applies to a
-collection's first pages.
+patch, so a heat map still paints every patch. A pooled page scores otherwise by MaxSim than the same page whole
+(fewer rows to find a query token's best match among, each a cluster's mean), so pooled and whole pages ranked
+together are skewed (bench/RESULTS.md: pages pooled by 2 among as many whole ones held 36% of the top 10, not
+half): one collection keeps one factor. An ingest pools as the pages already there are (`Sidecar.pool`), and the
+setting applies to a collection's first pages.
 
 A row is believed only while Chroma holds its id with a write token of that version (the item's uri, set by
 `ItemCollection.add`; `version` there). An ingest writes a group's segment before that group's upsert, with the
