@@ -487,6 +487,8 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
     cutter = min(texts, key=lambda space: space.max_text_tokens) if texts else None
     # One rate for all: a second space of sound with another rate would need its own resampling.
     hearing = next((spaces[s] for s in spaces_for("audio", settings) if s in spaces), None)
+    # Pages at the largest size a space taking them sees them (the doc space's processor: 2,048 px).
+    page_size = max((getattr(spaces[s], "page_size", 0) for s in spaces_for("page", settings) if s in spaces), default=0)
     max_tokens = cutter.max_text_tokens if cutter is not None else 1
     return ReadOptions(
         token_spans=cutter.token_spans if cutter is not None else (lambda text: []),
@@ -502,6 +504,7 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
         max_media_seconds=float(settings.max_media_seconds),
         max_pdf_pages=settings.max_pdf_pages,
         max_text_bytes=settings.max_text_bytes,
+        page_size=page_size,
     )
 
 

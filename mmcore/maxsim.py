@@ -37,6 +37,7 @@ EXACT_PAGES = 1000
 # Candidates re-ranked above that: 1,000 of 10,000 synthetic pages keep 95% of exact MaxSim's top 10 (500: 91%),
 # in 131 ms p50 (bench/RESULTS.md).
 CANDIDATES = 1000
+MAX_PAGE_SIZE = 4096  # the largest render of a page for its heat map, whatever its metadata says
 KEPT = 2  # collections whose believed matrices (and packed pages, for the exact path) stay in memory
 QUERIES_KEPT = 64  # query token matrices kept: a heat map per hit re-uses its search's
 
@@ -128,13 +129,15 @@ def page_image(ws, collection: str, item_id: str, space: str):
     Raises:
         NotFound: no such item, or its original is not in the media folder. MediaError: the PDF can't be rendered.
     """
-    from .media.pdf import render_page
+    from .media.pdf import RENDER_SIZE, render_page
 
     meta = ws.store.open(collection, space).get([item_id])[0]["metadata"]
     data = read_stored(ws.files.root, stored_path(ws.files.root, meta.get("original")), ws.settings.max_file_bytes)
     if data is None or "page" not in meta:
         raise NotFound(f"Item {item_id!r} has no stored page to show.")
-    return render_page(data, int(meta["page"]), str(meta.get("source", item_id)))
+    # At the size it was rendered at for its ingest (recorded with it; before, always RENDER_SIZE).
+    size = min(max(int(meta.get("width") or 0), int(meta.get("height") or 0)) or RENDER_SIZE, MAX_PAGE_SIZE)
+    return render_page(data, int(meta["page"]), str(meta.get("source", item_id)), size)
 
 
 @dataclass(frozen=True)
