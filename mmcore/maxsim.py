@@ -38,7 +38,12 @@ EXACT_PAGES = 1000
 # in 131 ms p50 (bench/RESULTS.md).
 CANDIDATES = 1000
 MAX_PAGE_SIZE = 4096  # the largest render of a page for its heat map, whatever its metadata says
-KEPT = 2  # collections whose believed matrices (and packed pages, for the exact path) stay in memory
+# A collection's rows are kept packed in memory (bfloat16) up to this many (3 GB at 128-d: about 13,000 A4 pages),
+# for the exact path and for re-ranking candidates: scoring 1,000 candidates out of the packed block is 4x faster
+# than gathering and converting their rows from the memory-mapped segments on every query (bench/RESULTS.md). The
+# first search after a change packs them (about 6 s per 10,000 pages from a warm page cache, 17 s cold).
+PACKED_MAX_ROWS = 12_000_000
+KEPT = 2  # collections whose believed matrices (and packed rows) stay in memory
 QUERIES_KEPT = 64  # query token matrices kept: a heat map per hit re-uses its search's
 
 _lock = threading.Lock()
@@ -67,7 +72,15 @@ def pooled(tokens: np.ndarray) -> np.ndarray:
 class _Loaded:
     sidecar: Sidecar
     ids: list[str]  # the pages with a believed matrix, sorted
-    packed: PackedPages | None = None  # all of them, made on the first exact search
+    position: dict[str, int]  # where each is in `ids`
+    rows: int  # their token vectors, all together
+    packed: PackedPages | None = None  # all of them, made on the first search (if at most PACKED_MAX_ROWS)
+
+    def packed_rows(self) -> PackedPages | None:
+        """Every believed page's rows in one block (page i of `ids` is page i), or None past PACKED_MAX_ROWS."""
+        if self.packed is None and self.rows <= PACKED_MAX_ROWS:  # two first queries at once both pack: one is kept
+            self.packed = PackedPages([self.sidecar.matrix(id_) for id_ in self.ids])
+        return self.packed
 
 
 def believed(ws, target: ItemCollection) -> Sidecar:
@@ -86,7 +99,8 @@ def _load(ws, target: ItemCollection) -> _Loaded:
         if (loaded := _sidecars.get(key)) is not None:
             return loaded
     sidecar = load(folder, target.space.dim, held_versions(target))
-    loaded = _Loaded(sidecar, sorted(sidecar.where))
+    ids = sorted(sidecar.where)
+    loaded = _Loaded(sidecar, ids, {id_: i for i, id_ in enumerate(ids)}, sum(len(sidecar.matrix(id_)) for id_ in ids))
     with _lock:
         _sidecars[key] = loaded
     return loaded
@@ -101,15 +115,17 @@ def rank(ws, target: ItemCollection, tokens: np.ndarray, k: int, where: dict | N
     sidecar, query = loaded.sidecar, np.asarray(tokens, dtype=np.float32)
     if len(loaded.ids) <= EXACT_PAGES:
         allowed = set(target.ids(where)) if where else None
-        rows = [i for i, id_ in enumerate(loaded.ids) if id_ not in exclude and (allowed is None or id_ in allowed)]
-        if loaded.packed is None:  # two first queries at once both pack: the same pages, one is kept
-            loaded.packed = PackedPages([sidecar.matrix(id_) for id_ in loaded.ids])
-        scores = maxsim(query, loaded.packed, subset=rows) if rows else np.zeros(0, np.float32)
-        ids = [loaded.ids[i] for i in rows]
+        ids = [id_ for id_ in loaded.ids if id_ not in exclude and (allowed is None or id_ in allowed)]
     else:
         near = nearest(target, pooled(query), CANDIDATES, where, accept, exclude, vector_cache_dir(ws.settings.data_dir))
         ids = [m.id for m in near if m.id in sidecar.where]
-        scores = maxsim(query, [sidecar.matrix(id_) for id_ in ids]) if ids else np.zeros(0, np.float32)
+    packed = loaded.packed_rows()
+    if not ids:
+        scores = np.zeros(0, np.float32)
+    elif packed is not None:
+        scores = maxsim(query, packed, subset=[loaded.position[id_] for id_ in ids])
+    else:
+        scores = maxsim(query, [sidecar.matrix(id_) for id_ in ids])
     top = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]  # ties by id: the same order either way
     chosen = [ids[i] for i in top]
     items = target.get(chosen, skip_missing=True) if chosen else []

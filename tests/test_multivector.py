@@ -260,6 +260,19 @@ def test_a_query_built_from_a_page_finds_that_page_first_exactly_and_through_can
         monkeypatch.undo()
 
 
+def test_candidates_are_scored_from_the_packed_rows_or_past_their_budget_from_the_segments(docs, monkeypatch):
+    target = docs.store.open(COLLECTION, "doc")
+    query = ms.query_tokens(docs.space("doc"), "harbour fees")
+    monkeypatch.setattr(ms, "EXACT_PAGES", 0)  # candidates re-ranked
+    packed = ms.rank(docs, target, query, 5)
+    assert ms._load(docs, target).packed is not None
+    monkeypatch.setattr(ms, "PACKED_MAX_ROWS", 0)
+    ms._sidecars.clear()
+    read = ms.rank(docs, target, query, 5)
+    assert ms._load(docs, target).packed is None, "past the budget nothing is packed"
+    assert len(read) == 5 and [(m.id, round(m.score, 4)) for m in read] == [(m.id, round(m.score, 4)) for m in packed]
+
+
 def test_the_match_map_of_a_hit_paints_the_page_s_patches(docs):
     hit = search(docs, Query(text="tide tables"), COLLECTION, 1, space="doc")[0]
     drawn = ms.match_map(docs, COLLECTION, "tide tables", hit.id, "doc")
