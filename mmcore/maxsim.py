@@ -192,12 +192,14 @@ def match_map(ws, collection: str, text: str, item_id: str, space: str) -> Match
     return MatchMap(similarity_map(query, page, grid), score, grid, image)
 
 
-def heat_map(match: MatchMap, opacity: float = 0.55):
+def heat_map(match: MatchMap, opacity: float = 0.55, size: int = 1024):
     """The page with the query's matches laid over it: each patch tinted from transparent (its best cosine at the
-    page's lowest) to opaque red (at its highest), so what made the page rank shows at a glance."""
+    page's lowest) to opaque red (at its highest), so what made the page rank shows at a glance. At most `size`
+    pixels on its long side: a page rendered for the doc space (2,048 px) is more than a result card shows."""
     from PIL import Image
 
     page = match.image.convert("RGB")
+    page.thumbnail((size, size))
     values = np.asarray(match.values, dtype=np.float32)
     low, high = float(values.min()), float(values.max())
     weight = (values - low) / (high - low) if high > low else np.zeros_like(values)

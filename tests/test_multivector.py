@@ -295,6 +295,8 @@ def test_the_heat_map_is_red_where_the_query_matched_and_the_page_elsewhere():
     top_right, bottom_left = shown[5, 75], shown[75, 5]
     assert top_right[0] > top_right[1] + 60, "tinted red where the query matched"
     assert tuple(bottom_left) == (255, 255, 255), "the page itself where it did not"
+    big = heat_map(MatchMap(values, 0.5, (), Image.new("RGB", (1448, 2048), (255, 255, 255))))
+    assert big.size == (724, 1024), "a page rendered for the doc space is shown at most 1,024 px high"
 
 
 def test_a_pooled_segment_keeps_its_groups_and_an_older_one_without_them_reads_unpooled(tmp_path):
