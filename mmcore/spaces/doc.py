@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ModelUnavailable
 from ..late_interaction import Tile
 from . import SpaceInfo, normalize
-from .backends import OPENVINO_BF16, TORCH, BackendUnavailable, openvino_towers
+from .backends import OPENVINO_BF16, TORCH, openvino_towers
 from .backends import prepare as prepare_backend
 from .embed import Towers
 from .hf import load_pretrained, revision
@@ -69,8 +69,9 @@ class DocSpace(Towers):
         Raises:
             MMError: `backend` is not a known backend.
             ModelUnavailable: it is neither cached nor reachable, has no safetensors weights, or isn't one of the
-                ColPali family's retrievers; BackendUnavailable (a ModelUnavailable): the backend can't run here, or
-                not this family (openvino-bf16 runs ColModernVBert only).
+                ColPali family's retrievers; BackendUnavailable (a ModelUnavailable): the backend can't run here.
+        openvino-bf16 runs ColModernVBert; ColPali and ColQwen2 run on torch (their SpaceInfo says so), as the
+        families other than CLIP's do.
         """
         device = prepare_backend(backend, device)
         net, processor, source, device = load_pretrained(
@@ -81,6 +82,8 @@ class DocSpace(Towers):
                 f"{model!r} is a {type(net).__name__}, not a ColModernVBert, ColPali or ColQwen2 retriever. "
                 + HOW_TO_PROVIDE.format(model=DEFAULT_MODEL)
             )
+        if net.config.model_type != "colmodernvbert":
+            backend = TORCH
         info = SpaceInfo(NAME, source, revision(net), int(net.config.embedding_dim), backend)
         space = cls(net, processor, info, device, batch_size)
         if backend == OPENVINO_BF16:
@@ -94,9 +97,6 @@ class DocSpace(Towers):
         import torch
         from PIL import Image
 
-        if self.family != "colmodernvbert":
-            raise BackendUnavailable(f"MMCORE_BACKEND={OPENVINO_BF16} runs the doc space's ColModernVBert only, not "
-                                     f"{FAMILIES[self.family]}: use MMCORE_BACKEND={TORCH}.")
         query = {k: v for k, v in self._query_inputs(["an example query"]).items() if k in ("input_ids", "attention_mask")}
         page = {k: v for k, v in self._page_inputs([Image.new("RGB", (210, 297), "white")]).items()
                 if k in ("input_ids", "attention_mask", "pixel_values")}
