@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from mmcore.late_interaction import PackedPages, maxsim, pool_tokens  # noqa: E402
+from mmcore.maxsim import CANDIDATES, EXACT_PAGES  # noqa: E402
 from mmcore.spaces import normalize  # noqa: E402
 from synthetic_pages import synthetic_pages  # noqa: E402
 
@@ -34,7 +35,7 @@ QUERIES = ["quarterly revenue by region", "who signed the contract", "diagram of
            "table of side effects", "total amount due", "map of the railway network"]
 
 
-SECTIONS = ("model", "storage", "latency", "recall", "pooling", "sidecar")
+SECTIONS = ("model", "backends", "storage", "latency", "recall", "pooling", "sidecar", "search")
 
 
 def load_figure() -> str:
@@ -46,9 +47,62 @@ def percentiles(seconds: list[float]) -> str:
     return f"p50 {np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms"
 
 
+def a4_pages(n: int, size: int) -> list:
+    """A4 pages of text as mmcore.media.pdf renders them for the doc space (`size` px on the long side)."""
+    from PIL import Image, ImageDraw
+
+    pages = []
+    for i in range(n):
+        image = Image.new("RGB", (round(size * 210 / 297), size), "white")
+        draw = ImageDraw.Draw(image)
+        for line in range(30):
+            draw.text((size // 12, size // 12 + line * size // 34), f"page {i} line {line}: the quick brown fox jumps "
+                      "over the lazy dog", fill="black")
+        pages.append(image)
+    return pages
+
+
+def backend_figures(n_pages: int) -> None:
+    """Pages/s and query encoding of full-size ColModernVBert run by torch float32 and by openvino-bf16, and the
+    per-token cosine of openvino-bf16's token vectors with torch's on the same pages and queries."""
+    from fullsize import fullsize_colmodernvbert
+    from mmcore.spaces.doc import DocSpace
+
+    model = str(fullsize_colmodernvbert())
+    spaces = {}
+    for backend in ("torch", "openvino-bf16"):
+        start = time.perf_counter()
+        spaces[backend] = DocSpace.load(model, device="cpu", batch_size=32, backend=backend)
+        how = " (converted, if this is the checkpoint's first use, then cached)" if backend != "torch" else ""
+        print(f"  {backend}: loaded in {time.perf_counter() - start:.0f} s{how} ({load_figure()})")
+    pages = a4_pages(n_pages, spaces["torch"].page_size)
+    texts = [f"{q} {i}" for i in range(3) for q in QUERIES]
+    made = {}
+    for backend, space in spaces.items():
+        space.embed_query_tokens(texts[:1])
+        encode = []
+        for text in texts:
+            start = time.perf_counter()
+            space.embed_query_tokens([text])
+            encode.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        page_tokens = [space.embed_page_tokens([p])[0] for p in pages]
+        elapsed = time.perf_counter() - start
+        made[backend] = (page_tokens, space.embed_query_tokens(texts))
+        print(f"  {backend}: {n_pages / elapsed:.3f} pages/s ({elapsed / n_pages:.1f} s an A4 page); query encoding "
+              f"{percentiles(encode)} ({load_figure()})")
+    for what, i in (("page", 0), ("query", 1)):
+        cosines = np.concatenate([
+            (a.astype(np.float32) * b.astype(np.float32)).sum(1)
+            / np.linalg.norm(a.astype(np.float32), axis=1) / np.linalg.norm(b.astype(np.float32), axis=1)
+            for a, b in zip(made["torch"][i], made["openvino-bf16"][i])])
+        print(f"  openvino-bf16 against torch float32, {what} token vectors: cosine min {cosines.min():.5f}, "
+              f"mean {cosines.mean():.5f} ({len(cosines):,} vectors)")
+
+
 def model_figures(n_pages: int) -> tuple[dict[str, int], list[float]]:
     """Token counts per page size, pages/s and query encoding times with full-size ColModernVBert."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from fullsize import fullsize_colmodernvbert
     from mmcore.spaces.doc import DocSpace
@@ -60,19 +114,13 @@ def model_figures(n_pages: int) -> tuple[dict[str, int], list[float]]:
         image = Image.new("RGB", size, "white")
         counts[name] = int(space._page_inputs([image])["attention_mask"].sum())
         print(f"  {name} {size[0]}x{size[1]}: {counts[name]} token vectors, {len(space.patch_grid(image))} tiles")
-    pages = []
-    for i in range(n_pages):
-        image = Image.new("RGB", (768, 1086), "white")  # as mmcore.media.pdf renders an A4 page (768 px long side)
-        draw = ImageDraw.Draw(image)
-        for line in range(30):
-            draw.text((60, 60 + line * 32), f"page {i} line {line}: the quick brown fox jumps over the lazy dog", fill="black")
-        pages.append(image)
+    pages = a4_pages(n_pages, space.page_size)
     space.embed_pages(pages[:1])  # warm-up
     start = time.perf_counter()
     for image in pages:
         space.embed_pages([image])
     elapsed = time.perf_counter() - start
-    print(f"  pages/s (A4 as rendered at 768 px, one page a pass): {n_pages / elapsed:.3f} "
+    print(f"  pages/s (A4 rendered at {space.page_size} px, one page a pass): {n_pages / elapsed:.3f} "
           f"({elapsed / n_pages:.1f} s a page; {load_figure()})")
     start = time.perf_counter()
     space.embed_pages(pages[:2])
@@ -229,12 +277,68 @@ def sidecar_io(n_pages: int, tokens: int, folder: Path, per_segment: int = 500) 
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def search_latency(n_pages: int, tokens: int, scratch: Path, model: str, backend: str, n_queries: int = 20) -> None:
+    """A text query through the product's search path (mmcore.search.search in the doc space: query encoding, exact
+    MaxSim or candidates re-ranked, the hits' metadata), over a collection of synthetic pages written as an ingest
+    writes them (segments, then the upsert under their version)."""
+    import shutil
+
+    from mmcore import multivector as mv
+    from mmcore.config import Settings
+    from mmcore.search import Query, search
+    from mmcore.store import new_version
+    from mmcore.workspace import Workspace
+
+    data = scratch / f"search-{backend}-{n_pages}"  # a new path each: Chroma keeps a closed store's client
+    shutil.rmtree(data, ignore_errors=True)
+    ws = Workspace(Settings(data_dir=data, models={"doc": model}, batch_size=32, backend=backend))
+    target = ws.collection("bench", "doc")
+    lengths = (int(tokens * 0.7), int(tokens * 1.3))
+    pages, _, _ = synthetic_pages(n_pages, lengths=lengths, n_queries=1, seed=5)
+    ids = [f"{i:040x}:page.p1" for i in range(n_pages)]
+    version = new_version()
+    folder = mv.folder_of(ws.store.sidecar_root, target)
+    for i in range(0, n_pages, 500):
+        mv.write_segment(folder, "bench.journal", ids[i:i + 500], [version] * len(ids[i:i + 500]), pages[i:i + 500])
+    vectors = normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in pages]))
+    metadatas = [{"modality": "page", "source": f"report{i}.pdf", "page": 1} for i in range(n_pages)]
+    target.add(ids, vectors, metadatas, [""] * n_pages, version=version)
+    del pages
+    texts = [f"{QUERIES[i % len(QUERIES)]} {i}" for i in range(n_queries + 1)]  # distinct: no query is cached
+    search(ws, Query(text=texts[-1]), "bench", 10, space="doc")  # loads the model and the collection's matrices
+    seconds, encoding = [], []
+    space = ws.space("doc")
+    encode = space.embed_query_tokens
+
+    def timed_encode(texts):  # the search's own query encoding, timed where it happens
+        start = time.perf_counter()
+        try:
+            return encode(texts)
+        finally:
+            encoding.append(time.perf_counter() - start)
+
+    space.embed_query_tokens = timed_encode
+    for text in texts[:-1]:
+        start = time.perf_counter()
+        hits = search(ws, Query(text=text), "bench", 10, space="doc")
+        seconds.append(time.perf_counter() - start)
+    del space.embed_query_tokens
+    assert len(hits) == 10
+    path = "exact MaxSim" if n_pages <= EXACT_PAGES else f"{CANDIDATES:,} candidates re-ranked"
+    print(f"  {n_pages:,} pages ({path}): search {percentiles(seconds)}; of which query encoding "
+          f"{percentiles(encoding)} ({space.info.backend}; {load_figure()})")
+    ws.close()
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=3, help="pages to embed with the full-size model")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--only", nargs="*", default=None, choices=SECTIONS,
                         help="run only these sections (default: all)")
+    parser.add_argument("--backends", nargs="*", default=["torch", "openvino-bf16"],
+                        help="backends to run the end-to-end search with")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/mmscope-bench-doc"),
                         help="where to write segments for the sidecar figures")
     args = parser.parse_args()
@@ -249,6 +353,9 @@ def main() -> None:
     else:
         counts, encode = model_figures(args.pages)
     tokens = counts["A4 portrait"]
+    if run("backends") and not args.skip_model:
+        print("Full-size ColModernVBert by backend (MMCORE_BACKEND)")
+        backend_figures(args.pages)
     if run("storage"):
         storage(counts)
     if run("latency"):
@@ -265,6 +372,13 @@ def main() -> None:
         print("Token-matrix sidecar: writing segments, loading a collection's matrices (multivector.load + PackedPages)")
         for n in (1000, 10_000):
             sidecar_io(n, tokens, args.scratch)
+    if run("search"):
+        from fullsize import fullsize_colmodernvbert
+
+        print("A text query end to end (mmcore.search.search, doc space): full-size ColModernVBert, synthetic pages")
+        for backend in args.backends:
+            for n in (1000, 10_000):
+                search_latency(n, tokens, args.scratch, str(fullsize_colmodernvbert()), backend)
 
 
 if __name__ == "__main__":

@@ -116,12 +116,16 @@ def rank(ws, target: ItemCollection, tokens: np.ndarray, k: int, where: dict | N
     if len(loaded.ids) <= EXACT_PAGES:
         allowed = set(target.ids(where)) if where else None
         ids = [id_ for id_ in loaded.ids if id_ not in exclude and (allowed is None or id_ in allowed)]
+        if len(ids) == len(loaded.ids):
+            ids = loaded.ids  # every page, in the packed block's order: scored as the block is, nothing gathered
     else:
         near = nearest(target, pooled(query), CANDIDATES, where, accept, exclude, vector_cache_dir(ws.settings.data_dir))
         ids = [m.id for m in near if m.id in sidecar.where]
     packed = loaded.packed_rows()
     if not ids:
         scores = np.zeros(0, np.float32)
+    elif packed is not None and ids is loaded.ids:
+        scores = maxsim(query, packed)
     elif packed is not None:
         scores = maxsim(query, packed, subset=[loaded.position[id_] for id_ in ids])
     else:
