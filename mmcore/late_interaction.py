@@ -99,10 +99,12 @@ def _segment_maxsim(query, block, offsets: np.ndarray) -> np.ndarray:
         last = min(last, n)
         start, end = offsets[page], offsets[last]
         if end > start:
-            sims = (block[start:end] @ query.T).float().numpy()  # (rows, query tokens)
+            # (query tokens, rows): each page's maximum is then taken along contiguous memory, 2.5x faster than
+            # over the rows of a (rows, query tokens) block (bench/RESULTS.md).
+            sims = (query @ block[start:end].T).float().numpy()
             filled = np.flatnonzero(lengths[page:last])
-            best = np.maximum.reduceat(sims, (offsets[page:last] - start)[filled], axis=0)
-            scores[page + filled] = best.sum(axis=1)
+            best = np.maximum.reduceat(sims, (offsets[page:last] - start)[filled], axis=1)
+            scores[page + filled] = best.sum(axis=0)
         page = last
     return scores
 
