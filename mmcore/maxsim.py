@@ -31,8 +31,9 @@ from .spaces import normalize
 from .store import ItemCollection, Match
 from .vector_cache import vector_cache_dir
 
-# Exact MaxSim costs about 0.2 ms a page of ~900 tokens on two CPU cores (bench/RESULTS.md, doc section: 207 ms p50
-# at 1,000 pages), the same as re-ranking as many candidates; so up to CANDIDATES pages every page is scored.
+# Exact MaxSim costs about 0.04 ms a page of ~900 tokens on two CPU cores (bench/RESULTS.md, doc section: 39 ms p50
+# at 1,000 pages), less than re-ranking as many candidates (their rows gathered first); so up to CANDIDATES pages
+# every page is scored.
 EXACT_PAGES = 1000
 # Candidates re-ranked above that: 1,000 of 10,000 synthetic pages keep 95% of exact MaxSim's top 10 (500: 91%),
 # in 131 ms p50 (bench/RESULTS.md).
