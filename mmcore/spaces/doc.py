@@ -92,7 +92,7 @@ class DocSpace(Towers):
 
     def use_openvino(self) -> None:
         """Run queries and pages with OpenVINO in bfloat16 (converted on first use of this checkpoint, then cached):
-        per-token cosine 0.9999 with eager float32, a query in a seventh of the time (bench/RESULTS.md). Pages go
+        per-token cosine 0.9998 with eager float32, a query about 6x faster (bench/RESULTS.md). Pages go
         one a pass: the conversion is traced on one page, and `OnePage` keeps its tile count free."""
         import torch
         from PIL import Image
