@@ -35,6 +35,8 @@ class Settings:
       MMCORE_BATCH_SIZE     items per model forward pass (32)
       MMCORE_BACKEND        inference backend of the clip space: torch (eager float32 on a CPU) or openvino-bf16
                             (2.5x the images/s on a CPU with AVX512-BF16 or AMX; see mmcore.spaces.backends)
+      MMCORE_DOC_POOL       pooling factor of the doc space's page token matrices: 1 stores them whole; 2 or 3
+                            stores a half or a third of the rows (see mmcore.multivector)
       MMCORE_MAX_FILE_MB    largest file accepted, in MB (512)
       MMCORE_MAX_UPLOAD_MB  most bytes one upload in the app may bring in all, in MB (2048)
       MMCORE_MAX_TEXT_MB    largest text file (.txt, .md, .csv) accepted, in MB; also the most text one PDF may hold (50)
@@ -60,6 +62,7 @@ class Settings:
     device: str | None = None
     batch_size: int = 32
     backend: str = "torch"
+    doc_pool: int = 1
     max_file_bytes: int = 512 * 1024 * 1024
     max_upload_bytes: int = 2048 * 1024 * 1024
     max_text_bytes: int = 50 * 1024 * 1024
@@ -107,7 +110,13 @@ class Settings:
                 raise MMError(f"{key} must be positive, got {value}")
             return value
 
+        from .multivector import MAX_POOL
         from .spaces.backends import DEFAULT_BACKEND, check_backend  # here: mmcore.spaces imports this module
+
+        def pool_factor(value: int) -> int:
+            if value > MAX_POOL:
+                raise MMError(f"MMCORE_DOC_POOL must be 1 (no pooling) to {MAX_POOL}, got {value}")
+            return value
         from .spaces.registry import specs
 
         return cls(
@@ -120,6 +129,7 @@ class Settings:
             device=env.get("MMCORE_DEVICE") or None,
             batch_size=number("MMCORE_BATCH_SIZE", 32),
             backend=check_backend(env.get("MMCORE_BACKEND", "").strip() or DEFAULT_BACKEND),
+            doc_pool=pool_factor(number("MMCORE_DOC_POOL", 1)),
             max_file_bytes=number("MMCORE_MAX_FILE_MB", 512) * 1024 * 1024,
             max_upload_bytes=number("MMCORE_MAX_UPLOAD_MB", 2048) * 1024 * 1024,
             max_text_bytes=number("MMCORE_MAX_TEXT_MB", 50) * 1024 * 1024,

@@ -41,7 +41,7 @@ from .errors import MediaError, MMError, ModelUnavailable, NotFound, SpaceMismat
 from .files import display_name
 from .journal import Journal, PartialFile, journal_dir, recover
 from .media import Chunk, Decoded, ReadOptions, extension, is_supported, may_hold_speech, modalities_of, read_media
-from .multivector import compact_if_needed, folder_of, write_segment
+from .multivector import compact_if_needed, folder_of, held_versions, load, pool_matrix, write_segment
 from .pairs import Pairing
 from .progress import Progress, ProgressTracker
 from .spaces.embed import embed_in_spaces, prepare_decoded
@@ -492,6 +492,8 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
         raise MMError(f"The spaces of sound hear at different rates ({heard}), and a sound is read once for all of them: "
                       "use models of one sampling rate, or turn one of those spaces off.")
     hearing = next((spaces[s] for s in rates), None)
+    # Pages at the largest size a space taking them sees them (the doc space's processor: 2,048 px).
+    page_size = max((getattr(spaces[s], "page_size", 0) for s in spaces_for("page", settings) if s in spaces), default=0)
     max_tokens = cutter.max_text_tokens if cutter is not None else 1
     return ReadOptions(
         token_spans=cutter.token_spans if cutter is not None else (lambda text: []),
@@ -507,6 +509,7 @@ def read_options(settings, spaces: dict, csv_rows: bool = False, pair_column: st
         max_media_seconds=float(settings.max_media_seconds),
         max_pdf_pages=settings.max_pdf_pages,
         max_text_bytes=settings.max_text_bytes,
+        page_size=page_size,
     )
 
 
@@ -615,6 +618,7 @@ class PartWriter:
                  pairing: Pairing, reading: str):
         self.ws, self.journal, self.collection, self.target = ws, journal, collection, target
         self.tags, self.pairing, self.reading = tags, pairing, reading
+        self.pools: dict[str, int] = {}  # multi-vector collection -> the factor its pages are pooled by
 
     def write(self, parts: Sequence[_Part]) -> None:
         """Store the parts' originals and thumbnails, then their items, one upsert per space, as one group. Marks
@@ -625,6 +629,7 @@ class PartWriter:
         version its upsert then uses: believed once that upsert is in, never if it is rolled back.
         """
         rows: dict[str, tuple[list, list, list, list, list]] = {}
+        with_tokens = []  # (file, multi-vector space) of the parts' token matrices
         for part in parts:
             f = part.file
             if f.failed:
@@ -640,6 +645,8 @@ class PartWriter:
             for space, lists in _rows(self.ws, part, self.tags, self.pairing).items():
                 for into, more in zip(rows.setdefault(space, ([], [], [], [], [])), lists):
                     into.extend(more)
+                if any(m is not None for m in lists[4]):
+                    with_tokens.append((f, space))
             if part.last:
                 f.result.status, f.result.items = "added", f.count
                 f.result.notes += _notes(f)
@@ -650,6 +657,12 @@ class PartWriter:
                 version = self._store_tokens(target, ids, matrices)
                 target.add(ids, np.stack(vectors), metadatas, documents, version=version)  # one upsert per space
             self.journal.commit(group)
+        for f, space in with_tokens:
+            factor, setting = self._pool_of(self.target(space)), self.ws.settings.doc_pool
+            note = (f"its pages' token matrices are stored {f'pooled by {factor}' if factor > 1 else 'whole'}, as the "
+                    f"collection's other pages are (MMCORE_DOC_POOL={setting} applies to a collection without pages)")
+            if factor != setting and note not in f.result.notes:
+                f.result.notes.append(note)
         for part in parts:
             f = part.file
             if f.record is not None and not f.failed:
@@ -666,8 +679,21 @@ class PartWriter:
         if root is None or spec is None or not spec.multivector:
             return None
         version = new_version()
-        write_segment(folder_of(root, target), self.journal.path.name, ids, [version] * len(ids), matrices)
+        factor = self._pool_of(target)
+        stored = [pool_matrix(m, factor) for m in matrices]
+        write_segment(folder_of(root, target), self.journal.path.name, ids, [version] * len(ids),
+                      [rows for rows, _ in stored], [groups for _, groups in stored], [factor] * len(ids))
         return version
+
+    def _pool_of(self, target) -> int:
+        """The factor a multi-vector collection's pages are pooled by: that of the pages it holds (so MaxSim
+        compares like with like), or MMCORE_DOC_POOL when it holds none."""
+        if self.ws.store.sidecar_root is None:
+            return self.ws.settings.doc_pool
+        if target.key not in self.pools:
+            held = load(folder_of(self.ws.store.sidecar_root, target), target.space.dim, held_versions(target)).pool()
+            self.pools[target.key] = self.ws.settings.doc_pool if held is None else held
+        return self.pools[target.key]
 
     def _forget(self, f: _Pending) -> None:
         """Remove what earlier groups committed of a file that failed, or that is read another way now."""

@@ -6,6 +6,9 @@ to the query's pooled vector (a Chroma query, or the vector cache under filters:
 MaxSim. A hit's score is its MaxSim divided by the query's token count: the mean over the query's tokens of each
 one's best cosine on the page, so it reads like a cosine (1: every query token found itself on the page).
 
+A page stored pooled (MMCORE_DOC_POOL, mmcore.multivector) is scored by its pooled rows; its heat map paints each
+patch with the row its group became.
+
 Pages without a believed token matrix (mmcore.multivector; `check` lists them) are left out of these lists; the
 other spaces that hold pages still find them.
 """
@@ -21,20 +24,27 @@ from cachetools import LRUCache
 
 from .errors import MMError, NotFound
 from .files import read_stored, stored_path
-from .late_interaction import PackedPages, Tile, maxsim, similarity_map
+from .late_interaction import PackedPages, Tile, maxsim, regrouped, similarity_map
 from .multivector import Sidecar, folder_of, held_versions, load
 from .nearest import nearest
 from .spaces import normalize
 from .store import ItemCollection, Match
 from .vector_cache import vector_cache_dir
 
-# Exact MaxSim costs about 0.2 ms a page of ~900 tokens on two CPU cores (bench/RESULTS.md, doc section: 207 ms p50
-# at 1,000 pages), the same as re-ranking as many candidates; so up to CANDIDATES pages every page is scored.
+# Exact MaxSim costs about 0.04 ms a page of ~900 tokens on two CPU cores (bench/RESULTS.md, doc section: 39 ms p50
+# at 1,000 pages), less than re-ranking as many candidates (their rows gathered first); so up to CANDIDATES pages
+# every page is scored.
 EXACT_PAGES = 1000
 # Candidates re-ranked above that: 1,000 of 10,000 synthetic pages keep 95% of exact MaxSim's top 10 (500: 91%),
 # in 131 ms p50 (bench/RESULTS.md).
 CANDIDATES = 1000
-KEPT = 2  # collections whose believed matrices (and packed pages, for the exact path) stay in memory
+MAX_PAGE_SIZE = 4096  # the largest render of a page for its heat map, whatever its metadata says
+# A collection's rows are kept packed in memory (bfloat16) up to this many (3 GB at 128-d: about 13,000 A4 pages),
+# for the exact path and for re-ranking candidates: scoring 1,000 candidates out of the packed block is 4x faster
+# than gathering and converting their rows from the memory-mapped segments on every query (bench/RESULTS.md). The
+# first search after a change packs them (about 6 s per 10,000 pages from a warm page cache, 17 s cold).
+PACKED_MAX_ROWS = 12_000_000
+KEPT = 2  # collections whose believed matrices (and packed rows) stay in memory
 QUERIES_KEPT = 64  # query token matrices kept: a heat map per hit re-uses its search's
 
 _lock = threading.Lock()
@@ -63,7 +73,15 @@ def pooled(tokens: np.ndarray) -> np.ndarray:
 class _Loaded:
     sidecar: Sidecar
     ids: list[str]  # the pages with a believed matrix, sorted
-    packed: PackedPages | None = None  # all of them, made on the first exact search
+    position: dict[str, int]  # where each is in `ids`
+    rows: int  # their token vectors, all together
+    packed: PackedPages | None = None  # all of them, made on the first search (if at most PACKED_MAX_ROWS)
+
+    def packed_rows(self) -> PackedPages | None:
+        """Every believed page's rows in one block (page i of `ids` is page i), or None past PACKED_MAX_ROWS."""
+        if self.packed is None and self.rows <= PACKED_MAX_ROWS:  # two first queries at once both pack: one is kept
+            self.packed = PackedPages([self.sidecar.matrix(id_) for id_ in self.ids])
+        return self.packed
 
 
 def believed(ws, target: ItemCollection) -> Sidecar:
@@ -82,7 +100,8 @@ def _load(ws, target: ItemCollection) -> _Loaded:
         if (loaded := _sidecars.get(key)) is not None:
             return loaded
     sidecar = load(folder, target.space.dim, held_versions(target))
-    loaded = _Loaded(sidecar, sorted(sidecar.where))
+    ids = sorted(sidecar.where)
+    loaded = _Loaded(sidecar, ids, {id_: i for i, id_ in enumerate(ids)}, sum(len(sidecar.matrix(id_)) for id_ in ids))
     with _lock:
         _sidecars[key] = loaded
     return loaded
@@ -97,15 +116,21 @@ def rank(ws, target: ItemCollection, tokens: np.ndarray, k: int, where: dict | N
     sidecar, query = loaded.sidecar, np.asarray(tokens, dtype=np.float32)
     if len(loaded.ids) <= EXACT_PAGES:
         allowed = set(target.ids(where)) if where else None
-        rows = [i for i, id_ in enumerate(loaded.ids) if id_ not in exclude and (allowed is None or id_ in allowed)]
-        if loaded.packed is None:  # two first queries at once both pack: the same pages, one is kept
-            loaded.packed = PackedPages([sidecar.matrix(id_) for id_ in loaded.ids])
-        scores = maxsim(query, loaded.packed, subset=rows) if rows else np.zeros(0, np.float32)
-        ids = [loaded.ids[i] for i in rows]
+        ids = [id_ for id_ in loaded.ids if id_ not in exclude and (allowed is None or id_ in allowed)]
+        if len(ids) == len(loaded.ids):
+            ids = loaded.ids  # every page, in the packed block's order: scored as the block is, nothing gathered
     else:
         near = nearest(target, pooled(query), CANDIDATES, where, accept, exclude, vector_cache_dir(ws.settings.data_dir))
         ids = [m.id for m in near if m.id in sidecar.where]
-        scores = maxsim(query, [sidecar.matrix(id_) for id_ in ids]) if ids else np.zeros(0, np.float32)
+    packed = loaded.packed_rows()
+    if not ids:
+        scores = np.zeros(0, np.float32)
+    elif packed is not None and ids is loaded.ids:
+        scores = maxsim(query, packed)
+    elif packed is not None:
+        scores = maxsim(query, packed, subset=[loaded.position[id_] for id_ in ids])
+    else:
+        scores = maxsim(query, [sidecar.matrix(id_) for id_ in ids])
     top = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]  # ties by id: the same order either way
     chosen = [ids[i] for i in top]
     items = target.get(chosen, skip_missing=True) if chosen else []
@@ -125,13 +150,15 @@ def page_image(ws, collection: str, item_id: str, space: str):
     Raises:
         NotFound: no such item, or its original is not in the media folder. MediaError: the PDF can't be rendered.
     """
-    from .media.pdf import render_page
+    from .media.pdf import RENDER_SIZE, render_page
 
     meta = ws.store.open(collection, space).get([item_id])[0]["metadata"]
     data = read_stored(ws.files.root, stored_path(ws.files.root, meta.get("original")), ws.settings.max_file_bytes)
     if data is None or "page" not in meta:
         raise NotFound(f"Item {item_id!r} has no stored page to show.")
-    return render_page(data, int(meta["page"]), str(meta.get("source", item_id)))
+    # At the size it was rendered at for its ingest (recorded with it; before, always RENDER_SIZE).
+    size = min(max(int(meta.get("width") or 0), int(meta.get("height") or 0)) or RENDER_SIZE, MAX_PAGE_SIZE)
+    return render_page(data, int(meta["page"]), str(meta.get("source", item_id)), size)
 
 
 @dataclass(frozen=True)
@@ -154,22 +181,30 @@ def match_map(ws, collection: str, text: str, item_id: str, space: str) -> Match
         NotFound: the item has no believed token matrix or no stored page. MediaError: the page can't be rendered.
     """
     model = ws.space(space)
-    page = item_tokens(ws, collection, item_id, space)
+    sidecar = believed(ws, ws.store.open(collection, space))
+    page, groups = sidecar.matrix(item_id), sidecar.groups(item_id)
     if page is None:
         raise NotFound(f"Item {item_id!r} has no token matrix in space {space!r}: run `check`, and ingest its file again.")
     image = page_image(ws, collection, item_id, space)
     grid = model.patch_grid(image)
+    if max((int(t.rows.max()) for t in grid if t.rows.size), default=-1) >= (len(page) if groups is None else len(groups)):
+        raise NotFound(f"Item {item_id!r}'s token matrix was made from the page at another size than it renders now: "
+                       "ingest its file again to see where a query matched.")
+    if groups is not None:  # stored pooled: each patch is painted with the row its group became
+        grid = regrouped(grid, groups)
     query = query_tokens(model, text)
     score = float(maxsim(query, [page])[0]) / len(query)
     return MatchMap(similarity_map(query, page, grid), score, grid, image)
 
 
-def heat_map(match: MatchMap, opacity: float = 0.55):
+def heat_map(match: MatchMap, opacity: float = 0.55, size: int = 1024):
     """The page with the query's matches laid over it: each patch tinted from transparent (its best cosine at the
-    page's lowest) to opaque red (at its highest), so what made the page rank shows at a glance."""
+    page's lowest) to opaque red (at its highest), so what made the page rank shows at a glance. At most `size`
+    pixels on its long side: a page rendered for the doc space (2,048 px) is more than a result card shows."""
     from PIL import Image
 
     page = match.image.convert("RGB")
+    page.thumbnail((size, size))
     values = np.asarray(match.values, dtype=np.float32)
     low, high = float(values.min()), float(values.max())
     weight = (values - low) / (high - low) if high > low else np.zeros_like(values)

@@ -200,18 +200,19 @@ def tiny_whisper(path: Path, seed: int = 0) -> Path:
 
 
 
-def tiny_colmodernvbert(path: Path, embedding_dim: int = 16, seed: int = 0) -> Path:
+def tiny_colmodernvbert(path: Path, embedding_dim: int = 16, seed: int = 0, longest_edge: int = 128) -> Path:
     """A ColModernVBert checkpoint (SigLIP patches of 8 px on 64 px tiles, pixel shuffle 2: 16 tokens per tile;
     ModernBERT text) with a byte-level tokenizer holding the tokens its processor writes (Idefics3's tile tags
     <row_i_col_j>, <global-img>, <|begin_of_text|>; the processor adds <image> and two more). Pages are scaled to
-    128 px on their long side and cut into up to 2 x 2 tiles plus the whole page, as the real one does at 2048/512.
+    128 px on their long side (`longest_edge`) and cut into up to 2 x 2 tiles plus the whole page, as the real one
+    does at 2048/512.
     """
     from transformers import ColModernVBertConfig, ColModernVBertForRetrieval, ColModernVBertProcessor, Idefics3ImageProcessor
 
     tokenizer = _byte_level_tokenizer(
         ["<|begin_of_text|>", "<global-img>"] + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
     )
-    images = Idefics3ImageProcessor(size={"longest_edge": 128}, max_image_size={"longest_edge": 64},
+    images = Idefics3ImageProcessor(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": 64},
                                     image_mean=[0.5] * 3, image_std=[0.5] * 3)
     processor = ColModernVBertProcessor(image_processor=images, tokenizer=tokenizer, image_seq_len=16)
     special = tokenizer.pad_token_id

@@ -208,3 +208,68 @@ def test_an_ingested_pdf_puts_its_pages_in_the_doc_space_and_a_text_query_finds_
     hits = search_each_modality(ws, Query(text="tide tables"), "docs", 5)
     assert {h.id for h in hits["page"]} == set(pages)
     assert any("doc" in (h.found_in or [h.space]) for h in hits["page"]), "the doc space answered for pages"
+
+
+def test_each_family_says_the_page_size_its_processor_scales_pages_to(space):
+    size = space.processor.image_processor.size
+    if space.family == "colqwen2":  # a pixel budget: size's longest_edge holds max_pixels
+        expected = int((size["longest_edge"] * 297 / 210) ** 0.5)
+    else:
+        expected = size["height"] if space.family == "colpali" else size["longest_edge"]
+    assert space.page_size == expected and 0 < space.page_size < 1000
+
+
+def test_pages_reach_the_doc_space_at_the_size_its_processor_scales_them_to(tmp_path, clip_dir):
+    """A processor that scales pages past the usual 768 px render (ColModernVBert: 2,048; here 896) gets them
+    rendered at its size: the tokens stored are those of the page at that size, not of a smaller render upscaled."""
+    from media_pdf import make_pdf
+
+    from mmcore.ingest import SourceFile, ingest
+    from mmcore.media.pdf import RENDER_SIZE, render_page
+    from mmcore.multivector import folder_of, held_versions, load
+    from mmcore.workspace import Workspace
+
+    folder = tiny_colmodernvbert(tmp_path / "cmvb", longest_edge=896)
+    ws = Workspace(Settings(data_dir=tmp_path / "data", models={"clip": str(clip_dir), "doc": str(folder)}, batch_size=4))
+    data = make_pdf(["Quarterly tide tables " * 20, "Harbour fees"], colours=[(200, 30, 30), (30, 30, 200)])
+    report = ingest(ws, [SourceFile("report.pdf", data=data)], collection="docs")
+    assert [(r.status, r.reason) for r in report.results] == [("added", None)]
+    doc = ws.store.open("docs", "doc")
+    space = ws.space("doc")
+    assert space.page_size == 896
+    sidecar = load(folder_of(ws.store.sidecar_root, doc), doc.space.dim, held_versions(doc))
+    for item in doc.get(doc.ids()):
+        meta = item["metadata"]
+        assert max(meta["width"], meta["height"]) == 896
+        stored = sidecar.matrix(item["id"]).astype(np.float32)
+        sharp = space.embed_page_tokens([render_page(data, meta["page"], "report.pdf", 896)])[0].astype(np.float32)
+        blurred = space.embed_page_tokens([render_page(data, meta["page"], "report.pdf", RENDER_SIZE)])[0].astype(np.float32)
+        np.testing.assert_allclose(stored, sharp, atol=2e-2)
+        assert stored.shape == blurred.shape and np.abs(stored - blurred).max() > 0.05, "not the 768 px render upscaled"
+    # CLIP takes the same pages (it scales them to 224 px itself), and their thumbnails are as before.
+    clip = ws.store.open("docs", "clip")
+    assert sorted(clip.ids({"modality": "page"})) == sorted(doc.ids())
+
+
+def test_openvino_bf16_runs_colmodernvbert_in_parity_and_the_other_families_on_torch(tmp_path, monkeypatch):
+    from mmcore.spaces.backends import OPENVINO_BF16, PARITY_MIN_COSINE
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # converted models: not in the user's cache
+    folder = tiny_colmodernvbert(tmp_path / "cmvb", embedding_dim=16, seed=0)
+    eager = DocSpace.load(str(folder), device="cpu")
+    fast = DocSpace.load(str(folder), device="cpu", backend=OPENVINO_BF16)
+    assert fast.info.backend == OPENVINO_BF16 and fast.towers is not None
+    # Pages of other shapes than the one it was converted on (A4), so other tile counts (2 x 2, 1 x 2 and the page).
+    pages = PAGES + [page((600, 300), block=(0.5, 0.5, 1, 1))]
+    assert len({len(t) for t in eager.embed_page_tokens(pages)}) >= 2
+    for want, got in [(eager.embed_page_tokens(pages), fast.embed_page_tokens(pages)),
+                      (eager.embed_query_tokens(["tide tables", "a much longer query about harbour fees in 1912"]),
+                       fast.embed_query_tokens(["tide tables", "a much longer query about harbour fees in 1912"]))]:
+        for a, b in zip(want, got):
+            a, b = a.astype(np.float32), b.astype(np.float32)
+            assert a.shape == b.shape
+            cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            assert cosine.min() >= PARITY_MIN_COSINE
+    np.testing.assert_allclose(fast.embed_images(PAGES[:1]), eager.embed_images(PAGES[:1]), atol=0.02)
+    colpali = DocSpace.load(str(tiny_colpali(tmp_path / "colpali", embedding_dim=16, seed=0)), backend=OPENVINO_BF16)
+    assert colpali.info.backend == "torch" and colpali.towers is None, "what ran it is what its collection records"

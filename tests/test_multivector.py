@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +260,19 @@ def test_a_query_built_from_a_page_finds_that_page_first_exactly_and_through_can
         monkeypatch.undo()
 
 
+def test_candidates_are_scored_from_the_packed_rows_or_past_their_budget_from_the_segments(docs, monkeypatch):
+    target = docs.store.open(COLLECTION, "doc")
+    query = ms.query_tokens(docs.space("doc"), "harbour fees")
+    monkeypatch.setattr(ms, "EXACT_PAGES", 0)  # candidates re-ranked
+    packed = ms.rank(docs, target, query, 5)
+    assert ms._load(docs, target).packed is not None
+    monkeypatch.setattr(ms, "PACKED_MAX_ROWS", 0)
+    ms._sidecars.clear()
+    read = ms.rank(docs, target, query, 5)
+    assert ms._load(docs, target).packed is None, "past the budget nothing is packed"
+    assert len(read) == 5 and [(m.id, round(m.score, 4)) for m in read] == [(m.id, round(m.score, 4)) for m in packed]
+
+
 def test_the_match_map_of_a_hit_paints_the_page_s_patches(docs):
     hit = search(docs, Query(text="tide tables"), COLLECTION, 1, space="doc")[0]
     drawn = ms.match_map(docs, COLLECTION, "tide tables", hit.id, "doc")
@@ -281,3 +295,96 @@ def test_the_heat_map_is_red_where_the_query_matched_and_the_page_elsewhere():
     top_right, bottom_left = shown[5, 75], shown[75, 5]
     assert top_right[0] > top_right[1] + 60, "tinted red where the query matched"
     assert tuple(bottom_left) == (255, 255, 255), "the page itself where it did not"
+    big = heat_map(MatchMap(values, 0.5, (), Image.new("RGB", (1448, 2048), (255, 255, 255))))
+    assert big.size == (724, 1024), "a page rendered for the doc space is shown at most 1,024 px high"
+
+
+def test_a_pooled_segment_keeps_its_groups_and_an_older_one_without_them_reads_unpooled(tmp_path):
+    rng = np.random.default_rng(1)
+    pages = [normalize(rng.standard_normal((n, 8))).astype(np.float16) for n in (9, 4)]
+    stored = [mv.pool_matrix(p, 2) for p in pages]
+    assert [len(rows) for rows, _ in stored] == [5, 2] and all(g.dtype == np.int16 for _, g in stored)
+    path = mv.write_segment(tmp_path / "c.doc", "w.journal", ["a", "b", "c"], ["v", "v", "v"],
+                            [stored[0][0], stored[1][0], pages[0]], [stored[0][1], stored[1][1], None], [2, 2, 1])
+    loaded = mv.load(tmp_path / "c.doc", 8, {"a": "v", "b": "v", "c": "v"})
+    np.testing.assert_array_equal(loaded.groups("a"), stored[0][1])
+    assert len(loaded.groups("b")) == 4 and loaded.groups("c") is None and loaded.pool() == 2
+    # A pooled row is the renormalised mean of the rows its group holds.
+    group = pages[0][stored[0][1] == 0].astype(np.float32)
+    np.testing.assert_allclose(loaded.matrix("a")[0].astype(np.float32), normalize(group.mean(0, keepdims=True))[0], atol=2e-3)
+    np.save(path / "groups.npy", np.full(13, 7, np.int16))  # a group naming a row page b doesn't have (it has 2)
+    with pytest.raises(Exception, match="groups name token vectors"):
+        mv.read_segment(path, 8)
+    (path / "groups.npy").unlink()  # a segment written before pooling: no groups, nothing pooled
+    index = dict(np.load(path / "index.npz"))
+    np.savez(path / "index.npz", ids=index["ids"], versions=index["versions"], offsets=index["offsets"])
+    old = mv.read_segment(path, 8)
+    assert old.groups_of(0) is None and old.pools.tolist() == [1, 1, 1]
+
+
+@pytest.fixture
+def pooled_docs(tmp_path, clip_dir, doc_dir, pdfs) -> Workspace:
+    """Both PDFs ingested with MMCORE_DOC_POOL=2."""
+    ws = Workspace(replace(settings_for(tmp_path / "data", clip_dir, doc_dir), doc_pool=2))
+    report = ingest(ws, [SourceFile(name, path=path) for name, path in pdfs.items()], collection=COLLECTION)
+    assert [r.status for r in report.results] == ["added", "added"] and not any(r.notes for r in report.results)
+    return ws
+
+
+def test_pooled_pages_are_stored_smaller_and_still_found_and_painted(pooled_docs):
+    ws, space = pooled_docs, pooled_docs.space("doc")
+    doc = ws.store.open(COLLECTION, "doc")
+    found = sidecar(ws)
+    assert sorted(found.where) == page_ids(ws) and found.pool() == 2
+    for item in doc.get(page_ids(ws), with_vectors=True):
+        meta = item["metadata"]
+        image = render_page((ws.files.root / meta["original"]).read_bytes(), meta["page"], meta["source"])
+        pooled_vector, (whole,) = space.embed_pages([image])
+        rows, groups = found.matrix(item["id"]), found.groups(item["id"])
+        # Half the rows (Ward's cut into ceil(n / 2) clusters), and a group for each of the model's token rows.
+        assert len(rows) == int(np.ceil(len(whole) / 2)) and len(groups) == len(whole)
+        np.testing.assert_allclose(rows.astype(np.float32), mv.pool_matrix(whole, 2)[0].astype(np.float32), atol=2e-2)
+        # Chroma's vector is still the mean of all the page's tokens, not of the pooled rows.
+        np.testing.assert_allclose(item["vector"], pooled_vector[0], atol=2e-3)
+    target = doc
+    for id_ in page_ids(ws):
+        own = found.matrix(id_).astype(np.float32)
+        others = np.concatenate([found.matrix(o) for o in page_ids(ws) if o != id_]).astype(np.float32)
+        query = own[np.argsort((own @ others.T).max(axis=1))[:8]]
+        assert ms.rank(ws, target, query, 5)[0].id == id_
+    hit = search(ws, Query(text="tide tables"), COLLECTION, 1, space="doc")[0]
+    drawn = ms.match_map(ws, COLLECTION, "tide tables", hit.id, "doc")
+    assert drawn.score == pytest.approx(hit.score, abs=1e-5)
+    assert np.isfinite(drawn.values).all() and drawn.values.max() <= 1.01
+    # Every patch painted with the best cosine of the stored row standing for it.
+    query = ms.query_tokens(space, "tide tables")
+    best = (found.matrix(hit.id).astype(np.float32) @ query.T).max(axis=1)
+    assert set(np.unique(drawn.values)) <= set(best.astype(np.float32)) and len(np.unique(drawn.values)) > 1
+    assert check_store(ws.settings).ok
+
+
+def test_a_collection_keeps_its_pooling_factor_when_the_setting_changes(pooled_docs, pdfs, tmp_path, clip_dir, doc_dir):
+    ws = Workspace(replace(pooled_docs.settings, doc_pool=1))
+    pooled_docs.close()
+    extra = tmp_path / "more.pdf"
+    extra.write_bytes(make_pdf(["Lighthouse keepers' rota"], colours=[(10, 200, 200)]))
+    report = ingest(ws, [SourceFile("more.pdf", path=extra)], collection=COLLECTION)
+    assert report.results[0].status == "added"
+    assert any("pooled by 2, as the collection's other pages" in n for n in report.results[0].notes)
+    found = sidecar(ws)
+    assert len(found) == 6 and {int(found.segments[s].pools[r]) for s, r in found.where.values()} == {2}
+    # A collection without pages takes the setting: whole matrices there.
+    report = ingest(ws, [SourceFile("more.pdf", path=extra)], collection="fresh")
+    assert report.results[0].status == "added" and not report.results[0].notes
+    fresh = ws.store.open("fresh", "doc")
+    loaded = mv.load(mv.folder_of(ws.store.sidecar_root, fresh), fresh.space.dim, mv.held_versions(fresh))
+    assert loaded.pool() == 1 and loaded.groups(fresh.ids()[0]) is None
+    # Compaction keeps the groups and factors of what it keeps.
+    doc = ws.store.open(COLLECTION, "doc")
+    before = {id_: np.array(found.groups(id_)) for id_ in page_ids(ws)}
+    doc.delete(page_ids(ws)[:3])
+    after = sidecar(ws)
+    assert [p.name.split("-")[0] for p in mv.segment_paths(mv.folder_of(ws.store.sidecar_root, doc))] == ["compacted"]
+    for id_ in page_ids(ws):
+        np.testing.assert_array_equal(after.groups(id_), before[id_])
+    assert after.pool() == 2

@@ -193,3 +193,25 @@ def test_the_item_view_renders_a_stored_pdf_page_as_at_ingest(tmp_path):
         render_page(data, 3, "stored.pdf")
     with pytest.raises(MediaError, match="can't be rendered"):
         render_page(b"%PDF-1.4 torn", 1, "torn.pdf")
+
+
+def test_pages_a_space_sees_larger_are_rendered_at_its_size_one_at_a_time(options):
+    from dataclasses import replace
+
+    data = make_pdf([" ".join(WORDS[:120]), "Second page.", ""], colours=[(220, 30, 30), None, (30, 60, 220)])
+    eager = read_pdf("doc.pdf", data, options)  # no space wants more than RENDER_SIZE: rendered up front, as always
+    assert isinstance(eager.chunks, list) and max(eager.chunks[0].payload.size) == RENDER_SIZE
+    lazy = read_pdf("doc.pdf", data, replace(options, page_size=2048))
+    assert not isinstance(lazy.chunks, list), "large renders are made as the pages are consumed"
+    chunks = list(lazy.chunks)
+    assert lazy.count == len(chunks) == len(eager.chunks)
+    assert [c.locator_key for c in chunks] == [c.locator_key for c in eager.chunks]
+    assert [c.payload for c in chunks if c.modality == "text"] == [c.payload for c in eager.chunks if c.modality == "text"]
+    for big, small in zip([c for c in chunks if c.modality == "page"], [c for c in eager.chunks if c.modality == "page"]):
+        assert max(big.payload.size) == 2048 and abs(big.payload.width - 2048 * 612 / 792) <= 1
+        assert big.meta == {"width": big.payload.width, "height": big.payload.height, "pages": 3}
+        assert max(big.thumbnail.size) == THUMBNAIL_SIZE and big.thumbnail.size == small.thumbnail.size
+    assert lazy.thumbnail.size == eager.thumbnail.size
+    # The text limit is still checked before anything is rendered.
+    with pytest.raises(MediaError, match="over the 0 MB limit"):
+        read_pdf("doc.pdf", data, replace(options, page_size=2048, max_text_bytes=100))

@@ -107,3 +107,4 @@ class ReadOptions:
     max_media_seconds: float = 4 * 3600.0  # longest video or audio accepted (decoding stops here: bounded work)
     max_pdf_pages: int = 500
     max_text_bytes: int = 10 * 1024 * 1024  # largest text file, and most text in one PDF (in characters)
+    page_size: int = 0  # pixels on a PDF page's long side that a space taking pages wants (mmcore.media.pdf)
