@@ -1,4 +1,4 @@
-"""`python -m mmcore ingest | search | info | analyze | export | demo | import-vectors | index | check | backup | restore`:
+"""`python -m mmcore ingest | search | info | analyze | evaluate | export | demo | import-vectors | index | check | backup | restore`:
 the same functions the pages call."""
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     _analysis_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per item in a list")
 
+    p = commands.add_parser("evaluate", help="how well the space fits the collection: retrieval between image-caption "
+                            "pairs (recall@1/5/10, mean rank) and how well the tags are told apart (k-NN, linear probe)")
+    p.add_argument("--collection")
+    p.add_argument("--space", help="which space of the collection (default: its only one, else the default space)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
     p = commands.add_parser("export", help="write items with metadata, tags, map coordinates and clusters")
     _analysis_arguments(p)
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "export": _export, "demo": _demo,
+        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "evaluate": _evaluate, "export": _export, "demo": _demo,
                         "import-vectors": _import_vectors, "index": _index, "check": _check, "backup": _backup,
                         "restore": _restore}
         return commands_run[args.command](args)
@@ -333,6 +339,16 @@ def _analyze(args) -> int:
     if reason := analysis.coarse:
         finer = f" For finer ones: {_finer_flags(analysis)}" if analysis.finer != analysis.requested else ""
         print(f"note: these clusters are too coarse to review: {reason}.{finer}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    ws = _workspace(args.collection)
+    name = args.collection or ws.settings.collection
+    report = evaluate(ws, name, _space_of(ws, name, args.space))
+    print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
     return 0
 
 
