@@ -23,6 +23,7 @@ KS = (1, 5, 10)
 NEIGHBOURS = 10  # k of the nearest-neighbour tag precision
 MIN_PER_TAG = 3  # a tag on fewer items is left out of the tag figures (a probe can't learn or be tested on it)
 FOLDS = 5
+PROBE_C = 10.0  # on unit vectors, C=1 holds every weight so small that no probability reaches 0.9 (digits, 5 examples a tag)
 BLOCK = 1024  # queries scored at a time: [BLOCK, n] similarities in memory, never [n, n]
 NOUNS = {"text": ("caption", "captions"), "image": ("image", "images"), "video": ("video segment", "video segments"),
          "page": ("page", "pages"), "audio": ("sound", "sounds")}
@@ -240,7 +241,7 @@ def fit_scores(x: np.ndarray, y: np.ndarray, new: np.ndarray, weights: np.ndarra
         if labels.all() or not labels.any():
             out[:, j] = float(labels.all())
             continue
-        model = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced")
+        model = LogisticRegression(C=PROBE_C, max_iter=1000, class_weight="balanced")
         model.fit(x, labels, sample_weight=None if weights is None else weights[:, j])
         out[:, j] = model.predict_proba(new)[:, 1]
     return out
