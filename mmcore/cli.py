@@ -1,4 +1,4 @@
-"""`python -m mmcore ingest | search | info | analyze | evaluate | export | demo | import-vectors | index | check | backup | restore`:
+"""`python -m mmcore ingest | search | info | analyze | evaluate | caption | export | demo | import-vectors | index | check | backup | restore`:
 the same functions the pages call."""
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", help="which space of the collection (default: its only one, else the default space)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
+    p = commands.add_parser("caption", help="caption the collection's pictures that have none yet (MMCORE_CAPTION_MODEL): "
+                            "each caption becomes a text item paired with its picture")
+    p.add_argument("--collection")
+    p.add_argument("--id", action="append", default=None, metavar="ID", help="only this item (repeatable; default: every picture)")
+
     p = commands.add_parser("export", help="write items with metadata, tags, map coordinates and clusters")
     _analysis_arguments(p)
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "evaluate": _evaluate, "export": _export, "demo": _demo,
+        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "evaluate": _evaluate, "caption": _caption, "export": _export, "demo": _demo,
                         "import-vectors": _import_vectors, "index": _index, "check": _check, "backup": _backup,
                         "restore": _restore}
         return commands_run[args.command](args)
@@ -350,6 +355,20 @@ def _evaluate(args) -> int:
     report = evaluate(ws, name, _space_of(ws, name, args.space))
     print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
     return 0
+
+
+def _caption(args) -> int:
+    from .captions import caption_collection
+
+    ws = _workspace(args.collection)
+    name = args.collection or ws.settings.collection
+    progress = lambda done, total: print(f"captioned {done:,} of {total:,}", file=sys.stderr)  # noqa: E731
+    report = caption_collection(ws, name, ids=args.id, on_progress=progress)
+    print(f"{report.captioned:,} caption(s) written for {report.pictures:,} picture(s) without one, into "
+          f"{', '.join(report.spaces)} ({report.seconds:.1f}s)")
+    for problem in report.problems:
+        print(f"  problem: {problem}")
+    return 1 if report.problems else 0
 
 
 def _finer_flags(analysis) -> str:
