@@ -99,3 +99,33 @@ def test_off_by_default_and_refused_models(clip_dir):
         get_captioner(settings)
     with pytest.raises(ModelUnavailable, match="could not be loaded as a captioning checkpoint"):
         Captioner.load(str(clip_dir))  # an image model, but not one that writes captions
+
+
+def test_picture_clusters_are_named_by_their_written_captions(tmp_path):
+    """Two blobs of pictures in a space without a text model: each cluster is named by its pictures' written
+    captions' distinctive words (captions from a CSV, without caption_model, are not used for this)."""
+    import numpy as np
+
+    from mmcore.analysis.maps import analyze
+    from mmcore.analysis.naming import cluster_names
+    from mmcore.spaces import SpaceInfo
+
+    ws = Workspace(Settings(data_dir=tmp_path / "data"))
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16))
+    points = np.concatenate([c + 0.05 * rng.standard_normal((n, 16)) for c, n in zip(centres, (40, 40, 80))]).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    words = ["a red tractor ploughs the field", "seagulls over the harbour boats"]
+    ids = [f"p{i:03d}" for i in range(80)] + [f"p{i:03d}:caption" for i in range(80)]
+    metas = [{"modality": "image", "source": f"p{i}.jpg"} for i in range(80)]
+    metas += [{"modality": "text", "pair_of": f"p{i:03d}", "caption_model": "tiny"} for i in range(80)]
+    documents = [None] * 80 + [f"{words[i // 40]} number {i}" for i in range(80)]
+    collection = ws.store.collection("named", SpaceInfo("vecs", "synthetic", "", 16))
+    collection.add(ids, points, metas, documents)  # the captions in a place of their own
+    analysis = analyze(ws, "named", "vecs")
+    names = cluster_names(ws, analysis)
+    picture_names = {i: names.get(int(label)) for i, label in zip(analysis.ids, analysis.labels) if label >= 0 and ":" not in i}
+    first = {n for i, n in picture_names.items() if int(i[1:]) < 40}
+    second = {n for i, n in picture_names.items() if int(i[1:]) >= 40}
+    assert first and all("tractor" in n or "ploughs" in n or "field" in n for n in first), first
+    assert second and all("seagulls" in n or "harbour" in n or "boats" in n for n in second), second
