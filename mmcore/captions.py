@@ -219,6 +219,21 @@ def caption_added(ws, collection: str, report) -> None:
             owner.notes.append(problem)
 
 
+def captions_of(collection, ids: Sequence[str], written_only: bool = False) -> dict[str, str]:
+    """A caption for each of these pictures that has one, by picture id: a written one (by a captioning model)
+    first, else one an image-caption CSV paired with it (unless `written_only`)."""
+    found: dict[str, tuple[bool, str]] = {}
+    ids = list(ids)
+    for start in range(0, len(ids), collection.max_batch):
+        for item in sorted(collection.find({"pair_of": {"$in": ids[start : start + collection.max_batch]}}), key=lambda i: i["id"]):
+            meta, text = item["metadata"], item["document"]
+            written = bool(meta.get("caption_model"))
+            picture = str(meta.get("pair_of"))
+            if text and (written or not written_only) and (picture not in found or written and not found[picture][0]):
+                found[picture] = (written, text)
+    return {picture: text for picture, (_, text) in found.items()}
+
+
 def _ids_and_metas(target, where: dict) -> tuple[list[str], list[dict]]:
     items = target.all(with_vectors=False, where=where)
     return items.ids, items.metadatas

@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from mmcore.analysis.frame import SORTS, filter_items, sort_items
+from mmcore.captions import captions_of
 from mmcore.suggest import MIN_EXAMPLES, Reviews, accept, reject, suggestions, want
 
 COLUMNS = 6
@@ -100,11 +101,14 @@ if items.empty:
     st.info("No item meets these filters.", icon=":material/filter_list_off:")
     st.stop()
 
+captions = ui.guarded(lambda: captions_of(ws.store.open(ui.collection(), space), list(window["id"])), needs_model=False) or {}
 for start in range(0, len(window), COLUMNS):
     for col, row in zip(st.columns(COLUMNS), window.iloc[start : start + COLUMNS].itertuples()):
         with col, st.container(border=True, key=f"card-{row.id}"):
             if not ui.picture(row.thumbnail) and row.snippet:
                 ui.snippet(row.snippet)
+            if caption := captions.get(row.id):  # the picture's caption, written or from a CSV
+                st.markdown(ui.plain(caption))
             st.caption(ui.plain(str(row.source)))
             st.caption(ui.plain(f"{row.cluster_name} · outlier {row.outlier_score:.2f}"))
             if st.button("Open", key=f"open-{row.id}", width="stretch"):

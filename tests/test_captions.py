@@ -11,7 +11,7 @@ import pytest
 from checkpoints import tiny_blip, tiny_florence2
 from PIL import Image
 
-from mmcore.captions import SUFFIX, Captioner, caption_collection, get_captioner
+from mmcore.captions import SUFFIX, Captioner, caption_collection, captions_of, get_captioner
 from mmcore.cli import main
 from mmcore.config import Settings
 from mmcore.errors import MMError, ModelUnavailable
@@ -55,6 +55,7 @@ def test_ingest_captions_each_picture(settings, media, blip_dir):
     for name in IMAGES:
         assert "1 caption(s) written" in next(r for r in report.results if r.name == name).notes
 
+    assert captions_of(clip, pictures.ids) == dict(zip(pictures.ids, expected))  # what the Gallery's cards show
     # searchable: its own words find the caption first, shown with its picture
     hits = with_pairs(ws, search_each_modality(ws, Query(text=expected[0]), "cap", k=3)["text"], "cap")
     assert hits[0].document == expected[0] and hits[0].pairs[0].modality == "image"

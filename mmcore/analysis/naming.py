@@ -195,13 +195,10 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
 
 def _written_captions(collection, items: Items) -> dict[str, str]:
     """The captions a captioning model wrote (mmcore.captions) for the sample's pictures, by picture id."""
-    pictures = [i for i, m in zip(items.ids, items.metadatas) if m.get("modality") in ("image", "page", "video")]
-    found: dict[str, str] = {}
-    for start in range(0, len(pictures), collection.max_batch):
-        for item in collection.find({"pair_of": {"$in": pictures[start : start + collection.max_batch]}}):
-            if item["metadata"].get("caption_model") and item["document"]:
-                found[str(item["metadata"]["pair_of"])] = item["document"]
-    return found
+    from ..captions import PICTURES, captions_of
+
+    return captions_of(collection, [i for i, m in zip(items.ids, items.metadatas) if m.get("modality") in PICTURES],
+                       written_only=True)
 
 
 def save_user_labels(user_file: Path, text: str) -> None:
