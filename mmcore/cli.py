@@ -1,4 +1,4 @@
-"""`python -m mmcore ingest | search | info | analyze | evaluate | caption | export | demo | import-vectors | index | check | backup | restore`:
+"""`python -m mmcore ingest | search | info | analyze | evaluate | adapt | caption | export | demo | import-vectors | index | check | backup | restore`:
 the same functions the pages call."""
 
 from __future__ import annotations
@@ -58,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", help="which space of the collection (default: its only one, else the default space)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
+    p = commands.add_parser("adapt", help="learn a residual linear adapter from the collection's pairs or tags; kept, as "
+                            "the derived space SPACE-adapted, only if it does better on held-out items")
+    p.add_argument("--collection")
+    p.add_argument("--space", help="which space of the collection (default: its only one, else the default space)")
+    p.add_argument("--from", dest="source", choices=("auto", "pairs", "tags"), default="auto",
+                   help="learn from image-caption pairs or from tags (default: pairs where 10 or more pictures have one)")
+    p.add_argument("--dry-run", action="store_true", help="measure only; write nothing")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
     p = commands.add_parser("caption", help="caption the collection's pictures that have none yet (MMCORE_CAPTION_MODEL): "
                             "each caption becomes a text item paired with its picture")
     p.add_argument("--collection")
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "evaluate": _evaluate, "caption": _caption, "export": _export, "demo": _demo,
+        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "evaluate": _evaluate, "adapt": _adapt, "caption": _caption, "export": _export, "demo": _demo,
                         "import-vectors": _import_vectors, "index": _index, "check": _check, "backup": _backup,
                         "restore": _restore}
         return commands_run[args.command](args)
@@ -354,6 +363,18 @@ def _evaluate(args) -> int:
     name = args.collection or ws.settings.collection
     report = evaluate(ws, name, _space_of(ws, name, args.space))
     print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0
+
+
+def _adapt(args) -> int:
+    from dataclasses import asdict
+
+    from .adapter import adapt
+
+    ws = _workspace(args.collection)
+    name = args.collection or ws.settings.collection
+    report = adapt(ws, name, _space_of(ws, name, args.space), args.source, write=not args.dry_run)
+    print(json.dumps(asdict(report), indent=2) if args.json else "\n".join(report.lines()))
     return 0
 
 

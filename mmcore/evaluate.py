@@ -188,9 +188,9 @@ def tag_matrix(tag_lists: Sequence[Sequence[str]], min_per_tag: int = MIN_PER_TA
 
 
 def tag_fit(vectors: np.ndarray, tag_lists: Sequence[Sequence[str]], k: int = NEIGHBOURS, folds: int = FOLDS,
-            min_per_tag: int = MIN_PER_TAG) -> TagFit | None:
-    """Nearest-neighbour precision and linear-probe accuracy of the tags (see TagFit); None when fewer than two tags
-    have `min_per_tag` items (nothing to tell apart)."""
+            min_per_tag: int = MIN_PER_TAG, probe: bool = True) -> TagFit | None:
+    """Nearest-neighbour precision and linear-probe accuracy (unless not `probe`) of the tags (see TagFit); None when
+    fewer than two tags have `min_per_tag` items (nothing to tell apart)."""
     rows, y, used, left_out = tag_matrix(tag_lists, min_per_tag)
     if len(used) < 2:
         return None
@@ -210,7 +210,7 @@ def tag_fit(vectors: np.ndarray, tag_lists: Sequence[Sequence[str]], k: int = NE
             best.append(min(k, shares[i].sum() - 1) / k)
     counts = y.sum(axis=0)
     return TagFit(n, {t: int(c) for t, c in zip(used, counts)}, left_out, k, float(np.mean(precision)), float(np.mean(chance)),
-                  float(np.mean(best)), _probe_accuracy(x, y, folds), float(counts.max() / n), min(folds, int(counts.min())))
+                  float(np.mean(best)), _probe_accuracy(x, y, folds) if probe else None, float(counts.max() / n), min(folds, int(counts.min())))
 
 
 def _probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int) -> float | None:
