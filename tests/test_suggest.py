@@ -46,7 +46,7 @@ def test_digits_suggestions_from_five_examples_a_digit(digits):
     right = np.array([truth[s.id] == s.tag for s in report.items])
     sure = np.array([s.confidence >= 0.9 for s in report.items])
     assert len(report.items) >= 1000 and right.mean() >= 0.8  # 50 examples tag most of 1,747 digits, mostly right
-    assert sure.sum() >= 300 and right[sure].mean() >= 0.95  # and the confident ones are nearly all right
+    assert sure.sum() >= 500 and right[sure].mean() >= 0.93  # and the confident ones are nearly all right
     assert [s.confidence for s in report.items] == sorted((s.confidence for s in report.items), reverse=True)
 
 
