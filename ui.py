@@ -12,6 +12,8 @@ from pathlib import Path
 import streamlit as st
 
 from mmcore.access import Access, verified_email
+from mmcore.captions import is_loaded as captions_loaded
+from mmcore.captions import load_failure as captions_failure
 from mmcore.config import Settings
 from mmcore.errors import MMError
 from mmcore.files import read_stored, read_thumbnail
@@ -209,6 +211,9 @@ def show_model_status() -> None:
         lines.append(f"**Speech** `{settings.asr_model}` · {state}")
     else:
         lines.append("**Speech** off (set MMCORE_ASR_MODEL)")
+    if settings.caption_model:
+        state = load_state(captions_loaded(settings), captions_failure(settings))
+        lines.append(f"**Captions** `{settings.caption_model}` · {state}")
     st.session_state["model_slot"].caption("  \n".join(lines))
 
 

@@ -94,6 +94,15 @@ def get_captioner(settings: Settings) -> Captioner:
     return _models.get((settings.caption_model, settings.device), lambda: Captioner.load(settings.caption_model, settings.device))
 
 
+def is_loaded(settings: Settings) -> bool:
+    return _models.is_loaded((settings.caption_model, settings.device))
+
+
+def load_failure(settings: Settings) -> str | None:
+    """Why the configured captioning model last failed to load, or None."""
+    return _models.failure((settings.caption_model, settings.device))
+
+
 @dataclass
 class CaptionReport:
     pictures: int = 0  # pictures that needed a caption
