@@ -65,7 +65,8 @@ def review_suggestions() -> None:
                 if not ui.picture(row["thumbnail"]) and row["snippet"]:
                     ui.snippet(row["snippet"])
                 st.caption(ui.plain(str(row["source"])))
-                st.markdown(ui.plain(f"{s.tag} · {s.confidence:.0%}") + ("" if s.source == "probe" else " (by name)"))
+                by = "" if s.source == "probe" else " (by name)"
+                st.markdown(ui.plain(f"{s.tag} · {int(s.confidence * 100)}%{by}"))  # floored: 0.996 is no sure 100%
                 if st.button("Accept", icon=":material/check:", key=f"accept-{s.id}", disabled=bool(denied), help=denied,
                              width="stretch"):
                     decide(accept, [s])

@@ -130,3 +130,19 @@ def test_picture_clusters_are_named_by_their_written_captions(tmp_path):
     second = {n for i, n in picture_names.items() if int(i[1:]) >= 40}
     assert first and all("tractor" in n or "ploughs" in n or "field" in n for n in first), first
     assert second and all("seagulls" in n or "harbour" in n or "boats" in n for n in second), second
+
+
+def test_an_analysis_without_clusters_has_no_names(tmp_path):
+    """A handful of items is all noise: naming them gives nothing (it used to fail reshaping an empty sample)."""
+    import numpy as np
+
+    from mmcore.analysis.maps import analyze
+    from mmcore.analysis.naming import cluster_names
+    from mmcore.spaces import SpaceInfo
+
+    ws = Workspace(Settings(data_dir=tmp_path / "data"))
+    points = np.eye(6, 16, dtype=np.float32)
+    ws.store.collection("few", SpaceInfo("vecs", "synthetic", "", 16)).add(
+        [f"p{i}" for i in range(6)], points, [{"modality": "image"}] * 6, [None] * 6)
+    analysis = analyze(ws, "few", "vecs")
+    assert not analysis.cluster_ids and cluster_names(ws, analysis) == {}

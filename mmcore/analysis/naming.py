@@ -227,5 +227,5 @@ def _named_sample(collection, cache_dir: Path, analysis: Analysis) -> Items:
     row = {id_: i for i, id_ in enumerate(cached.ids)}
     ids = [i for i in ids if i in row]  # deleted since the analysis: not named by
     found = [item for start in range(0, len(ids), collection.max_batch) for item in collection.get(ids[start : start + collection.max_batch])]
-    return Items(ids=ids, vectors=np.asarray(cached.vectors[[row[i] for i in ids]], dtype=np.float32).reshape(len(ids), -1),
+    return Items(ids=ids, vectors=np.asarray(cached.vectors[[row[i] for i in ids]], dtype=np.float32).reshape(len(ids), cached.vectors.shape[1]),
                  metadatas=[item["metadata"] for item in found], documents=[item["document"] for item in found])
