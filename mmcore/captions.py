@@ -230,8 +230,12 @@ def caption_added(ws, collection: str, report) -> None:
 
 def captions_of(collection, ids: Sequence[str], written_only: bool = False) -> dict[str, str]:
     """A caption for each of these pictures that has one, by picture id: a written one (by a captioning model)
-    first, else one an image-caption CSV paired with it (unless `written_only`)."""
+    first, else one an image-caption CSV paired with it (unless `written_only`). None while a staged import is
+    still going into the search index (mmcore.pending): a lookup by metadata would wait for it, and the map and its
+    names must not."""
     found: dict[str, tuple[bool, str]] = {}
+    if collection.staged_count():
+        return {}
     ids = list(ids)
     for start in range(0, len(ids), collection.max_batch):
         for item in sorted(collection.find({"pair_of": {"$in": ids[start : start + collection.max_batch]}}), key=lambda i: i["id"]):
