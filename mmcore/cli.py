@@ -174,6 +174,7 @@ def _ingest(args) -> int:
                 print(f"  note: {r.name}: {note}")
         s = report.seconds
         print(f"time: read {s['read']:.1f}s, embed {s['embed']:.1f}s, write {s['write']:.1f}s"
+              + (f", caption {s['caption']:.1f}s" if "caption" in s else "")
               + (" (read and embed summed over the workers)" if workers is not None else ""))
         if workers:
             print(f"Ray workers: {len(workers)}: " + ", ".join(

@@ -116,3 +116,28 @@ def test_reviews_file_errors_and_wanted(tmp_path):
 def _ids_and_tags(ws):
     items = ws.store.open(DEMO_COLLECTION, "pixels").all(with_vectors=False)
     return items.ids, [list(m.get("tags") or []) for m in items.metadatas]
+
+
+def test_zero_shot_through_a_clip_space(settings, media):
+    """A tag wanted by name in a CLIP space is scored with the space's own text tower (a tiny random CLIP: the
+    figures mean nothing, the path is the real one): every picture gets a probability for it, and any suggestion
+    names it as zero-shot."""
+    from mmcore.ingest import SourceFile, ingest
+
+    ws = Workspace(settings)
+    names = ("img.jpg", "img.png", "img.webp", "long.txt")
+    ingest(ws, [SourceFile(n, path=media[n]) for n in names], collection="zs")
+    want(ws, "zs", "clip", "red square")
+    report = suggestions(ws, "zs", "clip")
+    assert [(m.tag, m.source) for m in report.models] == [("red square", "zero-shot")]
+    assert all(s.tag == "red square" and s.source == "zero-shot" for s in report.items)
+    # the same probabilities computed here from the stored vectors and the space's text tower
+    from mmcore.analysis.naming import vocabulary
+    from mmcore.suggest import zero_shot
+
+    items = ws.store.open("zs", "clip").all()
+    picture = np.array([m["modality"] == "image" for m in items.metadatas])
+    p = zero_shot(items.vectors, ["red square"], ws.space("clip").embed_texts, vocabulary(), picture)[:, 0]
+    assert p.shape == (len(items),) and ((p > 0) & (p < 1)).all()
+    assert {s.id: round(s.confidence, 6) for s in report.items} == {
+        i: round(float(v), 6) for i, v in zip(items.ids, p) if v >= 0.5}
