@@ -67,6 +67,7 @@ class TagFit:
     probe_accuracy: float | None
     probe_chance: float
     folds: int
+    zero_shot_accuracy: float | None = None  # the tag names alone, scored with the space's text model
 
     def sentences(self) -> list[str]:
         lines = [f"of the {self.k} nearest tagged items of a tagged item, {self.knn_precision:.0%} share one of its tags on "
@@ -75,6 +76,9 @@ class TagFit:
             lines.append(f"a linear probe puts one of an item's own tags first for {self.probe_accuracy:.0%} of "
                          f"{self.items:,} tagged items ({self.folds}-fold cross-validation; always guessing the "
                          f"commonest tag: {self.probe_chance:.0%})")
+        if self.zero_shot_accuracy is not None:
+            lines.append(f"with no examples, the tag names alone scored by the space's text model put one of an item's "
+                         f"own tags first for {self.zero_shot_accuracy:.0%} of {self.items:,} tagged items")
         return lines
 
 
@@ -98,6 +102,7 @@ class Evaluation:
         if self.tags is not None:
             t = self.tags
             probe = "" if t.probe_accuracy is None else f", probe accuracy {t.probe_accuracy:.1%} (chance {t.probe_chance:.1%})"
+            probe += "" if t.zero_shot_accuracy is None else f", zero-shot {t.zero_shot_accuracy:.1%}"
             out.append(f"tags: precision@{t.k} {t.knn_precision:.1%} (chance {t.knn_chance:.1%}, best {t.knn_best:.1%}){probe} "
                        f"({t.items:,} items, {len(t.tags)} tags)")
             out += [f"  {s}" for s in t.sentences()]
@@ -265,17 +270,21 @@ def evaluate(ws, collection: str, space: str) -> Evaluation:
     Raises:
         NotFound: no such collection or space. MMError: it is empty. StoreError: the store can't be read.
     """
+    from .suggest import text_tower
     from .vector_cache import items_with_vectors, vector_cache_dir
 
     target = ws.store.open(collection, space)
     items = items_with_vectors(target, vector_cache_dir(ws.settings.data_dir))
     if not len(items):
         raise MMError(f"Collection {collection!r} ({space}) is empty: nothing to evaluate.")
-    return evaluate_items(collection, space, items.ids, np.asarray(items.vectors, dtype=np.float32), items.metadatas)
+    return evaluate_items(collection, space, items.ids, np.asarray(items.vectors, dtype=np.float32), items.metadatas,
+                          text_tower(ws, collection, space))
 
 
-def evaluate_items(collection: str, space: str, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict]) -> Evaluation:
-    """`evaluate` on items already read (unit vectors, rows in the order of `ids`)."""
+def evaluate_items(collection: str, space: str, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict],
+                   embed_texts=None) -> Evaluation:
+    """`evaluate` on items already read (unit vectors, rows in the order of `ids`); `embed_texts`: the space's text
+    model, when it has one, for the tags' zero-shot accuracy."""
     row = {id_: i for i, id_ in enumerate(ids)}
     pairs = [(i, row[str(m["pair_of"])]) for i, m in enumerate(metadatas) if m.get("pair_of") and str(m["pair_of"]) in row]
     modalities = [str(m.get("modality", "")) for m in metadatas]
@@ -285,7 +294,15 @@ def evaluate_items(collection: str, space: str, ids: Sequence[str], vectors: np.
         report.notes.append(f"{named:,} items name a pair that is not in this space" if named else
                             "no pairs: ingest an image-caption CSV (a column of image file names and one of captions), "
                             "or import vectors with a pair_of column, to measure retrieval")
-    report.tags = tag_fit(vectors, [user_tags(m) for m in metadatas])
+    tag_lists = [user_tags(m) for m in metadatas]
+    report.tags = tag_fit(vectors, tag_lists)
+    if report.tags is not None and embed_texts is not None:
+        from .suggest import PICTURES, zero_shot
+
+        rows, y, used, _ = tag_matrix(tag_lists)
+        picture = np.array([modalities[r] in PICTURES for r in rows])
+        scores = zero_shot(vectors[rows], used, embed_texts, (), picture)
+        report.tags.zero_shot_accuracy = float(y[np.arange(len(rows)), scores.argmax(axis=1)].mean())
     if report.tags is None:
         report.notes.append(f"tag figures need at least two tags with {MIN_PER_TAG} or more items each")
     return report

@@ -230,26 +230,33 @@ def suggestions(ws, collection: str, space: str) -> Suggestions:
         NotFound: no such collection or space. MMError: the suggestions file can't be read. StoreError.
     """
     from .analysis.naming import vocabulary
-    from .spaces.registry import spec_of
     from .vector_cache import items_with_vectors, vector_cache_dir
 
     target = ws.store.open(collection, space)
     items = items_with_vectors(target, vector_cache_dir(ws.settings.data_dir))
     reviews = Reviews(ws.settings.data_dir, collection, space)
-    embed = None
-    spec = spec_of(space)
-    if spec is not None and spec.names_clusters:
-        try:
-            model = ws.space(space)
-            if target.space and target.space.model_id == model.info.model_id:
-                embed = model.embed_texts
-        except MMError:
-            embed = None
+    embed = text_tower(ws, collection, space)
     report = suggest_tags(np.asarray(items.vectors, dtype=np.float32), [user_tags(m) for m in items.metadatas], items.ids,
                           reviews.rejected, reviews.wanted, embed, vocabulary(ws.settings.data_dir / "vocabulary.txt"),
                           [str(m.get("modality", "")) for m in items.metadatas])
     report.collection, report.space = collection, space
     return report
+
+
+def text_tower(ws, collection: str, space: str):
+    """The space's text model (`embed_texts`) where its family names clusters and the configured model is the one
+    that made the collection; else None (also when the model can't be loaded)."""
+    from .spaces.registry import spec_of
+
+    spec = spec_of(space)
+    if spec is None or not spec.names_clusters:
+        return None
+    try:
+        model = ws.space(space)
+        recorded = ws.store.open(collection, space).space
+    except MMError:
+        return None
+    return model.embed_texts if recorded and recorded.model_id == model.info.model_id else None
 
 
 def accept(ws, collection: str, space: str, chosen: Sequence[Suggestion]) -> int:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mmcore.cli import main
 from mmcore.config import Settings
-from mmcore.evaluate import evaluate, tag_fit
+from mmcore.evaluate import evaluate, evaluate_items, tag_fit
 from mmcore.vectors import import_vectors
 from mmcore.workspace import Workspace
 
@@ -172,5 +172,10 @@ def test_minilm_pairs_and_tags(ws, tmp_path):
     assert t.knn_chance == pytest.approx(5 / 23) and t.probe_chance == 0.25 and t.k == 10
     assert t.knn_best == 0.5  # 5 others of its topic: at most 5 of 10 neighbours can share it
     assert t.knn_precision >= 0.8 * t.knn_best and t.probe_accuracy >= 0.8
+    assert t.zero_shot_accuracy is None  # imported vectors: no text model of their own
+    named = evaluate_items("minilm", "custom", [f"s{i}" for i in range(n)], vectors[:n],
+                           [{"modality": "text", "tags": tag} for tag in tags], embed_texts=minilm)
+    assert named.tags.zero_shot_accuracy >= 0.8  # "animals", "food", "sport", "weather" name their sentences
+    assert "with no examples, the tag names alone" in named.tags.sentences()[-1]
     shuffled = tag_fit(vectors[:n], [tags[i] for i in np.random.default_rng(0).permutation(n)])
     assert shuffled.probe_accuracy <= 0.5 and shuffled.knn_precision <= shuffled.knn_chance + 0.1
