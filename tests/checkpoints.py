@@ -285,6 +285,31 @@ def tiny_colqwen2(path: Path, embedding_dim: int = 16, seed: int = 0) -> Path:
     return _save_retriever(path, ColQwen2ForRetrieval(_seeded(config, seed)), processor)
 
 
+def _byte_level_tokenizer(specials: list[str]):
+    """A Qwen2-style byte-level tokenizer with a token per byte (no merges), <|endoftext|> and `specials`."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
+def _seeded(config, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    return config
+
+
+def _save_retriever(path: Path, model, processor) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
 def tiny_blip(path: Path, seed: int = 0) -> Path:
     """A BLIP captioning checkpoint (BlipForConditionalGeneration) with 32-pixel images, one layer a tower and a
     vocabulary of lowercase letters, so whatever random weights write is plain text: 80 kB."""
@@ -335,31 +360,6 @@ def tiny_florence2(path: Path, seed: int = 0) -> Path:
     return _save_retriever(path, Florence2ForConditionalGeneration(_seeded(config, seed)),
                            Florence2Processor(image_processor=images, tokenizer=tokenizer))
 
-
-def _byte_level_tokenizer(specials: list[str]):
-    """A Qwen2-style byte-level tokenizer with a token per byte (no merges), <|endoftext|> and `specials`."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import Qwen2Tokenizer
-
-    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
-    vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
-    tokenizer.add_special_tokens({"additional_special_tokens": specials})
-    return tokenizer
-
-
-def _seeded(config, seed: int):
-    import torch
-
-    torch.manual_seed(seed)
-    return config
-
-
-def _save_retriever(path: Path, model, processor) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
 
 if __name__ == "__main__":
     import sys
