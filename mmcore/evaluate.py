@@ -25,6 +25,7 @@ MIN_PER_TAG = 3  # a tag on fewer items is left out of the tag figures (a probe 
 FOLDS = 5
 PROBE_C = 1.0  # scikit-learn's default, on vectors scaled as fit_scores says
 PROBE_ITERATIONS = 2000
+PROBE_MAX = 5000
 BLOCK = 1024  # queries scored at a time: [BLOCK, n] similarities in memory, never [n, n]
 NOUNS = {"text": ("caption", "captions"), "image": ("image", "images"), "video": ("video segment", "video segments"),
          "page": ("page", "pages"), "audio": ("sound", "sounds")}
@@ -68,13 +69,16 @@ class TagFit:
     probe_chance: float
     folds: int
     zero_shot_accuracy: float | None = None  # the tag names alone, scored with the space's text model
+    probe_items: int = 0  # the tagged items the probe was cross-validated on (a sample of PROBE_MAX when more)
 
     def sentences(self) -> list[str]:
         lines = [f"of the {self.k} nearest tagged items of a tagged item, {self.knn_precision:.0%} share one of its tags on "
                  f"average (by chance: {self.knn_chance:.0%}; at most: {self.knn_best:.0%}); {self.items:,} items, {len(self.tags)} tags"]
         if self.probe_accuracy is not None:
             lines.append(f"a linear probe puts one of an item's own tags first for {self.probe_accuracy:.0%} of "
-                         f"{self.items:,} tagged items ({self.folds}-fold cross-validation; always guessing the "
+                         f"{self.probe_items or self.items:,} tagged items"
+                         + (f" (a sample of the {self.items:,})" if self.probe_items and self.probe_items < self.items else "")
+                         + f" ({self.folds}-fold cross-validation; always guessing the "
                          f"commonest tag: {self.probe_chance:.0%})")
         if self.zero_shot_accuracy is not None:
             lines.append(f"with no examples, the tag names alone scored by the space's text model put one of an item's "
@@ -215,8 +219,22 @@ def tag_fit(vectors: np.ndarray, tag_lists: Sequence[Sequence[str]], k: int = NE
             chance.append((shares[i].sum() - 1) / (n - 1))
             best.append(min(k, shares[i].sum() - 1) / k)
     counts = y.sum(axis=0)
-    return TagFit(n, {t: int(c) for t, c in zip(used, counts)}, left_out, k, float(np.mean(precision)), float(np.mean(chance)),
-                  float(np.mean(best)), _probe_accuracy(x, y, folds) if probe else None, float(counts.max() / n), min(folds, int(counts.min())))
+    fit = TagFit(n, {t: int(c) for t, c in zip(used, counts)}, left_out, k, float(np.mean(precision)), float(np.mean(chance)),
+                  float(np.mean(best)), None, float(counts.max() / n), min(folds, int(counts.min())))
+    if probe:  # on at most PROBE_MAX items: 5 folds of a logistic regression per tag grow with the items and tags
+        sample = np.arange(n) if n <= PROBE_MAX else _per_tag_sample(y, PROBE_MAX)
+        fit.probe_accuracy, fit.probe_items = _probe_accuracy(x[sample], y[sample], folds), len(sample)
+        fit.probe_chance = float(y[sample].sum(axis=0).max() / len(sample))
+        fit.folds = min(folds, int(y[sample].sum(axis=0).min()))
+    return fit
+
+
+def _per_tag_sample(y: np.ndarray, size: int) -> np.ndarray:
+    """Rows of about `size` items, up to an equal share of each tag's (seeded), so that every tag stays in it."""
+    rng = np.random.default_rng(0)
+    share = max(1, size // y.shape[1])
+    picked = [rng.choice(rows, min(len(rows), share), replace=False) for rows in (np.flatnonzero(column) for column in y.T)]
+    return np.unique(np.concatenate(picked))
 
 
 def _probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int) -> float | None:

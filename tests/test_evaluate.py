@@ -129,7 +129,7 @@ def test_cli_prints_the_figures_and_json(ws, tmp_path, monkeypatch, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_planted_tags_hand_worked():
+def test_planted_tags_hand_worked(monkeypatch):
     """Two tags, three items each, in two tight groups: each item's 2 nearest are its own group (precision 1;
     by chance 2 of the 5 others share its tag, .4); a probe separates the groups (3 folds: the rarest tag has 3)."""
     x = np.stack([unit(1, .1 * i, d=4) for i in range(3)] + [unit(0, .1 * i, 1, d=4) for i in range(3)])
@@ -137,6 +137,10 @@ def test_planted_tags_hand_worked():
     assert (fit.items, fit.tags, fit.left_out, fit.k) == (6, {"a": 3, "b": 3}, {"rare": 1}, 2)
     assert fit.knn_precision == fit.knn_best == 1.0 and fit.knn_chance == pytest.approx(0.4)
     assert fit.probe_accuracy == 1.0 and fit.probe_chance == 0.5 and fit.folds == 3
+    monkeypatch.setattr("mmcore.evaluate.PROBE_MAX", 4)  # a bigger collection: the probe on 2 items a tag
+    sampled = tag_fit(x.astype(np.float32), [["a"]] * 3 + [["b"]] * 3, k=2)
+    assert (sampled.probe_items, sampled.folds, sampled.probe_accuracy, sampled.probe_chance) == (4, 2, 1.0, 0.5)
+    assert "for 100% of 4 tagged items (a sample of the 6) (2-fold" in sampled.sentences()[1]
     # swap one item of each group: its 2 nearest now carry the other tag, and the other items lose one of 2
     swapped = tag_fit(x.astype(np.float32), [["a"], ["a"], ["b"], ["b"], ["b"], ["a"]], k=2)
     assert swapped.knn_precision == pytest.approx((0.5 + 0.5 + 0 + 0.5 + 0.5 + 0) / 6)
