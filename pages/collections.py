@@ -41,7 +41,7 @@ if space is None:
 else:
     st.caption(f"How well the vectors of **{ui.plain(ui.collection())}** ({ui.plain(space)}) find each image-caption "
                "pair, and tell your tags apart (nearest neighbours and a linear probe, cross-validated).")
-    key = ("evaluation", ui.collection(), space)
+    key = f"evaluation:{ui.collection()}:{space}"
     if st.button("Evaluate", icon=":material/analytics:", key="evaluate"):
         from mmcore.evaluate import evaluate
 
