@@ -12,6 +12,8 @@ from pathlib import Path
 import streamlit as st
 
 from mmcore.access import Access, verified_email
+from mmcore.captions import is_loaded as captions_loaded
+from mmcore.captions import load_failure as captions_failure
 from mmcore.config import Settings
 from mmcore.errors import MMError
 from mmcore.files import read_stored, read_thumbnail
@@ -209,6 +211,9 @@ def show_model_status() -> None:
         lines.append(f"**Speech** `{settings.asr_model}` · {state}")
     else:
         lines.append("**Speech** off (set MMCORE_ASR_MODEL)")
+    if settings.caption_model:
+        state = load_state(captions_loaded(settings), captions_failure(settings))
+        lines.append(f"**Captions** `{settings.caption_model}` · {state}")
     st.session_state["model_slot"].caption("  \n".join(lines))
 
 
@@ -614,7 +619,27 @@ def selection_panel(frame, ids: list[str], space: str) -> None:
             st.switch_page("pages/search.py")
         if st.button("Open", icon=":material/open_in_full:", key="open-pick"):
             open_item(pick, space)
+        if workspace().settings.caption_model and st.button(
+                "Caption", icon=":material/subtitles:", key="caption-selection", disabled=bool(write_denied()),
+                help=write_denied() or "Write a caption for each selected picture that has none (MMCORE_CAPTION_MODEL)"):
+            caption_selection(list(chosen["id"]))
     gallery(chosen)
+
+
+def caption_selection(ids: list[str]) -> None:
+    """Caption these items' pictures that have no caption yet, with a progress bar."""
+    from mmcore.captions import caption_collection
+
+    require_write()
+    bar = st.progress(0.0, text="Captioning…")
+    report = guarded(lambda: caption_collection(workspace(), collection(), ids=ids,
+                                                on_progress=lambda done, total: bar.progress(done / total, text=f"Captioned {done:,} of {total:,}")),
+                     needs_model=False)
+    bar.empty()
+    if report is not None:
+        st.toast(f"{report.captioned:,} caption(s) written for {report.pictures:,} picture(s) without one", icon=":material/subtitles:")
+        for problem in report.problems:
+            st.warning(plain(problem))
 
 
 COMPONENTS = Path(__file__).parent / "components"

@@ -1,4 +1,4 @@
-"""`python -m mmcore ingest | search | info | analyze | export | demo | import-vectors | index | check | backup | restore`:
+"""`python -m mmcore ingest | search | info | analyze | evaluate | adapt | caption | export | demo | import-vectors | index | check | backup | restore`:
 the same functions the pages call."""
 
 from __future__ import annotations
@@ -52,6 +52,26 @@ def main(argv: list[str] | None = None) -> int:
     _analysis_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per item in a list")
 
+    p = commands.add_parser("evaluate", help="how well the space fits the collection: retrieval between image-caption "
+                            "pairs (recall@1/5/10, mean rank) and how well the tags are told apart (k-NN, linear probe)")
+    p.add_argument("--collection")
+    p.add_argument("--space", help="which space of the collection (default: its only one, else the default space)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    p = commands.add_parser("adapt", help="learn a residual linear adapter from the collection's pairs or tags; kept, as "
+                            "the derived space SPACE-adapted, only if it does better on held-out items")
+    p.add_argument("--collection")
+    p.add_argument("--space", help="which space of the collection (default: its only one, else the default space)")
+    p.add_argument("--from", dest="source", choices=("auto", "pairs", "tags"), default="auto",
+                   help="learn from image-caption pairs or from tags (default: pairs where 10 or more pictures have one)")
+    p.add_argument("--dry-run", action="store_true", help="measure only; write nothing")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = commands.add_parser("caption", help="caption the collection's pictures that have none yet (MMCORE_CAPTION_MODEL): "
+                            "each caption becomes a text item paired with its picture")
+    p.add_argument("--collection")
+    p.add_argument("--id", action="append", default=None, metavar="ID", help="only this item (repeatable; default: every picture)")
+
     p = commands.add_parser("export", help="write items with metadata, tags, map coordinates and clusters")
     _analysis_arguments(p)
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
@@ -87,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "export": _export, "demo": _demo,
+        commands_run = {"ingest": _ingest, "search": _search, "info": _info, "analyze": _analyze, "evaluate": _evaluate, "adapt": _adapt, "caption": _caption, "export": _export, "demo": _demo,
                         "import-vectors": _import_vectors, "index": _index, "check": _check, "backup": _backup,
                         "restore": _restore}
         return commands_run[args.command](args)
@@ -154,6 +174,7 @@ def _ingest(args) -> int:
                 print(f"  note: {r.name}: {note}")
         s = report.seconds
         print(f"time: read {s['read']:.1f}s, embed {s['embed']:.1f}s, write {s['write']:.1f}s"
+              + (f", caption {s['caption']:.1f}s" if "caption" in s else "")
               + (" (read and embed summed over the workers)" if workers is not None else ""))
         if workers:
             print(f"Ray workers: {len(workers)}: " + ", ".join(
@@ -334,6 +355,42 @@ def _analyze(args) -> int:
         finer = f" For finer ones: {_finer_flags(analysis)}" if analysis.finer != analysis.requested else ""
         print(f"note: these clusters are too coarse to review: {reason}.{finer}", file=sys.stderr)
     return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    ws = _workspace(args.collection)
+    name = args.collection or ws.settings.collection
+    report = evaluate(ws, name, _space_of(ws, name, args.space))
+    print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0
+
+
+def _adapt(args) -> int:
+    from dataclasses import asdict
+
+    from .adapter import adapt
+
+    ws = _workspace(args.collection)
+    name = args.collection or ws.settings.collection
+    report = adapt(ws, name, _space_of(ws, name, args.space), args.source, write=not args.dry_run)
+    print(json.dumps(asdict(report), indent=2) if args.json else "\n".join(report.lines()))
+    return 0
+
+
+def _caption(args) -> int:
+    from .captions import caption_collection
+
+    ws = _workspace(args.collection)
+    name = args.collection or ws.settings.collection
+    progress = lambda done, total: print(f"captioned {done:,} of {total:,}", file=sys.stderr)  # noqa: E731
+    report = caption_collection(ws, name, ids=args.id, on_progress=progress)
+    print(f"{report.captioned:,} caption(s) written for {report.pictures:,} picture(s) without one, into "
+          f"{', '.join(report.spaces)} ({report.seconds:.1f}s)")
+    for problem in report.problems:
+        print(f"  problem: {problem}")
+    return 1 if report.problems else 0
 
 
 def _finer_flags(analysis) -> str:

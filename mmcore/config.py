@@ -28,6 +28,8 @@ class Settings:
                             (MMCORE_TWELVELABS_MODEL names its model; see mmcore.spaces.twelvelabs)
       MMCORE_ASR_MODEL      hub id or local directory of a speech-recognition model (Whisper); transcripts
                             of audio and video are made only when this is set
+      MMCORE_CAPTION_MODEL  hub id or local directory of an image-to-text model (Florence-2, BLIP or GIT); pictures
+                            are captioned at ingest only when this is set (mmcore.captions)
       MMCORE_CHROMA_HOST    use a Chroma server at this host instead of the embedded store
       MMCORE_CHROMA_PORT    that server's port (8000)
       MMCORE_COLLECTION     collection used when none is named (default)
@@ -56,6 +58,7 @@ class Settings:
     # family that has one and isn't named; a space named with None (or "") is off.
     models: Mapping[str, str | None] | tuple[tuple[str, str], ...] = field(default_factory=dict)
     asr_model: str | None = None
+    caption_model: str | None = None
     chroma_host: str | None = None
     chroma_port: int = 8000
     collection: str = DEFAULT_COLLECTION
@@ -123,6 +126,7 @@ class Settings:
             data_dir=Path(env.get("MMCORE_DATA_DIR") or "mmdata").expanduser(),
             models={s.name: s.model_in(env) for s in specs()},
             asr_model=env.get("MMCORE_ASR_MODEL") or None,
+            caption_model=env.get("MMCORE_CAPTION_MODEL") or None,
             chroma_host=env.get("MMCORE_CHROMA_HOST") or None,
             chroma_port=number("MMCORE_CHROMA_PORT", 8000),
             collection=env.get("MMCORE_COLLECTION") or DEFAULT_COLLECTION,

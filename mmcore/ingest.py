@@ -303,6 +303,10 @@ def ingest(
             compact_if_needed(target, ws.store.sidecar_root)
     tracker.done()
     report.results = in_order  # files finish out of order (batching, CSVs last); report them as given
+    if settings.caption_model:
+        from .captions import caption_added
+
+        caption_added(ws, collection_name, report)
     return report
 
 

@@ -203,6 +203,10 @@ def ingest_on_ray(
                 report.workers = cluster.close()
     tracker.done()
     report.results = in_order
+    if settings.caption_model:  # captions are written here, by this process, as a local ingest writes them
+        from .captions import caption_added
+
+        caption_added(ws, name, report)
     return report
 
 

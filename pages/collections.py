@@ -34,8 +34,35 @@ if st.button("Load the demo (handwritten digits, no download)", icon=":material/
         st.session_state["space"] = "pixels"
         st.rerun()
 
-st.subheader("Export", divider="gray")
 space = ui.space()
+st.subheader("How well the model fits", divider="gray")
+if space is None:
+    st.caption("The current collection is empty.")
+else:
+    st.caption(f"How well the vectors of **{ui.plain(ui.collection())}** ({ui.plain(space)}) find each image-caption "
+               "pair, and tell your tags apart (nearest neighbours and a linear probe, cross-validated).")
+    key = f"evaluation:{ui.collection()}:{space}"
+    if st.button("Evaluate", icon=":material/analytics:", key="evaluate"):
+        from mmcore.evaluate import evaluate
+
+        with st.spinner("Measuring…"):
+            st.session_state[key] = ui.guarded(lambda: evaluate(ws, ui.collection(), space), needs_model=False)
+    if (report := st.session_state.get(key)) is not None:
+        from mmcore.evaluate import KS
+
+        rows = [{"figure": r.direction, **{f"recall@{k}": f"{r.recall[k]:.1%}" for k in KS}, "mean rank": f"{r.mean_rank:.1f}",
+                 "rests on": f"{r.queries:,} queries, {r.targets:,} targets"} for r in report.retrieval]
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+        sentences = [r.sentence() for r in report.retrieval] + (report.tags.sentences() if report.tags else [])
+        for sentence in sentences:
+            st.markdown(f"- {ui.plain(sentence)}")
+        if report.tags and report.tags.left_out:
+            st.caption(ui.plain("Left out (too few items): " + ", ".join(f"{t} ({n})" for t, n in report.tags.left_out.items())))
+        for note in report.notes:
+            st.caption(ui.plain(note))
+
+st.subheader("Export", divider="gray")
 if space is None:
     st.caption("The current collection is empty.")
 else:

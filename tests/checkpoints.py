@@ -357,6 +357,57 @@ def _save_retriever(path: Path, model, processor) -> Path:
     processor.save_pretrained(path)
     return path
 
+def tiny_blip(path: Path, seed: int = 0) -> Path:
+    """A BLIP captioning checkpoint (BlipForConditionalGeneration) with 32-pixel images, one layer a tower and a
+    vocabulary of lowercase letters, so whatever random weights write is plain text: 80 kB."""
+    import string
+
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
+
+    path.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *string.ascii_lowercase]
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizer(str(path / "vocab.txt"), bos_token="[DEC]")
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(words), hidden_size=16, encoder_hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64, pad_token_id=0,
+                         bos_token_id=words.index("[DEC]"), sep_token_id=3, eos_token_id=3),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    return _save_retriever(path, BlipForConditionalGeneration(_seeded(config, seed)), processor)
+
+
+def tiny_florence2(path: Path, seed: int = 0) -> Path:
+    """A Florence-2 checkpoint (Florence2ForConditionalGeneration: a DaViT vision tower, a BART text model) with 64-pixel
+    images, one block a stage and a byte-level vocabulary of letters, space and "?" (what the task prompts need, and
+    whatever random weights write is plain text): 250 kB. Its processor inserts as many image tokens as the
+    tower gives for 64 pixels (a 2 x 2 grid and one pooled token)."""
+    import json
+    import string
+
+    from transformers import (BartConfig, BartTokenizer, CLIPImageProcessorPil, Florence2Config,
+                              Florence2ForConditionalGeneration, Florence2Processor, Florence2VisionConfig)
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", *string.ascii_letters, "\u0120", "?"])}
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = BartTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), extra_special_tokens={"image_token": "<image>"})
+    vision = Florence2VisionConfig(depths=(1, 1, 1, 1), embed_dim=(8, 16, 16, 16), num_heads=(1, 1, 1, 1),
+                                   num_groups=(1, 1, 1, 1), window_size=2, projection_dim=16, drop_path_rate=0.0)
+    text = BartConfig(vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                      decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
+                      pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2)
+    config = Florence2Config(text_config=text, vision_config=vision, image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    images = CLIPImageProcessorPil(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64},
+                                   do_center_crop=False, image_seq_length=5)
+    return _save_retriever(path, Florence2ForConditionalGeneration(_seeded(config, seed)),
+                           Florence2Processor(image_processor=images, tokenizer=tokenizer))
+
+
 if __name__ == "__main__":
     import sys
 

@@ -57,7 +57,8 @@ def user_labels(user_file: Path | None) -> str:
         raise MMError(f"The vocabulary file {e}: fix it, or delete it to use the built-in labels only.") from None
 
 
-def name_clusters(analysis: Analysis, items: Items, embed_texts=None, labels: list[str] | None = None) -> dict[int, str]:
+def name_clusters(analysis: Analysis, items: Items, embed_texts=None, labels: list[str] | None = None,
+                  captions: dict[str, str] | None = None) -> dict[int, str]:
     """A name for each cluster of the analysis.
 
     Args:
@@ -66,6 +67,8 @@ def name_clusters(analysis: Analysis, items: Items, embed_texts=None, labels: li
         embed_texts: the collection's text encoder (Space.embed_texts) when its space has one; image
             clusters are then named with the best distinctive `labels`.
         labels: the vocabulary (default: the built-in one).
+        captions: written captions of pictures by the picture's id (mmcore.captions): a cluster of pictures gets
+            its captions' distinctive words beside its vocabulary labels.
     """
     position = {id_: i for i, id_ in enumerate(items.ids)}
     rows = np.array([position.get(id_, -1) for id_ in analysis.ids])
@@ -79,6 +82,16 @@ def name_clusters(analysis: Analysis, items: Items, embed_texts=None, labels: li
     rest = [c for c in clusters if c not in names]
     if rest and embed_texts is not None:
         names.update(_vocabulary_labels(items, {c: members[c] for c in rest}, embed_texts, labels or vocabulary()))
+    if rest and captions:
+        said = Items(ids=[], vectors=items.vectors[:0], metadatas=[], documents=[])
+        rows_of: dict[int, list[int]] = {}
+        for c in rest:
+            for r in members[c]:
+                if (text := captions.get(items.ids[r])) is not None:
+                    rows_of.setdefault(c, []).append(len(said.documents))
+                    said.documents.append(text)
+        for c, words in _keywords(said, {c: np.asarray(rows) for c, rows in rows_of.items()}).items():
+            names[c] = f"{names[c]} ({words})" if c in names else words
     for c in clusters:
         names.setdefault(c, _dominant_label(items, members[c]) or f"cluster {c}")
     return names
@@ -175,9 +188,17 @@ def cluster_names(ws, analysis: Analysis) -> dict[int, str]:
                 embed = space.embed_texts
         except MMError:
             embed = None
-    names = name_clusters(analysis, items, embed, labels)
+    names = name_clusters(analysis, items, embed, labels, _written_captions(ws.store.open(analysis.collection, analysis.space), items))
     write_atomically(path, json.dumps({str(k): v for k, v in names.items()}).encode())
     return names
+
+
+def _written_captions(collection, items: Items) -> dict[str, str]:
+    """The captions a captioning model wrote (mmcore.captions) for the sample's pictures, by picture id."""
+    from ..captions import PICTURES, captions_of
+
+    return captions_of(collection, [i for i, m in zip(items.ids, items.metadatas) if m.get("modality") in PICTURES],
+                       written_only=True)
 
 
 def save_user_labels(user_file: Path, text: str) -> None:
@@ -206,5 +227,5 @@ def _named_sample(collection, cache_dir: Path, analysis: Analysis) -> Items:
     row = {id_: i for i, id_ in enumerate(cached.ids)}
     ids = [i for i in ids if i in row]  # deleted since the analysis: not named by
     found = [item for start in range(0, len(ids), collection.max_batch) for item in collection.get(ids[start : start + collection.max_batch])]
-    return Items(ids=ids, vectors=np.asarray(cached.vectors[[row[i] for i in ids]], dtype=np.float32).reshape(len(ids), -1),
+    return Items(ids=ids, vectors=np.asarray(cached.vectors[[row[i] for i in ids]], dtype=np.float32).reshape(len(ids), cached.vectors.shape[1]),
                  metadatas=[item["metadata"] for item in found], documents=[item["document"] for item in found])
