@@ -158,6 +158,8 @@ def caption_collection(ws, collection: str, ids: Sequence[str] | None = None, so
     settings, root = ws.settings, ws.files.root
     captions: dict[str, str] = {}
     batch = max(1, settings.batch_size)
+    if on_progress:
+        on_progress(0, len(todo))
     for start in range(0, len(todo), batch):
         images, names = [], []
         for item_id, meta in todo[start : start + batch]:
@@ -204,15 +206,16 @@ def caption_collection(ws, collection: str, ids: Sequence[str] | None = None, so
     return report
 
 
-def caption_added(ws, collection: str, report) -> None:
+def caption_added(ws, collection: str, report, on_progress: Callable[[int, int], None] | None = None) -> None:
     """At ingest (MMCORE_CAPTION_MODEL set): caption the pictures of the files `report` (an IngestReport) added, and
-    say so in each file's notes; a caption that can't be written is a note too, never a failed file (the file is
-    stored, and `python -m mmcore caption` can caption it later)."""
+    say so in each file's notes; `on_progress(done, total)` hears as pictures are captioned. A caption that can't be
+    written is a note too, never a failed file (the file is stored, and `python -m mmcore caption` can caption it
+    later)."""
     added = {r.source_hash: r for r in report.by_status("added") if r.source_hash}
     if not added or not text_spaces(ws, collection):
         return
     try:
-        done = caption_collection(ws, collection, sources=set(added))
+        done = caption_collection(ws, collection, sources=set(added), on_progress=on_progress)
     except MMError as e:
         for r in added.values():
             r.notes.append(f"not captioned: {e}")

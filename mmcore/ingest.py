@@ -301,12 +301,12 @@ def ingest(
     for space, target in models.writers.items():  # token matrices of ingests cut short go once they are a share
         if ws.store.sidecar_root is not None and spec_of(space).multivector:
             compact_if_needed(target, ws.store.sidecar_root)
-    tracker.done()
     report.results = in_order  # files finish out of order (batching, CSVs last); report them as given
     if settings.caption_model:
         from .captions import caption_added
 
-        caption_added(ws, collection_name, report)
+        caption_added(ws, collection_name, report, tracker.captioning)
+    tracker.done()
     return report
 
 

@@ -20,7 +20,8 @@ class IngestProgress:
     `items_total` is None until every file still to come has been read (a folder of 10,000 photos is counted
     as it goes); `finished` is the file whose outcome this update reports, or None for an update of items;
     `current` the file being read or embedded; `stage` "loading models", "reading" (waiting for a file to be read,
-    as a big CSV's rows are tokenized), "embedding" or "done".
+    as a big CSV's rows are tokenized), "embedding", "captioning" (MMCORE_CAPTION_MODEL: the added files' pictures,
+    `captioned` of them so far) or "done".
     """
 
     files_total: int
@@ -31,6 +32,7 @@ class IngestProgress:
     stage: str = "loading models"
     current: str | None = None
     finished: "FileResult | None" = None
+    captioned: tuple[int, int] | None = None  # (done, total) pictures captioned, once every file is stored
 
     @property
     def rate(self) -> float | None:
@@ -49,13 +51,17 @@ class IngestProgress:
 
     @property
     def fraction(self) -> float:
-        """How far along, 0 to 1: by items when their total is known, else by files."""
+        """How far along, 0 to 1: by items when their total is known, else by files; captions by pictures."""
+        if self.stage == "captioning" and self.captioned and self.captioned[1]:
+            return min(1.0, self.captioned[0] / self.captioned[1])
         if self.items_total:
             return min(1.0, self.items_done / self.items_total)
         return self.files_done / self.files_total if self.files_total else 1.0
 
     def summary(self) -> str:
         """"1,234 of 1,530 items · 250 items/s · 0:01 left · 3 of 31 files" (no file names: they are data)."""
+        if self.stage == "captioning" and self.captioned:
+            return f"captioning pictures: {self.captioned[0]:,} of {self.captioned[1]:,} · {self.files_done:,} files stored"
         items = (f"{self.items_done:,} of {self.items_total:,} items" if self.items_total is not None
                  else f"{self.items_done:,} item" + ("" if self.items_done == 1 else "s"))
         parts = [items]
@@ -121,6 +127,10 @@ class ProgressTracker:
         else:
             self.unread -= 1  # never read: skipped or refused
         self._send(files_done=self.state.files_done + 1, finished=result)
+
+    def captioning(self, done: int, total: int) -> None:
+        """`done` of the `total` pictures of the added files have their caption (after every file is stored)."""
+        self._send(stage="captioning", current=None, captioned=(done, total), force=done in (0, total))
 
     def done(self) -> None:
         self._send(stage="done", current=None)

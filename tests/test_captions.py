@@ -39,8 +39,12 @@ def sources(media, names=IMAGES + ("long.txt",)):
 
 def test_ingest_captions_each_picture(settings, media, blip_dir):
     ws = Workspace(replace(settings, caption_model=str(blip_dir)))
-    report = ingest(ws, sources(media), collection="cap")
+    heard = []
+    report = ingest(ws, sources(media), collection="cap", on_progress=heard.append)
     assert report.ok and "caption" in report.seconds
+    captioning = [p for p in heard if p.stage == "captioning"]  # the progress bar goes on while captions are written
+    assert captioning[0].captioned == (0, 3) and captioning[-1].captioned == (3, 3) and captioning[-1].fraction == 1.0
+    assert captioning[-1].summary().startswith("captioning pictures: 3 of 3") and heard[-1].stage == "done"
     clip = ws.store.open("cap", "clip")
     pictures = clip.all(with_vectors=False, where={"modality": "image"})
     assert len(pictures) == 3
