@@ -98,6 +98,7 @@ class LazyClient:
         self.data_dir, self._connect, self._real = Path(data_dir), connect, None
         self._record: tuple[tuple, dict | None] | None = None  # the catalogue file as last parsed, by its stat
         self._starting = threading.Lock()  # threads of one search may all need Chroma at once: it starts once
+        self._builder: dict | None = None  # this process's mark while it builds the index (`building`)
 
     @property
     def started(self) -> bool:
@@ -118,11 +119,11 @@ class LazyClient:
         """Write the catalogue as Chroma gives it now."""
         self._write_catalogue(self.real)
 
-    def _write_catalogue(self, real, builder: dict | None = None) -> None:
+    def _write_catalogue(self, real) -> None:
         taken = signature(self.data_dir / "chroma")
         entries = {raw.name: {"id": str(raw.id), "metadata": raw.metadata or {}, "count": raw.count()}
                    for raw in real.list_collections()}
-        save(self.data_dir, {"max_batch": real.get_max_batch_size(), "collections": entries}, taken, builder)
+        save(self.data_dir, {"max_batch": real.get_max_batch_size(), "collections": entries}, taken, self._builder)
 
     @contextmanager
     def building(self):
@@ -132,17 +133,18 @@ class LazyClient:
         every upsert changes. After, a catalogue is written afresh, without the mark. Only for the lock's holder."""
         from .datadir import lock_holder
 
-        builder = lock_holder(self.data_dir)
+        self._builder = lock_holder(self.data_dir)
         record = None if self.started else _read(self.data_dir / FILE)
-        if record is not None and record["signature"] == signature(self.data_dir / "chroma"):
-            # Marked before Chroma is opened (opening writes to its database): readers starting now, an analysis
-            # right after the import that started this builder, never see a catalogue they may not believe.
-            save(self.data_dir, record["catalogue"], record["signature"], builder)
-        else:
-            self._write_catalogue(self.real, builder=builder)
         try:
+            if record is not None and record["signature"] == signature(self.data_dir / "chroma"):
+                # Marked before Chroma is opened (opening writes to its database): readers starting now, an analysis
+                # right after the import that started this builder, never see a catalogue they may not believe.
+                save(self.data_dir, record["catalogue"], record["signature"], self._builder)
+            else:
+                self._write_catalogue(self.real)
             yield
         finally:
+            self._builder = None
             self._write_catalogue(self.real)
 
     def catalogue(self) -> dict | None:

@@ -209,7 +209,12 @@ def test_the_background_builder_waits_for_a_writer_that_took_the_store_first(ws,
 def test_a_reader_beside_the_builder_answers_from_the_catalogue_all_along(ws, files, staging):
     path, meta = files
     import_vectors(ws, path, meta, collection="staged", stage=True)
+    ws.store.client.write_catalogue()  # as import-vectors does before it hands over to the builder
+    ws.close()
+    ws = Workspace(Settings(data_dir=ws.settings.data_dir))  # the builder: the lock first, Chroma not started yet
+    ws.claim()
     target = ws.store.open("staged", "custom")
+    assert not ws.store.client.started
     target.max_batch = 64
     believed = []
 
