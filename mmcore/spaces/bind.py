@@ -29,7 +29,6 @@ records another transformers image model as its frame encoder (the tests' tiny V
 from __future__ import annotations
 
 import importlib.util
-import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from ..errors import ModelUnavailable
 from . import SpaceInfo, normalize
-from .embed import Towers, embed_query
+from .embed import ModelTowers, embed_query
 from .hf import embed_in_batches, load_pretrained, revision
 from .registry import SpaceSpec, register
 
@@ -54,7 +53,7 @@ TIMM_INSTALL = "pip install torch==2.14.1 torchvision==0.29.1 timm==1.0.28"
 MAX_TEXT_TOKENS = 512  # a query, not a document: ModernBERT's 8,192 positions are far past any caption PE-AV saw
 
 
-class BindSpace(Towers):
+class BindSpace(ModelTowers):
     """The `bind` space: audio windows (mono float32 at `sampling_rate`), video segments (lists of RGB frames),
     images (one-frame videos) and text queries, one text head per target modality.
 
@@ -63,15 +62,9 @@ class BindSpace(Towers):
     """
 
     def __init__(self, model, processor, info: SpaceInfo, device: str, batch_size: int):
-        self.model = model
-        self.processor = processor
-        self.info = info
-        self.device = device
-        self.batch_size = batch_size
+        super().__init__(model, processor, info, device, batch_size)
         self.context_tokens = min(MAX_TEXT_TOKENS, int(model.config.text_config.max_position_embeddings))
         self.max_text_tokens = self.context_tokens - 2  # room for [CLS] and [SEP]
-        # A fast tokenizer keeps its padding/truncation settings between calls (see ClipSpace).
-        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32) -> "BindSpace":
@@ -92,11 +85,6 @@ class BindSpace(Towers):
     def sampling_rate(self) -> int:
         """The rate, in Hz, of the waves `embed_audio` takes."""
         return int(self.processor.feature_extractor.sampling_rate)
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        with self._tokenizer_lock:
-            encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [tuple(span) for span in encoded["offset_mapping"]]
 
     def embed_query(self, kind: str, payloads: Sequence, target: str | None = None):
         """One vector for a query; a text's comes from the text head trained against `target`'s modality (the

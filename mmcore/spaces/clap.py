@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ModelUnavailable
 from . import SpaceInfo
-from .embed import Towers
+from .embed import ModelTowers
 from .hf import embed_in_batches, load_pretrained, revision
 from .registry import SpaceSpec, register
 
@@ -26,21 +26,14 @@ TRAINED_TEXT_TOKENS = 77  # LAION trained CLAP's text tower on 77-token captions
 _numpy_seed_lock = threading.Lock()
 
 
-class ClapSpace(Towers):
+class ClapSpace(ModelTowers):
     """The `clap` space: sounds (mono float32 waves at `sampling_rate`) and text in one shared vector space."""
 
     def __init__(self, model, processor, info: SpaceInfo, device: str, batch_size: int):
-        self.model = model
-        self.processor = processor
-        self.info = info
-        self.device = device
-        self.batch_size = batch_size
+        super().__init__(model, processor, info, device, batch_size)
         positions = int(model.config.text_config.max_position_embeddings) - 2  # RoBERTa's start after the padding index
         self.context_tokens = min(TRAINED_TEXT_TOKENS, positions)
         self.max_text_tokens = self.context_tokens - 2  # room for <s> and </s>
-        # A fast tokenizer keeps its padding/truncation settings between calls, so sessions (threads) sharing this
-        # space would reset each other's mid-call; the feature extractor and the forward pass are safe to share.
-        self._tokenizer_lock = threading.Lock()
         # An unfused model takes one spectrogram; a checkpoint's extractor may still say "fusion" (four of them).
         self.truncation = "fusion" if model.config.audio_config.enable_fusion else "rand_trunc"
 
@@ -62,11 +55,6 @@ class ClapSpace(Towers):
     def sampling_rate(self) -> int:
         """The rate, in Hz, of the waves `embed_audio` takes."""
         return int(self.processor.feature_extractor.sampling_rate)
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        with self._tokenizer_lock:
-            encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [tuple(span) for span in encoded["offset_mapping"]]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         def prepare(batch):

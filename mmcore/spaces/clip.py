@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Sequence
 
 import numpy as np
@@ -11,7 +10,7 @@ from ..errors import ModelUnavailable
 from . import SpaceInfo
 from .backends import OPENVINO_BF16, TORCH, openvino_towers
 from .backends import prepare as prepare_backend
-from .embed import Towers
+from .embed import ModelTowers
 from .hf import embed_in_batches, load_pretrained, revision
 from .registry import SpaceSpec, register
 
@@ -25,17 +24,13 @@ HOW_TO_PROVIDE = (
 )
 
 
-class ClipSpace(Towers):
+class ClipSpace(ModelTowers):
     """The `clip` space: images and text into one shared vector space. Subclasses (SigLIP) name their own family."""
 
     NAME, FAMILY, DEFAULT, HOW_TO_PROVIDE = "clip", "CLIP", DEFAULT_CLIP_MODEL, HOW_TO_PROVIDE
 
     def __init__(self, model, processor, info: SpaceInfo, device: str, batch_size: int):
-        self.model = model
-        self.processor = processor
-        self.info = info
-        self.device = device
-        self.batch_size = batch_size
+        super().__init__(model, processor, info, device, batch_size)
         # On an accelerator, pictures are prepared in the decoder threads (mmcore.spaces.embed.prepare_decoded) so the
         # model's thread only feeds it; on the CPU that would only move the same work onto the cores the model uses.
         self.prepares_ahead = not str(device).startswith("cpu")
@@ -43,9 +38,6 @@ class ClipSpace(Towers):
         self.context_tokens = int(getattr(text_config, "max_position_embeddings", 77))
         self.pad_to_max = model.config.model_type.startswith("siglip")  # SigLIP was trained on max-length padding
         self.max_text_tokens = self.context_tokens - (1 if self.pad_to_max else 2)  # room for EOS (and BOS)
-        # A fast tokenizer keeps its padding/truncation settings between calls, so sessions (threads) sharing this
-        # space would reset each other's mid-call; the image processor and the forward pass are safe to share.
-        self._tokenizer_lock = threading.Lock()
         # What runs each tower: the torch model's own methods, or their OpenVINO conversions (`use_openvino`).
         self.image_forward = model.get_image_features
         self.text_forward = model.get_text_features
@@ -89,11 +81,6 @@ class ClipSpace(Towers):
             towers[name] = (method, tensors, {k: v.dim() for k, v in tensors.items()})
         converted = openvino_towers(self.model, towers, self.info.model_id, self.info.revision, threads=torch.get_num_threads())
         self.image_forward, self.text_forward = converted["image"], converted["text"]
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        with self._tokenizer_lock:
-            encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [tuple(span) for span in encoded["offset_mapping"]]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(texts, self._text_inputs, self.text_forward)

@@ -14,6 +14,7 @@ file fails.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Mapping, Sequence
 
@@ -170,3 +171,19 @@ class Towers:
 
     def embed_query(self, kind: str, payloads: Sequence) -> np.ndarray:
         return embed_query(self, kind, payloads)
+
+
+class ModelTowers(Towers):
+    """Towers of a transformers model and its processor (clip, clap, xclip, bind): the state they share, and text cut
+    into windows by the processor's tokenizer."""
+
+    def __init__(self, model, processor, info, device: str, batch_size: int):
+        self.model, self.processor, self.info, self.device, self.batch_size = model, processor, info, device, batch_size
+        # A fast tokenizer keeps its padding/truncation settings between calls, so sessions (threads) sharing this
+        # space would reset each other's mid-call; the other processors and the forward pass are safe to share.
+        self._tokenizer_lock = threading.Lock()
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        with self._tokenizer_lock:
+            encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(span) for span in encoded["offset_mapping"]]

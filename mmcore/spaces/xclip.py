@@ -10,7 +10,6 @@ vector can't depend on the query, so this space compares video features with the
 
 from __future__ import annotations
 
-import threading
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +17,7 @@ import numpy as np
 from ..errors import ModelUnavailable
 from ..media.video import sample_frames
 from . import SpaceInfo
-from .embed import Towers
+from .embed import ModelTowers
 from .hf import embed_in_batches, load_pretrained, revision
 from .registry import SpaceSpec, register
 
@@ -33,7 +32,7 @@ HOW_TO_PROVIDE = (
 )
 
 
-class XClipSpace(Towers):
+class XClipSpace(ModelTowers):
     """The `xclip` space: video segments (each a list of RGB frames, as `read_video` cuts them) and text.
 
     `embed_videos` (which `Towers.embed` uses for segments instead of a frame mean) samples `num_frames` frames evenly from each segment. `batch_size` counts frames, as
@@ -41,16 +40,10 @@ class XClipSpace(Towers):
     """
 
     def __init__(self, model, processor, info: SpaceInfo, device: str, batch_size: int):
-        self.model = model
-        self.processor = processor
-        self.info = info
-        self.device = device
-        self.batch_size = batch_size
+        super().__init__(model, processor, info, device, batch_size)
         self.num_frames = int(model.config.vision_config.num_frames)  # the integration transformer's positions
         self.context_tokens = int(getattr(model.config.text_config, "max_position_embeddings", 77))
         self.max_text_tokens = self.context_tokens - 2  # room for BOS and EOS
-        # A fast tokenizer keeps its padding/truncation settings between calls (see ClipSpace).
-        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32) -> "XClipSpace":
@@ -68,11 +61,6 @@ class XClipSpace(Towers):
             raise ModelUnavailable(f"{model!r} has a {type(processor).__name__}, not an X-CLIP processor for frames and text.")
         info = SpaceInfo(NAME, source, revision(net), int(net.config.projection_dim))
         return cls(net, processor, info, device, batch_size)
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        with self._tokenizer_lock:
-            encoded = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [tuple(span) for span in encoded["offset_mapping"]]
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """The text tower's vectors, not conditioned on any video (what a stored collection can be searched by)."""
