@@ -183,10 +183,10 @@ class PeAvProcessor:
         from transformers import AutoTokenizer, PeAudioFeatureExtractor
         from transformers.models.pe_video.video_processing_pe_video import PeVideoVideoProcessor
 
-        options = dict(trust_remote_code=False, local_files_only=local_files_only)
-        return cls.of(AutoTokenizer.from_pretrained(source, **options),
-                      PeAudioFeatureExtractor.from_pretrained(source, **options),
-                      PeVideoVideoProcessor.from_pretrained(source, **options))
+        only = local_files_only
+        return cls.of(AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=only),
+                      PeAudioFeatureExtractor.from_pretrained(source, trust_remote_code=False, local_files_only=only),
+                      PeVideoVideoProcessor.from_pretrained(source, trust_remote_code=False, local_files_only=only))
 
 
 def pe_av_config(raw: dict, model: str):
