@@ -131,8 +131,10 @@ def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
         # Cluster names on the map, as many as fit, each a name from the legend; the legend biggest first, noise last.
         names = page.locator(f"{CHART} .annotation-text").all_text_contents()
         entries = legend(page)
-        assert entries[0] == "cluster" and entries[-1].startswith("noise ("), entries
-        sizes = [int(re.search(r"\(([\d,]+)\)$", e).group(1).replace(",", "")) for e in entries[1:-1]]
+        # (Whether the digits leave any noise depends on the CPU's rounding: none on some.)
+        clusters = [e for e in entries[1:] if not e.startswith("noise (")]
+        assert entries[0] == "cluster" and entries[1:len(clusters) + 1] == clusters and len(entries) - len(clusters) <= 2, entries
+        sizes = [int(re.search(r"\(([\d,]+)\)$", e).group(1).replace(",", "")) for e in clusters]
         assert sizes == sorted(sizes, reverse=True)
         assert len(names) >= 5 and all(any(e.startswith(n + " (") for e in entries) for n in names)
         # The legend sits below the toolbar, never under it.
