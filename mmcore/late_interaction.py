@@ -109,6 +109,51 @@ def _segment_maxsim(query, block, offsets: np.ndarray) -> np.ndarray:
     return scores
 
 
+class Summaries:
+    """Each page of a `PackedPages` as a few vectors (`k`): its rows in k clusters by spherical k-means (started from
+    k evenly spaced rows, a few rounds), each cluster's mean renormalised. MaxSim against them ranks every page in a
+    fraction of exact MaxSim's time and keeps the pages exact MaxSim ranks high among the first few hundred (PLAID's
+    centroid interaction, with centroids per page instead of a shared codebook; bench/doc.py measures recall).
+    `vectors` is (pages, k, dim) bfloat16; a page with fewer than k rows repeats some, one without rows is zeros."""
+
+    def __init__(self, pages: PackedPages, k: int = 8, rounds: int = 3, chunk: int = 32):
+        import torch
+
+        self.k = k
+        dim = pages.tokens.shape[1] if pages.tokens.ndim == 2 else 0
+        self.vectors = torch.zeros((len(pages), k, dim), dtype=pages.tokens.dtype)
+        raw = pages.tokens.view({2: torch.int16, 4: torch.int32}[pages.tokens.element_size()])  # same bits, fast rows
+        lengths = torch.from_numpy(pages.lengths)
+        for first in range(0, len(pages), chunk):
+            n = lengths[first:first + chunk]
+            if int(n.max()) == 0:
+                continue
+            steps = torch.arange(int(n.max()))
+            rows = torch.from_numpy(pages.offsets[:-1][first:first + chunk])[:, None] + steps[None, :]
+            # Padded to the chunk's longest page with zero rows: they add nothing to a cluster's sum, whichever they join.
+            x = raw[rows.clamp_max(len(raw) - 1)].masked_fill_((steps[None, :] >= n[:, None])[..., None], 0)
+            x = x.view(pages.tokens.dtype)
+            starts = (torch.linspace(0, 1, k)[None, :] * (n - 1).clamp_min(0)[:, None]).round().long()
+            centres = torch.gather(x, 1, starts[..., None].expand(-1, -1, dim))
+            for _ in range(rounds):
+                sims = torch.bmm(x, centres.transpose(1, 2))
+                # Each row's cluster as a one-hot matrix (ties in all they tie in): the sums are one more product.
+                member = (sims == sims.amax(-1, keepdim=True)).to(x.dtype)
+                sums = torch.bmm(member.transpose(1, 2), x).float()
+                norms = sums.norm(dim=-1, keepdim=True)
+                centres = torch.where(norms > 0, sums / norms.clamp_min(1e-12), centres.float()).to(x.dtype)
+            self.vectors[first:first + len(n)] = centres
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """Every page's MaxSim against its summary vectors (float32): sum over query tokens of the best one."""
+        import torch
+
+        pages, k, dim = self.vectors.shape
+        query_t = torch.from_numpy(np.asarray(query, dtype=np.float32)).to(self.vectors.dtype)
+        sims = self.vectors.reshape(pages * k, dim) @ query_t.T  # rows x query tokens: the fast orientation here
+        return sims.view(pages, k, -1).amax(dim=1).float().sum(dim=1).numpy()
+
+
 def similarity_map(query: np.ndarray, page: np.ndarray, grid: Sequence[Tile]) -> np.ndarray:
     """Where on the page the query matched: per patch, the best similarity any query token has with it, painted
     over the whole page (rows x cols at the finest tile's resolution; where tiles overlap, the higher value)."""

@@ -1,9 +1,11 @@
 """Search in a multi-vector space (the doc space) by late interaction, and where on a page a query matched.
 
 A text query's token matrix is compared with each page's (mmcore.multivector) by MaxSim: exactly over every page
-while the collection has at most EXACT_PAGES; above that over the CANDIDATES pages whose pooled vectors are nearest
-to the query's pooled vector (a Chroma query, or the vector cache under filters: mmcore.nearest), re-ranked by
-MaxSim. A hit's score is its MaxSim divided by the query's token count: the mean over the query's tokens of each
+while the collection has at most EXACT_PAGES; above that, every page is first scored by MaxSim against a few vectors
+that sum it up (mmcore.late_interaction.Summaries, kept with the collection's rows in memory) and the CANDIDATES best
+are re-ranked by exact MaxSim. Past PACKED_MAX_ROWS (rows not kept in memory) the candidates are the pages whose
+pooled vectors are nearest to the query's pooled vector (a Chroma query, or the vector cache under filters:
+mmcore.nearest). A hit's score is its MaxSim divided by the query's token count: the mean over the query's tokens of each
 one's best cosine on the page, so it reads like a cosine (1: every query token found itself on the page).
 
 A page stored pooled (MMCORE_DOC_POOL, mmcore.multivector) is scored by its pooled rows; its heat map paints each
@@ -24,7 +26,7 @@ from cachetools import LRUCache
 
 from .errors import MMError, NotFound
 from .files import read_stored, stored_path
-from .late_interaction import PackedPages, Tile, maxsim, regrouped, similarity_map
+from .late_interaction import PackedPages, Summaries, Tile, maxsim, regrouped, similarity_map
 from .multivector import Sidecar, folder_of, held_versions, load
 from .nearest import nearest
 from .spaces import normalize
@@ -35,9 +37,13 @@ from .vector_cache import vector_cache_dir
 # at 1,000 pages), less than re-ranking as many candidates (their rows gathered first); so up to CANDIDATES pages
 # every page is scored.
 EXACT_PAGES = 1000
-# Candidates re-ranked above that: 1,000 of 10,000 synthetic pages keep 95% of exact MaxSim's top 10 (500: 91%),
-# in 131 ms p50 (bench/RESULTS.md).
-CANDIDATES = 1000
+# Candidates re-ranked above that, chosen by their pages' summaries (16 vectors a page). Of exact MaxSim's top 10, 300
+# candidates keep 94% on 10,000 synthetic pages (the 300 nearest pooled vectors: 62%) and 97.5% on 2,225 BBC articles
+# as MiniLM token vectors (pooled: 94%), and the page a query was made from as often as exact MaxSim finds it; more
+# summary vectors do better on the real text, 8 on the synthetic set's near-ties (bench/RESULTS.md, doc section).
+CANDIDATES = 300
+SUMMARY_VECTORS = 16
+POOLED_CANDIDATES = 1000  # past PACKED_MAX_ROWS, candidates are the nearest pooled vectors: recall needs many more
 MAX_PAGE_SIZE = 4096  # the largest render of a page for its heat map, whatever its metadata says
 # A collection's rows are kept packed in memory (bfloat16) up to this many (3 GB at 128-d: about 13,000 A4 pages),
 # for the exact path and for re-ranking candidates: scoring 1,000 candidates out of the packed block is 4x faster
@@ -76,12 +82,19 @@ class _Loaded:
     position: dict[str, int]  # where each is in `ids`
     rows: int  # their token vectors, all together
     packed: PackedPages | None = None  # all of them, made on the first search (if at most PACKED_MAX_ROWS)
+    summaries: Summaries | None = None  # of the packed pages, made on the first search that needs candidates
 
     def packed_rows(self) -> PackedPages | None:
         """Every believed page's rows in one block (page i of `ids` is page i), or None past PACKED_MAX_ROWS."""
         if self.packed is None and self.rows <= PACKED_MAX_ROWS:  # two first queries at once both pack: one is kept
             self.packed = PackedPages([self.sidecar.matrix(id_) for id_ in self.ids])
         return self.packed
+
+    def page_summaries(self) -> Summaries | None:
+        """The packed pages' summary vectors (page i of `ids` is page i), or None past PACKED_MAX_ROWS."""
+        if self.summaries is None and (packed := self.packed_rows()) is not None:
+            self.summaries = Summaries(packed, SUMMARY_VECTORS)
+        return self.summaries
 
 
 def believed(ws, target: ItemCollection) -> Sidecar:
@@ -114,13 +127,17 @@ def rank(ws, target: ItemCollection, tokens: np.ndarray, k: int, where: dict | N
     `exclude`. Scores are MaxSim / the query's token count."""
     loaded = _load(ws, target)
     sidecar, query = loaded.sidecar, np.asarray(tokens, dtype=np.float32)
-    if len(loaded.ids) <= EXACT_PAGES:
+    summaries = loaded.page_summaries() if len(loaded.ids) > EXACT_PAGES else None
+    if len(loaded.ids) <= EXACT_PAGES or summaries is not None:
         allowed = set(target.ids(where)) if where else None
         ids = [id_ for id_ in loaded.ids if id_ not in exclude and (allowed is None or id_ in allowed)]
         if len(ids) == len(loaded.ids):
             ids = loaded.ids  # every page, in the packed block's order: scored as the block is, nothing gathered
+        if summaries is not None and len(ids) > CANDIDATES:
+            ids = _best_summaries(loaded, summaries, query, ids)
     else:
-        near = nearest(target, pooled(query), CANDIDATES, where, accept, exclude, vector_cache_dir(ws.settings.data_dir))
+        near = nearest(target, pooled(query), POOLED_CANDIDATES, where, accept, exclude,
+                       vector_cache_dir(ws.settings.data_dir))
         ids = [m.id for m in near if m.id in sidecar.where]
     packed = loaded.packed_rows()
     if not ids:
@@ -137,6 +154,14 @@ def rank(ws, target: ItemCollection, tokens: np.ndarray, k: int, where: dict | N
     by_id = {item["id"]: item for item in items}
     return [Match(ids[i], float(scores[i]) / len(query), by_id[ids[i]]["metadata"], by_id[ids[i]]["document"])
             for i in top if ids[i] in by_id]
+
+
+def _best_summaries(loaded: _Loaded, summaries: Summaries, query: np.ndarray, ids: list[str]) -> list[str]:
+    """The CANDIDATES of `ids` whose summaries score highest against the query, in the packed block's order."""
+    scores = summaries.scores(query)
+    positions = np.fromiter((loaded.position[id_] for id_ in ids), dtype=np.int64, count=len(ids))
+    best = positions[np.argpartition(-scores[positions], CANDIDATES - 1)[:CANDIDATES]]
+    return [loaded.ids[i] for i in np.sort(best)]
 
 
 def item_tokens(ws, collection: str, item_id: str, space: str) -> np.ndarray | None:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import mmcore.late_interaction as li
-from mmcore.late_interaction import PackedPages, Tile, cluster_tokens, maxsim, page_map, pool_tokens, similarity_map
+from mmcore.late_interaction import (PackedPages, Summaries, Tile, cluster_tokens, maxsim, page_map, pool_tokens,
+                                     similarity_map)
 from mmcore.spaces import normalize
 from synthetic_pages import synthetic_pages
 
@@ -48,6 +49,52 @@ def test_a_query_ranks_the_page_it_was_built_from_first(collection):
     pooled = normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in pages]))
     by_pooled = [int(np.argmax(pooled @ normalize(q.mean(axis=0, keepdims=True))[0])) for q in queries]
     assert sum(a == b for a, b in zip(by_pooled, targets)) < len(targets)
+
+
+def test_summaries_find_the_clusters_a_page_is_made_of_in_any_chunking():
+    rng = np.random.default_rng(4)
+    directions = [normalize(rng.standard_normal((k, 32))) for k in (8, 3)]
+    pages = [normalize(d[rng.integers(0, len(d), n)] + 0.05 * rng.standard_normal((n, 32))).astype(np.float16)
+             for d, n in ((directions[0], 400), (directions[1], 90))]
+    pages = [pages[0], np.zeros((0, 32), np.float16), pages[1], pages[0][:5]]
+    summaries = Summaries(PackedPages(pages), k=8)
+    vectors = summaries.vectors.float().numpy()
+    assert vectors.shape == (4, 8, 32)
+    # Every direction the first page was made of has a summary vector on it; each vector is a unit mean.
+    assert (directions[0] @ vectors[0].T).max(axis=1).min() > 0.98
+    assert (directions[1] @ vectors[2].T).max(axis=1).min() > 0.98
+    np.testing.assert_allclose(np.linalg.norm(vectors[[0, 2, 3]], axis=-1), 1.0, atol=0.01)
+    assert not vectors[1].any(), "a page without rows sums up to zeros"
+    query = normalize(rng.standard_normal((6, 32)))
+    scores = summaries.scores(query)
+    assert scores[1] == 0 and scores.shape == (4,)
+    np.testing.assert_allclose(scores, (query @ vectors.transpose(0, 2, 1)).max(axis=2).sum(axis=1), atol=0.05)
+    # The summary of a page's rows never scores above its exact MaxSim by more than rounding: each vector is a
+    # mean of the page's unit rows, so no query token finds more in it than in the rows it came from... in one
+    # direction it can (a mean of two near rows may lie between them), so compare on the clustered pages only.
+    assert scores[0] <= maxsim(query, [pages[0]])[0] + 0.05
+    chunked = Summaries(PackedPages(pages), k=8, chunk=1)
+    np.testing.assert_allclose(chunked.vectors.float().numpy(), vectors, atol=1e-2)
+
+
+def test_summaries_pick_candidates_that_hold_the_query_s_page_and_exact_maxsim_s_top_10_unlike_pooled_vectors():
+    pages, queries, targets = synthetic_pages(600, lengths=(200, 400), n_queries=40, seed=5)
+    rng = np.random.default_rng(5)
+    # As real queries are: a few words' tokens and augmentation tokens (random here, matching nothing in particular).
+    queries = [np.concatenate([q, normalize(rng.standard_normal((10, q.shape[1])))]) for q in queries]
+    packed = PackedPages(pages)
+    summaries = Summaries(packed)
+    pooled = normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in pages]))
+    by_summaries = [np.argsort(-summaries.scores(q)) for q in queries]
+    by_pooled = [np.argsort(-(pooled @ normalize(q.mean(0, keepdims=True))[0])) for q in queries]
+    # The page a query was made from is among the first 10 of 600 by its summary, for every query.
+    assert all(t in order[:10] for order, t in zip(by_summaries, targets))
+    assert np.mean([t in order[:10] for order, t in zip(by_pooled, targets)]) < 0.8
+    # 100 candidates keep most of exact MaxSim's top 10 (the rest of which are near-ties on this set).
+    tops = [set(np.argsort(-maxsim(q, packed))[:10]) for q in queries]
+    kept = np.mean([len(top & set(order[:100])) / 10 for order, top in zip(by_summaries, tops)])
+    kept_pooled = np.mean([len(top & set(order[:100])) / 10 for order, top in zip(by_pooled, tops)])
+    assert kept >= 0.8 and kept > kept_pooled + 0.08
 
 
 def test_pooling_shrinks_each_page_to_unit_cluster_means(collection):

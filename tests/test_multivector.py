@@ -251,7 +251,7 @@ def test_a_query_built_from_a_page_finds_that_page_first_exactly_and_through_can
         exact = ms.rank(docs, target, query, 5)
         assert exact[0].id == id_ and exact[0].score == pytest.approx(1.0, abs=1e-2)
         assert [m.metadata["page"] for m in exact[:1]] == [int(id_.rsplit("p", 1)[1])]
-        monkeypatch.setattr(ms, "EXACT_PAGES", 0)  # candidates from the pooled vectors, re-ranked by MaxSim
+        monkeypatch.setattr(ms, "EXACT_PAGES", 0)  # candidates by the pages' summaries, re-ranked by MaxSim
         through = ms.rank(docs, target, query, 5)
         assert [(m.id, round(m.score, 5)) for m in through] == [(m.id, round(m.score, 5)) for m in exact]
         monkeypatch.setattr(ms, "CANDIDATES", 2)  # fewer candidates: those scored exactly as before
@@ -265,10 +265,17 @@ def test_candidates_are_scored_from_the_packed_rows_or_past_their_budget_from_th
     query = ms.query_tokens(docs.space("doc"), "harbour fees")
     monkeypatch.setattr(ms, "EXACT_PAGES", 0)  # candidates re-ranked
     packed = ms.rank(docs, target, query, 5)
-    assert ms._load(docs, target).packed is not None
+    assert ms._load(docs, target).packed is not None and ms._load(docs, target).summaries is not None
+    # A filter and an exclusion hold on the summaries' candidates too, even when fewer candidates are wanted.
+    monkeypatch.setattr(ms, "CANDIDATES", 2)
+    slides = ms.rank(docs, target, query, 5, where={"source": "slides.pdf"})
+    assert len(slides) == 2 and all(m.metadata["source"] == "slides.pdf" for m in slides)
+    rest = ms.rank(docs, target, query, 5, exclude=[packed[0].id])
+    assert len(rest) == 2 and packed[0].id not in {m.id for m in rest}
+    monkeypatch.setattr(ms, "CANDIDATES", 1000)
     monkeypatch.setattr(ms, "PACKED_MAX_ROWS", 0)
     ms._sidecars.clear()
-    read = ms.rank(docs, target, query, 5)
+    read = ms.rank(docs, target, query, 5)  # candidates from the pooled vectors, rows from the segments
     assert ms._load(docs, target).packed is None, "past the budget nothing is packed"
     assert len(read) == 5 and [(m.id, round(m.score, 4)) for m in read] == [(m.id, round(m.score, 4)) for m in packed]
 
