@@ -33,10 +33,10 @@ from .spaces import normalize
 from .store import ItemCollection, Match
 from .vector_cache import vector_cache_dir
 
-# Exact MaxSim costs about 0.04 ms a page of ~900 tokens on two CPU cores (bench/RESULTS.md, doc section: 39 ms p50
-# at 1,000 pages), less than re-ranking as many candidates (their rows gathered first); so up to CANDIDATES pages
-# every page is scored.
-EXACT_PAGES = 1000
+# Every page is scored exactly while that answers within the latency goal (150 ms with the query's encoding): exact
+# MaxSim costs 0.09-0.24 ms a page of ~900 tokens on two CPU cores (an EPYC, a Xeon: bench/RESULTS.md, doc section),
+# re-ranking CANDIDATES pages 60-70 ms.
+EXACT_PAGES = 500
 # Candidates re-ranked above that, chosen by their pages' summaries (16 vectors a page). Of exact MaxSim's top 10, 300
 # candidates keep 94% on 10,000 synthetic pages (the 300 nearest pooled vectors: 62%) and 97.5% on 2,225 BBC articles
 # as MiniLM token vectors (pooled: 94%), and the page a query was made from as often as exact MaxSim finds it; more
