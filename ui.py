@@ -20,7 +20,7 @@ from mmcore.files import read_stored, read_thumbnail
 from mmcore.plaintext import WORD_JOINER
 from mmcore.plaintext import markdown as plain  # every user string put into Markdown goes through this
 from mmcore.spaces import backend_of, is_loaded, load_failure
-from mmcore.spaces.registry import DEFAULT_SPACE, hosted_notices, names, require, specs
+from mmcore.spaces.registry import DEFAULT_SPACE, names, notices, require, specs
 from mmcore.speech import is_loaded as speech_loaded
 from mmcore.speech import load_failure as speech_failure
 from mmcore.workspace import Workspace
@@ -132,8 +132,8 @@ def sidebar() -> None:
         st.divider()
         st.session_state["model_slot"] = st.empty()
         show_model_status()
-        for notice in hosted_notices(ws.settings):  # media that leaves this machine, said plainly
-            st.warning(plain(notice), icon=":material/cloud_upload:")
+        for notice in notices(ws.settings):  # media that leaves this machine, a licence's terms: said plainly
+            st.warning(plain(notice), icon=":material/info:")
         s = ws.settings
         store = f"Chroma server {s.chroma_host}:{s.chroma_port}" if s.chroma_host else f"embedded in `{s.data_dir}`"
         st.caption(f"**Store** {store}")

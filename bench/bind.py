@@ -7,13 +7,15 @@ taken from. Vectors are meaningless (random weights); speed is real.
 PE-AV: transformers' PeAudioVideoConfig defaults are facebook/pe-av-large's (ModernBERT-large text, DAC + 6-layer
 1792-wide audio and video encoders, a timm vit_pe_core_large_patch14_336 per frame); its feature extractor at 48 kHz
 with a hop of 1,920 samples and frames at 336 x 336. CLAP: ClapConfig's defaults (laion/clap-htsat-unfused's HTSAT).
-CLIP: ViT-B/32 (bench/fullsize.py). Models are built in memory, not saved (PE-AV is 6 GB of float32).
+CLIP: ViT-B/32 (bench/fullsize.py). ImageBind (where imagebind-unofficial is installed): imagebind_huge's size through
+the imagebind space. Models are built in memory, not saved (PE-AV is 6 GB of float32).
 Needs the optional install of the bind space's timm frame encoder (mmcore.spaces.bind.TIMM_INSTALL).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -76,6 +78,20 @@ def clap() -> ClapSpace:
     return ClapSpace(model, processor, SpaceInfo("clap", "clap-htsat-unfused (random)", "local", 512), "cpu", 32)
 
 
+def imagebind():
+    """ImageBind at imagebind_huge's size, random weights, through the imagebind space (needs imagebind-unofficial)."""
+    from mmcore.spaces import imagebind as ib
+
+    code = ib.model_code()
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    model = code.ImageBindModel(**ib.HUGE).eval()
+    print(f"ImageBind built in {time.perf_counter() - start:.0f} s: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters")
+    bpe = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0]) / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
+    tokenizer = ib.code_module("imagebind.models.multimodal_preprocessors").SimpleTokenizer(bpe_path=str(bpe))
+    return ib.ImageBindSpace(model, tokenizer, SpaceInfo("imagebind", "imagebind_huge (random)", "local", 1024), "cpu", 32)
+
+
 def scene(seed: int, n: int = FRAMES) -> list[Image.Image]:
     """A moving picture: a random background with a bright square crossing it, 320 x 240."""
     rng = np.random.default_rng(seed)
@@ -106,6 +122,16 @@ def main() -> None:
     from mmcore.media import Chunk
 
     rate(f"CLIP video segments ({FRAMES} frames, mean)", len(segments), lambda: sight.embed([Chunk("video", s) for s in segments]))
+
+    if importlib.util.find_spec("imagebind") is not None:
+        bound = imagebind()
+        waves16 = [w[::3] for w in waves]  # ImageBind's 16 kHz
+        rate(f"ImageBind audio windows ({WINDOW_S} s: 3 clips of 2 s)", len(waves16), lambda: bound.embed_audio(waves16))
+        rate(f"ImageBind video segments ({FRAMES} frames: {FRAMES // 2} clips)", len(segments), lambda: bound.embed_videos(segments))
+        rate("ImageBind pictures", len(stills), lambda: bound.embed_images(stills))
+        del bound
+    else:
+        print("ImageBind: not installed (mmcore.spaces.imagebind.INSTALL), skipped")
 
     bind = pe_av()
     rate(f"PE-AV audio windows ({WINDOW_S} s)", len(waves), lambda: bind.embed_audio(waves))

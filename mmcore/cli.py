@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 def _workspace(collection: str | None = None):
     """The workspace, using the local model folders that `collection` (default: MMCORE_COLLECTION) records
     where no model is configured; notes on stderr, among them where a hosted space sends media."""
-    from .spaces.registry import hosted_notices
+    from .spaces.registry import notices
     from .workspace import Workspace
 
     ws = Workspace()
-    for note in ws.use_recorded_models(collection) + [f"note: {n}" for n in hosted_notices(ws.settings)]:
+    for note in ws.use_recorded_models(collection) + [f"note: {n}" for n in notices(ws.settings)]:
         print(note, file=sys.stderr)
     return ws
 

@@ -23,7 +23,9 @@ class Settings:
                             MMCORE_CLIP_MODEL (images, text, pages, video; on by default),
                             MMCORE_CLAP_MODEL (sound; on by default), MMCORE_SIGLIP_MODEL,
                             MMCORE_XCLIP_MODEL (video segments, searched by text) and
-                            MMCORE_DOC_MODEL (PDF pages, searched by text) (off unless set);
+                            MMCORE_DOC_MODEL (PDF pages, searched by text), MMCORE_BIND_MODEL (PE-AV: sounds,
+                            video and pictures in one space) and MMCORE_IMAGEBIND_WEIGHTS (ImageBind, from a weights
+                            file; CC BY-NC-SA 4.0) (off unless set);
                             the hosted twelvelabs space is on only with MMCORE_TWELVELABS_API_KEY
                             (MMCORE_TWELVELABS_MODEL names its model; see mmcore.spaces.twelvelabs)
       MMCORE_ASR_MODEL      hub id or local directory of a speech-recognition model (Whisper); transcripts

@@ -96,4 +96,4 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 from .registry import require, spec_of  # noqa: E402  (after SpaceInfo and normalize: the families import them)
 
 # The families: each module registers itself. A new family is one module here plus its tests.
-from . import clip, clap, siglip, xclip, doc, twelvelabs, bind  # noqa: E402,F401
+from . import clip, clap, siglip, xclip, doc, twelvelabs, bind, imagebind  # noqa: E402,F401

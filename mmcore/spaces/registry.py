@@ -55,7 +55,8 @@ class SpaceSpec:
     A hosted family (its model runs at a service, which gets the media) also has `switch`, the variable that turns
     it on (its API key: off while unset, whatever `variable` names), `sends_to()`, where the media goes, for people
     ("Twelve Labs (api.twelvelabs.io)"), and `connection()`, what else its loader reads from the environment (the
-    service's URL and key): a loaded space is shared only while that stays the same.
+    service's URL and key): a loaded space is shared only while that stays the same. `notice`: a plain sentence
+    people must see while the family is on (its licence's terms).
     """
 
     name: str
@@ -73,6 +74,7 @@ class SpaceSpec:
     switch: str | None = None
     sends_to: Callable[[], str] | None = None
     connection: Callable[[], Hashable] | None = None
+    notice: str | None = None
 
     def __post_init__(self):
         unknown = set(self.queries) - set(QUERY_KINDS)
@@ -145,9 +147,15 @@ def spaces_for(modality: str, settings: "Settings") -> list[str]:
 
 
 def hosted_notices(settings: "Settings") -> list[str]:
-    """A plain sentence per enabled hosted family, saying where its media goes (for the app's sidebar and the CLI)."""
+    """A plain sentence per enabled hosted family, saying where its media goes."""
     return [f"Media in the {s.name} space is sent to {s.sends_to()}, and so are the queries searched in it."
             for s in enabled(settings) if s.sends_to is not None]
+
+
+def notices(settings: "Settings") -> list[str]:
+    """What people must be told about the enabled families (for the app's sidebar and the CLI): where a hosted
+    family's media goes, and each family's own notice (a licence's terms)."""
+    return hosted_notices(settings) + [f"{s.title}: {s.notice}" for s in enabled(settings) if s.notice]
 
 
 def accepts(name: str, kind: str) -> bool:
