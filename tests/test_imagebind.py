@@ -38,6 +38,10 @@ def test_imagebind_is_registered_off_and_its_licence_is_said_when_on(tmp_path):
     on = Settings.from_env({"MMCORE_IMAGEBIND_WEIGHTS": str(tmp_path / "imagebind_huge.pth")})
     assert spaces_for("audio", on) == ["clap", "imagebind"] and spaces_for("image", on) == ["clip", "imagebind"]
     assert notices(on) == [f"ImageBind: {ib.LICENCE}"] and "CC BY-NC-SA 4.0" in ib.LICENCE
+    # Given sounds at the rate CLAP and PE-AV hear, so an ingest reads a sound once for all of them.
+    from mmcore.media.base import ReadOptions
+
+    assert ib.ImageBindSpace.sampling_rate == ReadOptions.audio_rate == 48_000
 
 
 def test_a_missing_weights_file_names_the_variable(tmp_path):
@@ -132,26 +136,27 @@ def test_a_sound_is_three_clips_spread_over_it(space):
 def test_the_filterbank_is_imagebinds(space):
     bank = space._sound_clips([ma.signal(2.0, ib.RATE, 440.0)])
     assert tuple(bank.shape) == (1, ib.CLIPS, 1, ib.MEL_BINS, ib.MEL_FRAMES)
-    # 2 s at 16 kHz is 198 frames of 25 ms every 10 ms; the 6 after them are zero before normalising.
+    # 2 s (resampled to 16 kHz) is 198 frames of 25 ms every 10 ms; the 6 after them are zero before normalising.
     padded = bank[0, 0, 0, :, 198:]
     torch.testing.assert_close(padded, torch.full_like(padded, (0 - ib.MEL_MEAN) / ib.MEL_STD))
 
 
 @needs_package
 def test_a_sound_finds_pictures_and_video_through_imagebind(tmp_path, weights):
-    from checkpoints import tiny_clap, tiny_clip
+    from checkpoints import tiny_clip
     from mmcore.ingest import SourceFile, ingest
     from mmcore.search import Query, search_each_modality
     from mmcore.workspace import Workspace
 
+    # CLAP off: the tests' tiny CLAP hears 16 kHz, ImageBind is given sounds at 48 kHz as real CLAP is.
     settings = Settings(data_dir=tmp_path / "data", batch_size=4, models={
-        "clip": str(tiny_clip(tmp_path / "clip")), "clap": str(tiny_clap(tmp_path / "clap")), "imagebind": str(weights)})
+        "clip": str(tiny_clip(tmp_path / "clip")), "clap": None, "imagebind": str(weights)})
     with Workspace(settings) as ws:
         report = ingest(ws, [SourceFile("scene.mp4", mav.make_video(seconds=4, fps=2, size=(64, 48))),
                              SourceFile("tone.wav", ma.make_wav(3.0, ib.RATE, 440.0)),
                              SourceFile("yellow.png", mf.encode(mf.picture((40, 30), (240, 220, 20)), "PNG"))])
         assert report.ok, [(r.name, r.reason) for r in report.results]
-        assert sorted(ws.store.spaces("default")) == ["clap", "clip", "imagebind"]
+        assert sorted(ws.store.spaces("default")) == ["clip", "imagebind"]
         results = search_each_modality(ws, Query(audio=ma.make_wav(2.0, ib.RATE, 440.0), audio_name="q.wav"), k=5)
         assert {h.space for h in results["video"]} == {"imagebind"} and {h.space for h in results["image"]} == {"imagebind"}
         assert results["image"][0].source == "yellow.png" and results["video"][0].source == "scene.mp4"

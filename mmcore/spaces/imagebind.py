@@ -11,7 +11,8 @@ say whenever the space is on.
 - **Only its model code is imported.** The package's `__init__` imports its data loaders, which need torchaudio,
   pytorchvideo and decord (none installs beside this project's torch); the model needs timm, einops, ftfy, regex
   and iopath. The inputs are made here instead, with the settings of the package's `data.py`: pictures resized to
-  224 on the short side (bicubic), centre-cropped, CLIP-normalised; sounds at 16 kHz as three 2-second clips spread
+  224 on the short side (bicubic), centre-cropped, CLIP-normalised; sounds resampled to 16 kHz (they are read at
+  48 kHz, the rate of CLAP and PE-AV, so one reading serves every space of sound) as three 2-second clips spread
   over the window, each a 128-bin Kaldi filterbank of 204 frames normalised by AudioSet's mean and spread
   (transformers' ASTFeatureExtractor computes the same filterbank without torchaudio); video as clips of two
   consecutive frames, centre crop only (the package also averages left and right crops); text by its BPE tokenizer.
@@ -52,7 +53,8 @@ HUGE = {"vision_embed_dim": 1280, "vision_num_blocks": 32, "vision_num_heads": 1
         "text_num_blocks": 24, "text_num_heads": 16, "out_embed_dim": 1024, "audio_drop_path": 0.1, "imu_drop_path": 0.7}
 NEEDS = ("timm", "torchvision", "einops", "ftfy", "regex", "iopath")
 
-RATE = 16_000
+RATE = 48_000  # what the space is given: CLAP's and PE-AV's rate (mmcore.ingest reads a sound once for all spaces)
+MODEL_RATE = 16_000  # what ImageBind hears
 CLIP_S, CLIPS = 2, 3  # a sound: three 2-second clips spread over it (the package's ConstantClipsPerVideoSampler)
 MEL_BINS, MEL_FRAMES = 128, 204
 MEL_MEAN, MEL_STD = -4.268, 9.138
@@ -62,8 +64,8 @@ FRAMES_PER_CLIP = 2
 
 
 class ImageBindSpace(Towers):
-    """The `imagebind` space: pictures, video segments (lists of frames), sounds (mono float32 at 16 kHz) and text
-    queries, all in ImageBind's one space."""
+    """The `imagebind` space: pictures, video segments (lists of frames), sounds (mono float32 at `sampling_rate`)
+    and text queries, all in ImageBind's one space."""
 
     sampling_rate = RATE
 
@@ -75,7 +77,7 @@ class ImageBindSpace(Towers):
         # over a 512-point FFT leave the lowest filters empty, in Kaldi's filterbank as here.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-            self.filterbank = ASTFeatureExtractor(num_mel_bins=MEL_BINS, max_length=MEL_FRAMES, sampling_rate=RATE,
+            self.filterbank = ASTFeatureExtractor(num_mel_bins=MEL_BINS, max_length=MEL_FRAMES, sampling_rate=MODEL_RATE,
                                                   mean=MEL_MEAN, std=MEL_STD / 2, do_normalize=True)
         self._tokenizer_lock = threading.Lock()
 
@@ -140,13 +142,15 @@ class ImageBindSpace(Towers):
         """(sounds, CLIPS, 1, MEL_BINS, MEL_FRAMES): each sound's clips, spread evenly from its start to its end."""
         import torch
 
-        length = CLIP_S * RATE
+        from scipy.signal import resample_poly
+
+        length = CLIP_S * MODEL_RATE
         sounds = []
         for wave in batch:
-            wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+            wave = resample_poly(np.asarray(wave, dtype=np.float32).reshape(-1), MODEL_RATE, RATE).astype(np.float32)
             starts = np.linspace(0, max(len(wave) - length, 0), CLIPS).round().astype(int)
             clips = [wave[s:s + length] for s in starts]
-            bank = self.filterbank(clips, sampling_rate=RATE, return_tensors="pt")["input_values"]  # (clips, frames, bins)
+            bank = self.filterbank(clips, sampling_rate=MODEL_RATE, return_tensors="pt")["input_values"]  # (clips, frames, bins)
             sounds.append(bank.transpose(1, 2)[:, None])
         return torch.stack(sounds)
 
