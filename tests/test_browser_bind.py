@@ -1,5 +1,6 @@
 """The app with the bind space (PE-AV) on: a sound and a video uploaded in the browser, a search by the sound, and
-the video's segment among the results, answered by the bind space, its card showing the segment's keyframe."""
+the video's segment among the results, answered by the bind space, its card showing the segment's keyframe; the
+Map of the bind space opens coloured by kind of media, sounds and video in one picture."""
 
 from __future__ import annotations
 
@@ -49,3 +50,13 @@ def test_a_sound_finds_a_video_segment_through_the_bind_space(tmp_path, clip_dir
         expect(thumbnail).to_have_js_property("complete", True)
         assert thumbnail.evaluate("img => img.naturalWidth") > 0, "the segment's thumbnail did not load"
         page.screenshot(path=ARTIFACTS / "search-sound-finds-video.png", full_page=True)
+
+        page.get_by_role("link", name="Map").click()
+        sidebar = page.get_by_test_id("stSidebar")
+        sidebar.get_by_test_id("stSelectbox").filter(has_text="Space").click()
+        page.get_by_role("option", name="bind").click()
+        chart = page.locator(".js-plotly-plot").first
+        expect(chart.locator(".legendtext").first).to_be_visible()
+        entries = chart.locator(".legendtext").all_text_contents()
+        assert any(e.startswith("audio") for e in entries) and any(e.startswith("video") for e in entries), entries
+        page.screenshot(path=ARTIFACTS / "map-bind-by-modality.png", full_page=True)
