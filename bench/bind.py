@@ -125,8 +125,7 @@ def main() -> None:
 
     if importlib.util.find_spec("imagebind") is not None:
         bound = imagebind()
-        waves16 = [w[::3] for w in waves]  # ImageBind's 16 kHz
-        rate(f"ImageBind audio windows ({WINDOW_S} s: 3 clips of 2 s)", len(waves16), lambda: bound.embed_audio(waves16))
+        rate(f"ImageBind audio windows ({WINDOW_S} s: 3 clips of 2 s)", len(waves), lambda: bound.embed_audio(waves))
         rate(f"ImageBind video segments ({FRAMES} frames: {FRAMES // 2} clips)", len(segments), lambda: bound.embed_videos(segments))
         rate("ImageBind pictures", len(stills), lambda: bound.embed_images(stills))
         del bound
