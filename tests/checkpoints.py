@@ -92,8 +92,9 @@ def tiny_siglip2(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def tiny_clap(path: Path, projection_dim: int = 16, seed: int = 0) -> Path:
-    """A CLAP checkpoint (HTSAT audio, RoBERTa text) with a byte-level tokenizer and 16 mel bins at 16 kHz: 0.2 MB.
+def tiny_clap(path: Path, projection_dim: int = 16, seed: int = 0, sampling_rate: int = 16_000) -> Path:
+    """A CLAP checkpoint (HTSAT audio, RoBERTa text) with a byte-level tokenizer and 16 mel bins at `sampling_rate`
+    (16 kHz; real CLAP's 48 kHz where a test needs it): 0.2 MB.
 
     Its feature extractor keeps the 10 s window of laion/clap-htsat-unfused, with a hop that makes it 251 frames,
     which fits the tiny model's 64 x 4 spectrogram input.
@@ -120,7 +121,7 @@ def tiny_clap(path: Path, projection_dim: int = 16, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = ClapModel(config)
     features = ClapFeatureExtractor(
-        feature_size=16, sampling_rate=16_000, hop_length=640, fft_window_size=1024, max_length_s=10,
+        feature_size=16, sampling_rate=sampling_rate, hop_length=sampling_rate // 25, fft_window_size=1024, max_length_s=10,
         frequency_min=50, frequency_max=8_000, truncation="rand_trunc", padding="repeatpad",
     )
     path.mkdir(parents=True, exist_ok=True)
@@ -412,3 +413,25 @@ if __name__ == "__main__":
     import sys
 
     print(tiny_clip(Path(sys.argv[1])))
+
+
+IMAGEBIND_TINY = {"out_embed_dim": 16, **{f"{m}_{k}": v for m in ("vision", "audio", "text", "depth", "thermal", "imu")
+                                          for k, v in (("embed_dim", 32), ("num_blocks", 1), ("num_heads", 2))}}
+
+
+def tiny_imagebind(path: Path, seed: int = 0) -> Path:
+    """A random ImageBindModel of IMAGEBIND_TINY's size (imagebind-unofficial's model code) saved as a user provides
+    imagebind_huge.pth, its size in the imagebind.json beside it: the weights file's path."""
+    import json
+
+    import torch
+
+    from mmcore.spaces import imagebind as ib
+
+    code = ib.model_code()
+    torch.manual_seed(seed)
+    net = code.ImageBindModel(**IMAGEBIND_TINY)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path / "imagebind_tiny.pth")
+    (path / ib.CONFIG_FILE).write_text(json.dumps(IMAGEBIND_TINY))
+    return path / "imagebind_tiny.pth"

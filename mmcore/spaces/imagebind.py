@@ -183,6 +183,11 @@ def _pixels(images: Sequence):
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
+def installed() -> bool:
+    """Whether imagebind-unofficial and what its model code imports are installed."""
+    return importlib.util.find_spec("imagebind") is not None and all(importlib.util.find_spec(n) for n in NEEDS)
+
+
 def model_code():
     """imagebind-unofficial's model module, imported without the package's `__init__` (its data loaders need
     torchaudio, pytorchvideo and decord; the model does not).

@@ -55,8 +55,8 @@ class SpaceSpec:
     A hosted family (its model runs at a service, which gets the media) also has `switch`, the variable that turns
     it on (its API key: off while unset, whatever `variable` names), `sends_to()`, where the media goes, for people
     ("Twelve Labs (api.twelvelabs.io)"), and `connection()`, what else its loader reads from the environment (the
-    service's URL and key): a loaded space is shared only while that stays the same. `notice`: a plain sentence
-    people must see while the family is on (its licence's terms).
+    service's URL and key): a loaded space is shared only while that stays the same. `notice`: a plain sentence,
+    naming the family, that people must see while it is on (its licence's terms).
     """
 
     name: str
@@ -155,7 +155,7 @@ def hosted_notices(settings: "Settings") -> list[str]:
 def notices(settings: "Settings") -> list[str]:
     """What people must be told about the enabled families (for the app's sidebar and the CLI): where a hosted
     family's media goes, and each family's own notice (a licence's terms)."""
-    return hosted_notices(settings) + [f"{s.title}: {s.notice}" for s in enabled(settings) if s.notice]
+    return hosted_notices(settings) + [s.notice for s in enabled(settings) if s.notice]
 
 
 def accepts(name: str, kind: str) -> bool:
