@@ -105,14 +105,16 @@ def test_a_checkpoint_that_needs_its_own_code_is_refused_and_its_code_never_runs
 
 
 def test_no_code_asks_for_remote_code_or_pickled_weights():
-    """Every from_pretrained says trust_remote_code=False, and every model load use_safetensors=True."""
+    """Every from_pretrained says trust_remote_code=False, every model load use_safetensors=True, and every
+    torch.load weights_only=True."""
     sources = [*ROOT.glob("mmcore/**/*.py"), ROOT / "app.py", ROOT / "ui.py", *ROOT.glob("pages/*.py")]
     assert len(sources) > 10
     loads = 0
     for path in sources:
         text = path.read_text()
         assert not re.search(r"trust_remote_code\s*=\s*True", text), path
-        assert "torch.load(" not in text, path
+        # torch.load only as a reader of tensors (the imagebind space's user-provided weights): never a pickle's code.
+        assert all("weights_only=True" in line for line in text.splitlines() if "torch.load(" in line), path
         for auto_class, args in re.findall(r"(\w+)\)?\.from_pretrained\(([^)]*)\)", text):
             assert "trust_remote_code=False" in args, (path, auto_class)
             loads_no_weights = any(part in auto_class for part in ("Processor", "Tokenizer", "FeatureExtractor"))
