@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from pathlib import Path
 
 # Before anything imports huggingface_hub (it reads this once): a hub lookup fails at once instead of retrying.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -12,10 +15,23 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(os.path.di
 
 import pytest
 
+from browser import free_port, serving
 from checkpoints import tiny_clip
 from media_factory import write_media
 from mmcore.config import Settings
 from mmcore.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`chroma run` on a free port of 127.0.0.1, one per test module that asks; yields the port."""
+    base = tmp_path_factory.mktemp("chroma-server")
+    chroma = Path(sys.executable).parent / "chroma"
+    port = free_port()
+    command = [str(chroma if chroma.exists() else shutil.which("chroma")), "run", "--path", str(base / "db"),
+               "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, {"ANONYMIZED_TELEMETRY": "False"}, base / "chroma.log", f"http://127.0.0.1:{port}/api/v2/heartbeat"):
+        yield port
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -18,7 +17,6 @@ import numpy as np
 import pytest
 
 import media_factory as mf
-from browser import free_port, serving
 from mmcore.config import Settings
 from mmcore.datadir import lock_holder, lock_path
 from mmcore.ingest import SourceFile, ingest
@@ -26,18 +24,6 @@ from mmcore.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 PATTERNS = ["none", "stripes", "checker", "circle", "cross", "diagonal"]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`chroma run` on a free port of 127.0.0.1; yields the port."""
-    base = tmp_path_factory.mktemp("chroma-server")
-    chroma = Path(sys.executable).parent / "chroma"
-    port = free_port()
-    command = [str(chroma if chroma.exists() else shutil.which("chroma")), "run", "--path", str(base / "db"),
-               "--host", "127.0.0.1", "--port", str(port)]
-    with serving(command, {"ANONYMIZED_TELEMETRY": "False"}, base / "chroma.log", f"http://127.0.0.1:{port}/api/v2/heartbeat"):
-        yield port
 
 
 def folder(root: Path, name: str, seed: int, n: int = 24) -> Path:

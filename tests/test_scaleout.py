@@ -26,7 +26,6 @@ from media_pdf import make_pdf
 from mmcore.config import Settings
 from mmcore.ingest import SourceFile, ingest
 from mmcore.workspace import Workspace
-from test_chroma_server import server  # noqa: F401  (the module's `chroma run`)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = secrets.token_hex(32)  # the cluster's own, so the test neither needs nor touches ~/.ray/auth_token
