@@ -107,6 +107,11 @@ def chromium_page(timeout_ms: int, width: int = 1400, height: int = 1000):
         yield new_page(browser, timeout_ms, width, height)
 
 
+def settled(page) -> None:
+    """Wait until the app's run in progress is over: its stale elements (the last run's output) are gone."""
+    page.wait_for_function("() => document.querySelectorAll('[data-stale=\"true\"]').length === 0")
+
+
 def screenshot_main(page, path, height: int = 1700) -> None:
     """The page's main column for the README, from its top down to `height` pixels: Streamlit scrolls it inside
     the window, so the window is made that tall for the shot."""

@@ -7,7 +7,7 @@ import pytest
 from checkpoints import tiny_blip
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, settled, streamlit_server
 from mmcore.analysis.maps import analyze
 from mmcore.captions import captions_of
 from mmcore.config import Settings
@@ -45,6 +45,6 @@ def test_gallery_cards_show_written_captions(tmp_path, browser_page, clip_dir, m
         for caption in captions.values():
             expect(page.locator("[class*='st-key-card-']").filter(has_text=caption).first).to_be_visible()
         expect(page.get_by_text("Captions", exact=True)).to_be_visible()  # the sidebar's model line
-        page.wait_for_function("() => document.querySelectorAll('[data-stale=\"true\"]').length === 0")
+        settled(page)
         expect(page.locator("[class*='st-key-card-'] img").first).to_have_js_property("complete", True)
         page.screenshot(path=ARTIFACTS / "gallery-captions.png", full_page=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_page, screenshot_main, streamlit_server
+from browser import ROOT, chromium_page, screenshot_main, settled, streamlit_server
 from mmcore.analysis.maps import analyze
 from mmcore.config import Settings
 from mmcore.demo import load_digits_demo
@@ -26,11 +26,6 @@ CARDS = "[class*='st-key-card-']"
 def browser_page():
     with chromium_page(TIMEOUT_MS, height=1100) as page:
         yield page
-
-
-def settled(page) -> None:
-    """Wait until the run in progress is over: its stale elements (the last run's cards) are gone."""
-    page.wait_for_function("() => document.querySelectorAll('[data-stale=\"true\"]').length === 0")
 
 
 def sources(page) -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_page, screenshot_main, streamlit_server
+from browser import ROOT, chromium_page, screenshot_main, settled, streamlit_server
 from mmcore.analysis.maps import analyze
 from mmcore.config import Settings
 from mmcore.demo import load_digits_demo
@@ -27,10 +27,6 @@ CARDS = "[class*='st-key-suggestion-']"
 def browser_page():
     with chromium_page(TIMEOUT_MS, height=1400) as page:
         yield page
-
-
-def settled(page) -> None:
-    page.wait_for_function("() => document.querySelectorAll('[data-stale=\"true\"]').length === 0")
 
 
 def card(locator) -> tuple[str, str]:
