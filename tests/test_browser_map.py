@@ -21,8 +21,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 TIMEOUT_MS = 240_000  # the first map (and the 3D one) pays UMAP's fit and numba's compile when its cache is cold
 CHART = ".st-key-map-chart .js-plotly-plot"
-TRACES = f"() => document.querySelector('{CHART}')._fullData.filter(t => t.x && t.x.length > 1 || t.name === 'picked')" \
-         ".map(t => [t.name, t.x.length])"
+# Null-safe: while a rerun replaces the chart there is a moment without one (no traces then).
+TRACES = f"() => (document.querySelector('{CHART}')?._fullData ?? [])" \
+         ".filter(t => t.x && t.x.length > 1 || t.name === 'picked').map(t => [t.name, t.x.length])"
 
 
 POINT_JS = f"""(index) => {{
@@ -207,7 +208,7 @@ def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
         expect(page.get_by_text("1,797 items in the map")).to_be_visible()
         # The redrawn figure is a new chart to Streamlit, drawn above the old one until the run ends: wait for the
         # new chart, then for the old one to go.
-        page.wait_for_function(f"() => !({TRACES})().some(([name, n]) => name === 'filtered out')")
+        page.wait_for_function(f"() => {{ const t = ({TRACES})(); return t.length > 0 && !t.some(([name]) => name === 'filtered out'); }}")
         expect(page.locator(CHART)).to_have_count(1)
         page.locator(CHART).scroll_into_view_if_needed()
         point = page.evaluate(POINT_JS, 500)
@@ -217,7 +218,7 @@ def test_colour_switching_labels_table_facets_and_3d(tmp_path, browser_page):
         expect(card).to_be_visible()
         page.get_by_text("3D", exact=True).click()
         expect(page.locator(f"{CHART} .gl-container canvas").first).to_be_visible()
-        page.wait_for_function(f"() => document.querySelector('{CHART}')._fullLayout.scene !== undefined")
+        page.wait_for_function(f"() => document.querySelector('{CHART}')?._fullLayout?.scene !== undefined")
         expect(card).to_be_hidden()
         page.wait_for_timeout(1500)  # WebGL paints after the layout
         extent = cloud_extent(page)
