@@ -53,7 +53,7 @@ def expect_card_for_hovered_point(page) -> None:
     """The card is for the point plotly hovers (plotly throttles hovers, so its last one may still be on its way)."""
     page.wait_for_function("""() => {
       const card = document.querySelector('.mm-hover-card');
-      const hovered = document.querySelector('.st-key-map-chart .js-plotly-plot')._hoverdata;
+      const hovered = document.querySelector('.st-key-map-chart .js-plotly-plot')?._hoverdata;  // none mid-rerun
       return card && !card.hidden && hovered?.length > 0 && String(hovered[0].customdata) === card.dataset.row;
     }""")
 
