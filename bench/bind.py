@@ -15,7 +15,6 @@ Needs the optional install of the bind space's timm frame encoder (mmcore.spaces
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -87,9 +86,8 @@ def imagebind():
     start = time.perf_counter()
     model = code.ImageBindModel(**ib.HUGE).eval()
     print(f"ImageBind built in {time.perf_counter() - start:.0f} s: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters")
-    bpe = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0]) / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
-    tokenizer = ib.code_module("imagebind.models.multimodal_preprocessors").SimpleTokenizer(bpe_path=str(bpe))
-    return ib.ImageBindSpace(model, tokenizer, SpaceInfo("imagebind", "imagebind_huge (random)", "local", 1024), "cpu", 32)
+    return ib.ImageBindSpace(model, ib.bpe_tokenizer(), SpaceInfo("imagebind", "imagebind_huge (random)", "local", 1024),
+                             "cpu", 32)
 
 
 def scene(seed: int, n: int = FRAMES) -> list[Image.Image]:
@@ -123,7 +121,9 @@ def main() -> None:
 
     rate(f"CLIP video segments ({FRAMES} frames, mean)", len(segments), lambda: sight.embed([Chunk("video", s) for s in segments]))
 
-    if importlib.util.find_spec("imagebind") is not None:
+    from mmcore.spaces import imagebind as ib
+
+    if ib.installed():
         bound = imagebind()
         rate(f"ImageBind audio windows ({WINDOW_S} s: 3 clips of 2 s)", len(waves), lambda: bound.embed_audio(waves))
         rate(f"ImageBind video segments ({FRAMES} frames: {FRAMES // 2} clips)", len(segments), lambda: bound.embed_videos(segments))

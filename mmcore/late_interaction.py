@@ -119,8 +119,7 @@ class Summaries:
     def __init__(self, pages: PackedPages, k: int = 8, rounds: int = 3, chunk: int = 32):
         import torch
 
-        self.k = k
-        dim = pages.tokens.shape[1] if pages.tokens.ndim == 2 else 0
+        dim = pages.tokens.shape[1]
         self.vectors = torch.zeros((len(pages), k, dim), dtype=pages.tokens.dtype)
         raw = pages.tokens.view({2: torch.int16, 4: torch.int32}[pages.tokens.element_size()])  # same bits, fast rows
         lengths = torch.from_numpy(pages.lengths)

@@ -36,8 +36,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelUnavailable
-from . import SpaceInfo, normalize
+from . import SpaceInfo
 from .embed import Towers
+from .hf import embed_in_batches
 from .registry import SpaceSpec, register
 
 NAME = "imagebind"
@@ -106,37 +107,26 @@ class ImageBindSpace(Towers):
                                    f"({'its ' + CONFIG_FILE if (path.parent / CONFIG_FILE).is_file() else 'imagebind_huge'}): "
                                    f"{first}") from e
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        bpe = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0]) / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
-        tokenizer = code_module("imagebind.models.multimodal_preprocessors").SimpleTokenizer(bpe_path=str(bpe))
         info = SpaceInfo(NAME, str(path.resolve()), "local", int(kwargs.get("out_embed_dim", 768)))
-        return cls(net.eval().to(device), tokenizer, info, device, batch_size)
+        return cls(net.eval().to(device), bpe_tokenizer(), info, device, batch_size)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         def prepare(batch):
             with self._tokenizer_lock:  # a tokenizer's BPE cache is a plain dict
                 tokens = self.tokenizer(list(batch))
-            return tokens.reshape(len(batch), -1)
+            return {"text": tokens.reshape(len(batch), -1)}
 
-        return self._embed("text", texts, prepare)
+        return self._embed(texts, self.batch_size, prepare)
 
     def embed_images(self, images: Sequence) -> np.ndarray:
-        return self._embed("vision", images, lambda batch: _pixels(batch))
+        return self._embed(images, self.batch_size, lambda batch: {"vision": _pixels(batch)})
 
     def embed_videos(self, segments: Sequence[Sequence]) -> np.ndarray:
         """One vector per segment: the mean of its clips' (two consecutive frames each; an odd last frame alone)."""
-        import torch
-
-        out = np.zeros((len(segments), self.info.dim), dtype=np.float32)
-        for i, frames in enumerate(segments):  # one forward per segment: ImageBind's clips of a video share a batch
-            pixels = _pixels(list(frames))
-            clips = [pixels[j:j + FRAMES_PER_CLIP] for j in range(0, len(pixels), FRAMES_PER_CLIP)]
-            clips = [c if len(c) == FRAMES_PER_CLIP else c.repeat(FRAMES_PER_CLIP, 1, 1, 1)[:FRAMES_PER_CLIP] for c in clips]
-            video = torch.stack([c.permute(1, 0, 2, 3) for c in clips])[None]  # (1, clips, 3, frames, H, W)
-            out[i] = self._forward("vision", video)[0]
-        return normalize(out)
+        return self._embed(segments, 1, lambda batch: {"vision": _clips(batch[0])})  # a segment's clips share a batch
 
     def embed_audio(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        return self._embed("audio", waves, self._sound_clips)
+        return self._embed(waves, self.batch_size, lambda batch: {"audio": self._sound_clips(batch)})
 
     def _sound_clips(self, batch: Sequence[np.ndarray]):
         """(sounds, CLIPS, 1, MEL_BINS, MEL_FRAMES): each sound's clips, spread evenly from its start to its end."""
@@ -154,16 +144,22 @@ class ImageBindSpace(Towers):
             sounds.append(bank.transpose(1, 2)[:, None])
         return torch.stack(sounds)
 
-    def _embed(self, modality: str, items: Sequence, prepare) -> np.ndarray:
-        out = [self._forward(modality, prepare(items[i:i + self.batch_size])) for i in range(0, len(items), self.batch_size)]
-        return normalize(np.concatenate(out)) if out else np.zeros((0, self.info.dim), dtype=np.float32)
+    def _embed(self, items: Sequence, batch_size: int, prepare) -> np.ndarray:
+        """Unit rows of ImageBind's output for `prepare(batch)`, a {modality: input} of one modality."""
+        def forward(**inputs):
+            return self.model(inputs)[next(iter(inputs))]
 
-    def _forward(self, modality: str, inputs) -> np.ndarray:
-        import torch
+        return embed_in_batches(items, batch_size, prepare, forward, self.device, self.info.dim)
 
-        inputs = inputs.to(self.device)
-        with torch.inference_mode():
-            return self.model({modality: inputs})[modality].float().cpu().numpy()
+
+def _clips(frames: Sequence):
+    """(1, clips, 3, FRAMES_PER_CLIP, 224, 224): a segment as ImageBind takes a video, an odd last frame repeated."""
+    import torch
+
+    pixels = _pixels(list(frames))
+    clips = [pixels[j:j + FRAMES_PER_CLIP] for j in range(0, len(pixels), FRAMES_PER_CLIP)]
+    clips = [c if len(c) == FRAMES_PER_CLIP else c.repeat(FRAMES_PER_CLIP, 1, 1, 1)[:FRAMES_PER_CLIP] for c in clips]
+    return torch.stack([c.permute(1, 0, 2, 3) for c in clips])[None]
 
 
 def _pixels(images: Sequence):
@@ -208,6 +204,12 @@ def model_code():
         package.__spec__ = spec
         sys.modules["imagebind"] = package
     return code_module("imagebind.models.imagebind_model")
+
+
+def bpe_tokenizer():
+    """ImageBind's text tokenizer (CLIP's BPE, 77 tokens), from the vocabulary the package ships."""
+    bpe = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0]) / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
+    return code_module("imagebind.models.multimodal_preprocessors").SimpleTokenizer(bpe_path=str(bpe))
 
 
 def code_module(name: str):
