@@ -112,6 +112,15 @@ def settled(page) -> None:
     page.wait_for_function("() => document.querySelectorAll('[data-stale=\"true\"]').length === 0")
 
 
+def expect_loaded(image, what: str) -> None:
+    """An <img> scrolled into view has loaded a real picture (`what` names it in the failure)."""
+    from playwright.sync_api import expect
+
+    image.scroll_into_view_if_needed()
+    expect(image).to_have_js_property("complete", True)
+    assert image.evaluate("img => img.naturalWidth") > 0, f"{what} did not load"
+
+
 def screenshot_main(page, path, height: int = 1700) -> None:
     """The page's main column for the README, from its top down to `height` pixels: Streamlit scrolls it inside
     the window, so the window is made that tall for the shot."""

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, expect_loaded, streamlit_server
 
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 90_000  # the first search loads torch and the model inside the server
@@ -85,9 +85,7 @@ def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
     expect(first).to_contain_text(re.compile(r"1\.000"))
     thumbnail = first.locator("img")
     expect(thumbnail).to_have_count(1)
-    thumbnail.scroll_into_view_if_needed()
-    expect(thumbnail).to_have_js_property("complete", True)
-    assert thumbnail.evaluate("img => img.naturalWidth") > 0, "the thumbnail did not load"
+    expect_loaded(thumbnail, "the thumbnail")
     page.screenshot(path=ARTIFACTS / "search-image.png", full_page=True)
 
     first.get_by_role("button", name="More like this").click()  # the query is shown as the item, not its id

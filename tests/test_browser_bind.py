@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 import media_audio as ma
 import media_av as mav
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, expect_loaded, streamlit_server
 from checkpoints import tiny_clap, tiny_imagebind, tiny_pe_av
 from mmcore.spaces import imagebind
 
@@ -66,9 +66,7 @@ def test_a_sound_finds_a_video_segment_through_a_binding_space(tmp_path, clip_di
         expect(segment).to_contain_text("street.mp4")
         thumbnail = segment.locator("img")
         expect(thumbnail).to_have_count(1)
-        thumbnail.scroll_into_view_if_needed()
-        expect(thumbnail).to_have_js_property("complete", True)
-        assert thumbnail.evaluate("img => img.naturalWidth") > 0, "the segment's thumbnail did not load"
+        expect_loaded(thumbnail, "the segment's thumbnail")
         page.screenshot(path=ARTIFACTS / f"search-sound-finds-video-{space}.png", full_page=True)
 
         page.get_by_role("link", name="Map").click()

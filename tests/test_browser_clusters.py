@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, expect_loaded, streamlit_server
 from mmcore.config import Settings
 from mmcore.spaces import SpaceInfo, normalize
 from mmcore.workspace import Workspace
@@ -78,9 +78,7 @@ def test_a_renamed_cluster_survives_a_restart_and_names_the_map(tmp_path, browse
         names = [rows.nth(i).get_by_role("textbox").input_value() for i in range(len(BLOBS))]
         assert {"label sea (100%)", "label forest (100%)"} < set(names)  # text notes get keywords instead
         image = rows.locator("img").first
-        image.scroll_into_view_if_needed()
-        expect(image).to_have_js_property("complete", True)
-        assert image.evaluate("img => img.naturalWidth") > 0, "a sample thumbnail did not load"
+        expect_loaded(image, "a sample thumbnail")
 
         first = rows.first
         old_name = names[0]

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 import media_factory as mf
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, expect_loaded, streamlit_server
 from media_audio import make_wav
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -100,9 +100,7 @@ def test_captions_uploaded_with_their_images_are_shown_with_them_in_search(app_u
     expect(caption).to_contain_text("image boats.png")
     image = caption.locator("img")
     expect(image).to_have_count(1)
-    image.scroll_into_view_if_needed()
-    expect(image).to_have_js_property("complete", True)
-    assert image.evaluate("img => img.naturalWidth") > 0, "the caption's image did not load"
+    expect_loaded(image, "the caption's image")
     page.screenshot(path=ARTIFACTS / "search-caption-pairs.png", full_page=True)
 
     page.get_by_role("radio", name="Image").click()
