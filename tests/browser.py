@@ -132,3 +132,28 @@ def screenshot_main(page, path, height: int = 1700) -> None:
     box = page.locator("[data-testid='stMainBlockContainer']").bounding_box()
     page.screenshot(path=path, clip={"x": box["x"], "y": 0, "width": box["width"], "height": min(height, box["y"] + box["height"])})
     page.set_viewport_size(size)
+
+
+def drop_files(page, files: list, csv_rows: bool = False):
+    """On the Upload page, drop `files` (paths, or Playwright's name/mimeType/buffer payloads) on the uploader,
+    ticking "one item per row" first when `csv_rows`; return the Add button once it has taken every file.
+
+    The drop waits for the page's run to settle, and is made once more if after a minute the uploader still
+    holds nothing: a drop that lands while a rerun replaces the uploader can be lost (it was, rarely, in CI)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("heading", name="Upload", exact=True)).to_be_visible()
+    if csv_rows:
+        page.get_by_text("CSV files: one item per row").click()
+        expect(page.get_by_role("checkbox", name="CSV files: one item per row")).to_be_checked()
+    add = page.get_by_role("button", name=f"Add {len(files)} file(s)")
+    for attempt in range(2):
+        settled(page)
+        uploader = page.get_by_test_id("stFileUploader").filter(has_text="Drop files here")
+        uploader.locator("input[type=file]").set_input_files([str(f) if isinstance(f, Path) else f for f in files])
+        try:
+            expect(add).to_be_enabled(timeout=60_000)
+            return add
+        except AssertionError:
+            if attempt or page.get_by_role("button", name="Add files").count() == 0:
+                raise

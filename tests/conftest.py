@@ -22,6 +22,20 @@ from mmcore.config import Settings
 from mmcore.workspace import Workspace
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test that holds a `page` fixture reports what the page showed: CI keeps no screenshots."""
+    report = yield
+    page = getattr(item, "funcargs", {}).get("page")
+    if report.failed and call.when == "call" and page is not None:
+        try:
+            shown = page.locator("body").inner_text(timeout=5_000)
+        except Exception as e:  # a closed or hung page must not hide the test's own failure
+            shown = f"(the page could not be read: {e})"
+        report.sections.append(("what the page showed", f"{page.url}\n{shown[-4000:]}"))
+    return report
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`chroma run` on a free port of 127.0.0.1, one per test module that asks; yields the port."""

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_page, expect_loaded, streamlit_server
+from browser import ROOT, chromium_page, drop_files, expect_loaded, streamlit_server
 
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 90_000  # the first search loads torch and the model inside the server
@@ -66,8 +66,7 @@ def test_upload_then_search_by_image_and_text(app_url, page, tmp_path):
     uploader = page.get_by_test_id("stFileUploader")
     expect(uploader).to_contain_text("up to 512 MB each, 2,048 MB in all")  # the README's limits
     expect(uploader.get_by_test_id("stFileUploaderDropzoneInstructions")).to_be_hidden()  # it rounds 512 MB to "1GB"
-    page.locator("input[type=file]").first.set_input_files([str(sunset), str(forest), str(notes), str(broken)])
-    page.get_by_role("button", name="Add 4 file(s)").click()
+    drop_files(page, [sunset, forest, notes, broken]).click()
     summary = page.get_by_test_id("stMetric")
     expect(summary.filter(has_text="Added")).to_contain_text("3")
     expect(summary.filter(has_text="Refused")).to_contain_text("1")

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 import media_audio as ma
 import media_av as mav
-from browser import ROOT, chromium_page, expect_loaded, streamlit_server
+from browser import ROOT, chromium_page, drop_files, expect_loaded, streamlit_server
 from checkpoints import tiny_clap, tiny_imagebind, tiny_pe_av
 from mmcore.spaces import imagebind
 
@@ -45,11 +45,9 @@ def test_a_sound_finds_a_video_segment_through_a_binding_space(tmp_path, clip_di
         if space == "imagebind":  # its licence, said where every user sees it
             expect(page.get_by_test_id("stSidebar")).to_contain_text("CC BY-NC-SA 4.0")
         page.get_by_role("link", name="Upload").click()
-        uploader = page.get_by_test_id("stFileUploader").filter(has_text="Drop files here")
-        uploader.locator("input[type=file]").set_input_files([
+        drop_files(page, [
             {"name": "bark.wav", "mimeType": "audio/wav", "buffer": ma.make_wav(3.0, rate, 600.0)},
-            {"name": "street.mp4", "mimeType": "video/mp4", "buffer": video}])
-        page.get_by_role("button", name="Add 2 file(s)").click()
+            {"name": "street.mp4", "mimeType": "video/mp4", "buffer": video}]).click()
         expect(page.get_by_test_id("stMetric").filter(has_text="Added")).to_contain_text("2")
         page.get_by_role("link", name="Search").click()
         page.get_by_role("radio", name="Sound").click()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from media_pdf import make_pdf
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, drop_files, streamlit_server
 from checkpoints import tiny_colmodernvbert
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -22,10 +22,7 @@ def test_a_pdf_page_found_by_text_shows_where_the_query_matched(tmp_path, clip_d
     with streamlit_server(env, ARTIFACTS / "streamlit-doc.log") as url, chromium_page(TIMEOUT_MS) as page:
         page.goto(url)
         page.get_by_role("link", name="Upload").click()
-        uploader = page.get_by_test_id("stFileUploader").filter(has_text="Drop files here")
-        uploader.locator("input[type=file]").set_input_files([{"name": "report.pdf", "mimeType": "application/pdf",
-                                                               "buffer": pdf}])
-        page.get_by_role("button", name="Add 1 file(s)").click()
+        drop_files(page, [{"name": "report.pdf", "mimeType": "application/pdf", "buffer": pdf}]).click()
         expect(page.get_by_test_id("stMetric").filter(has_text="Added")).to_contain_text("1")
         page.get_by_role("link", name="Search").click()
         page.get_by_role("textbox", name="Describe what you are looking for").fill("tide tables")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import media_av as mav
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, drop_files, streamlit_server
 from fake_twelvelabs import API_KEY, twelvelabs_server
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -27,10 +27,8 @@ def test_the_sidebar_says_media_goes_to_twelve_labs_and_a_video_is_found_through
             expect(sidebar.get_by_test_id("stAlert")).to_contain_text(NOTICE)
             expect(sidebar).to_contain_text("Twelve Labs marengo3.0")
             page.get_by_role("link", name="Upload").click()
-            uploader = page.get_by_test_id("stFileUploader").filter(has_text="Drop files here")
             video = mav.make_video(seconds=25, fps=10, size=(64, 48))  # the stand-in's videos last 25 s
-            uploader.locator("input[type=file]").set_input_files([{"name": "sea.mp4", "mimeType": "video/mp4", "buffer": video}])
-            page.get_by_role("button", name="Add 1 file(s)").click()
+            drop_files(page, [{"name": "sea.mp4", "mimeType": "video/mp4", "buffer": video}]).click()
             expect(page.get_by_test_id("stMetric").filter(has_text="Added")).to_contain_text("1")
             expect(page.get_by_test_id("stMetric").filter(has_text="Refused")).to_contain_text("0")
             assert len(fake.posts("/v1.3/embed-v2/tasks")) == 1

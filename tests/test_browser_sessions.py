@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 from playwright.sync_api import expect
 
-from browser import ROOT, chromium_browser, new_page, streamlit_server
+from browser import ROOT, chromium_browser, drop_files, new_page, streamlit_server
 from fake_oidc import oidc_provider
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -85,11 +85,7 @@ def test_two_sessions_keep_their_own_uploads_searches_and_collections(browser, t
         expect_collection(b, "bravo-coll (0 items)")
         expect_collection(a, "default (0 items)")
 
-        a.locator("input[type=file]").first.set_input_files([str(f) for f in a_files])
-        b.locator("input[type=file]").first.set_input_files([str(f) for f in b_files])
-        a_add, b_add = (page.get_by_role("button", name="Add 3 file(s)") for page in (a, b))
-        expect(a_add).to_be_enabled()
-        expect(b_add).to_be_enabled()
+        a_add, b_add = drop_files(a, a_files), drop_files(b, b_files)
         a_add.click()  # both ingest at once: the clicks return before the server is done
         b_add.click()
         expect_own_upload(a, "alpha", "bravo")

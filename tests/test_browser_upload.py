@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 import media_factory as mf
-from browser import ROOT, chromium_page, expect_loaded, streamlit_server
+from browser import ROOT, chromium_page, drop_files, expect_loaded, streamlit_server
 from media_audio import make_wav
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -52,7 +52,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def upload(page, paths: list[Path], rows: bool) -> None:
-    heading = page.get_by_role("heading", name="Upload")
+    heading = page.get_by_role("heading", name="Upload", exact=True)
     for _ in range(3):  # a click that lands while the page's first run is still connecting is lost: click again
         page.get_by_role("link", name="Upload").click()
         try:
@@ -60,11 +60,7 @@ def upload(page, paths: list[Path], rows: bool) -> None:
             break
         except AssertionError:
             continue
-    expect(heading).to_be_visible()
-    page.locator("input[type=file]").first.set_input_files([str(p) for p in paths])
-    if rows:
-        page.get_by_text("CSV files: one item per row").click()
-    page.get_by_role("button", name=f"Add {len(paths)} file(s)").click()
+    drop_files(page, paths, csv_rows=rows).click()
 
 
 def test_a_mixed_upload_without_a_clap_model_keeps_the_good_files_and_shows_item_progress(app_url, page, files):

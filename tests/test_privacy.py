@@ -22,7 +22,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 import media_factory as mf
-from browser import ROOT, chromium_page, streamlit_server
+from browser import ROOT, chromium_page, drop_files, streamlit_server
 from mmcore.ingest import SourceFile, ingest
 from mmcore.plaintext import WORD_JOINER
 from mmcore.search import Query, search
@@ -146,12 +146,10 @@ def test_no_page_loads_anything_from_the_internet(app_url):
 
         # Last, as it adds a clip space to the demo collection, which its map would then ask to choose.
         page.get_by_role("link", name="Upload").click()
-        uploader = page.get_by_test_id("stFileUploader").filter(has_text="Drop files here")
-        uploader.locator("input[type=file]").set_input_files([
+        drop_files(page, [
             {"name": f"{HOSTILE}.png", "mimeType": "image/png", "buffer": b"not an image"},
             {"name": f"{HOSTILE}.txt", "mimeType": "text/plain", "buffer": f"harbour notes\n\n{HOSTILE}\n".encode()},
-        ])
-        page.get_by_role("button", name="Add 2 file(s)").click()
+        ]).click()
         refused = page.get_by_test_id("stAlert")
         expect(refused).to_contain_text("not a readable image")
         assert f"{HOSTILE}.png: not a readable image" in shown(refused)
