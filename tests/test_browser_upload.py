@@ -51,21 +51,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in made}
 
 
-def upload(page, paths: list[Path], rows: bool) -> None:
-    heading = page.get_by_role("heading", name="Upload", exact=True)
-    for _ in range(3):  # a click that lands while the page's first run is still connecting is lost: click again
-        page.get_by_role("link", name="Upload").click()
-        try:
-            expect(heading).to_be_visible(timeout=20_000)
-            break
-        except AssertionError:
-            continue
-    drop_files(page, paths, csv_rows=rows).click()
-
-
 def test_a_mixed_upload_without_a_clap_model_keeps_the_good_files_and_shows_item_progress(app_url, page, files):
-    page.goto(app_url)
-    upload(page, [files["kite.jpg"], files["birds.wav"], files["notes.csv"], files["boats.png"]], rows=True)
+    page.goto(f"{app_url}/upload")
+    drop_files(page, [files["kite.jpg"], files["birds.wav"], files["notes.csv"], files["boats.png"]], csv_rows=True).click()
     progress = page.get_by_test_id("stProgress")
     expect(progress).to_contain_text(re.compile(rf"of {ROWS + 2:,} items · [\d,.]+ items/s · \d+:\d\d left · \d of 4 files"))
     page.screenshot(path=ARTIFACTS / "upload-progress.png", full_page=True)
@@ -82,8 +70,8 @@ def test_a_mixed_upload_without_a_clap_model_keeps_the_good_files_and_shows_item
 
 
 def test_captions_uploaded_with_their_images_are_shown_with_them_in_search(app_url, page, files):
-    page.goto(app_url)
-    upload(page, [files["captions.csv"], files["kite.jpg"], files["boats.png"]], rows=True)
+    page.goto(f"{app_url}/upload")
+    drop_files(page, [files["captions.csv"], files["kite.jpg"], files["boats.png"]], csv_rows=True).click()
     expect(page.get_by_test_id("stMetric").filter(has_text="Added")).to_contain_text("1")  # the images were in already
     expect(page.get_by_text("3 caption(s) linked to their image")).to_be_visible()
 
