@@ -68,6 +68,17 @@ class PackedPages:
         picked = np.concatenate([raw[self.offsets[p]:self.offsets[p + 1]] for p in pages])
         return torch.from_numpy(picked).view(self.tokens.dtype)
 
+    @classmethod
+    def joined(cls, kept: "PackedPages", positions: np.ndarray, fresh: "PackedPages | None") -> "PackedPages":
+        """A new block of `kept`'s pages at `positions`, then every page of `fresh` (of the same dimension), if any."""
+        import torch
+
+        block = cls.__new__(cls)
+        lengths = [kept.lengths[positions]] + ([] if fresh is None else [fresh.lengths])
+        block.offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+        block.tokens = torch.cat([kept.rows_of(positions)] + ([] if fresh is None else [fresh.tokens.to(kept.tokens.dtype)]))
+        return block
+
     def nbytes(self) -> int:
         return self.tokens.element_size() * self.tokens.numel()
 
@@ -142,6 +153,17 @@ class Summaries:
                 norms = sums.norm(dim=-1, keepdim=True)
                 centres = torch.where(norms > 0, sums / norms.clamp_min(1e-12), centres.float()).to(x.dtype)
             self.vectors[first:first + len(n)] = centres
+
+    @classmethod
+    def joined(cls, kept: "Summaries", positions: np.ndarray, fresh: "Summaries | None") -> "Summaries":
+        """The summaries of `PackedPages.joined(...)` over the pages these summed up: `kept`'s at `positions`, then
+        `fresh`'s (with as many vectors a page), if any."""
+        import torch
+
+        summaries = cls.__new__(cls)
+        picked = kept.vectors[torch.from_numpy(np.asarray(positions, dtype=np.int64))]
+        summaries.vectors = picked if fresh is None else torch.cat([picked, fresh.vectors])
+        return summaries
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Every page's MaxSim against its summary vectors (float32): sum over query tokens of the best one."""

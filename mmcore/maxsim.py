@@ -48,7 +48,8 @@ MAX_PAGE_SIZE = 4096  # the largest render of a page for its heat map, whatever 
 # A collection's rows are kept packed in memory (bfloat16) up to this many (3 GB at 128-d: about 13,000 A4 pages),
 # for the exact path and for re-ranking candidates: scoring 1,000 candidates out of the packed block is 4x faster
 # than gathering and converting their rows from the memory-mapped segments on every query (bench/RESULTS.md). The
-# first search after a change packs them (about 6 s per 10,000 pages from a warm page cache, 17 s cold).
+# first search packs them (about 6 s per 10,000 pages from a warm page cache, 17 s cold); after a change, only pages
+# added or rewritten are read and summed up, the others copied from the last block (bench/doc.py, search section).
 PACKED_MAX_ROWS = 12_000_000
 KEPT = 2  # collections whose believed matrices (and packed rows) stay in memory
 QUERIES_KEPT = 64  # query token matrices kept: a heat map per hit re-uses its search's
@@ -78,21 +79,38 @@ def pooled(tokens: np.ndarray) -> np.ndarray:
 @dataclass
 class _Loaded:
     sidecar: Sidecar
-    ids: list[str]  # the pages with a believed matrix, sorted
+    ids: list[str]  # the pages with a believed matrix: first those `previous` packed as they are, in its order
     position: dict[str, int]  # where each is in `ids`
     rows: int  # their token vectors, all together
+    versions: dict[str, str]  # the write that stored each page's matrix: a page whose version is unchanged is unchanged
+    previous: "_Loaded | None" = None  # the collection's last load, while its packed rows may still be reused
+    kept: int = 0  # how many of `ids` are pages of `previous`, unchanged
     packed: PackedPages | None = None  # all of them, made on the first search (if at most PACKED_MAX_ROWS)
     summaries: Summaries | None = None  # of the packed pages, made on the first search that needs candidates
 
     def packed_rows(self) -> PackedPages | None:
-        """Every believed page's rows in one block (page i of `ids` is page i), or None past PACKED_MAX_ROWS."""
+        """Every believed page's rows in one block (page i of `ids` is page i), or None past PACKED_MAX_ROWS.
+
+        After a change, the pages the last load had packed (and summed up) are copied from its block rather than
+        read and summed up again: only the pages added or rewritten since are."""
         if self.packed is None and self.rows <= PACKED_MAX_ROWS:  # two first queries at once both pack: one is kept
-            self.packed = PackedPages([self.sidecar.matrix(id_) for id_ in self.ids])
+            previous, fresh_ids = self.previous, self.ids[self.kept:]
+            if previous is None:
+                packed = PackedPages([self.sidecar.matrix(id_) for id_ in self.ids])
+            else:
+                positions = np.array([previous.position[id_] for id_ in self.ids[:self.kept]], dtype=np.int64)
+                fresh = PackedPages([self.sidecar.matrix(id_) for id_ in fresh_ids]) if fresh_ids else None
+                packed = PackedPages.joined(previous.packed, positions, fresh)
+                if previous.summaries is not None:  # before the rows: a search that finds them packed finds these too
+                    self.summaries = Summaries.joined(previous.summaries, positions,
+                                                      None if fresh is None else Summaries(fresh, SUMMARY_VECTORS))
+            self.packed = packed
+            self.previous = None
         return self.packed
 
     def page_summaries(self) -> Summaries | None:
         """The packed pages' summary vectors (page i of `ids` is page i), or None past PACKED_MAX_ROWS."""
-        if self.summaries is None and (packed := self.packed_rows()) is not None:
+        if self.summaries is None and (packed := self.packed_rows()) is not None and self.summaries is None:
             self.summaries = Summaries(packed, SUMMARY_VECTORS)
         return self.summaries
 
@@ -112,10 +130,19 @@ def _load(ws, target: ItemCollection) -> _Loaded:
     with _lock:
         if (loaded := _sidecars.get(key)) is not None:
             return loaded
-    sidecar = load(folder, target.space.dim, held_versions(target))
-    ids = sorted(sidecar.where)
-    loaded = _Loaded(sidecar, ids, {id_: i for i, id_ in enumerate(ids)}, sum(len(sidecar.matrix(id_)) for id_ in ids))
+    held = held_versions(target)
+    sidecar = load(folder, target.space.dim, held)
+    versions = {id_: held[id_] for id_ in sidecar.where}
+    with _lock:  # the collection's last load, if it packed its rows: no longer a current state, only rows to reuse
+        stale = [k for k in _sidecars if k[:2] == key[:2]]
+        previous = next((_sidecars[k] for k in reversed(stale) if _sidecars[k].packed is not None), None)
+    kept = [id_ for id_ in previous.ids if versions.get(id_) == previous.versions.get(id_)] if previous else []
+    ids = kept + sorted(set(versions) - set(kept))
+    loaded = _Loaded(sidecar, ids, {id_: i for i, id_ in enumerate(ids)}, sum(len(sidecar.matrix(id_)) for id_ in ids),
+                     versions, previous if kept else None, len(kept))
     with _lock:
+        for k in stale:
+            _sidecars.pop(k, None)
         _sidecars[key] = loaded
     return loaded
 

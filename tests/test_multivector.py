@@ -280,6 +280,42 @@ def test_candidates_are_scored_from_the_packed_rows_or_past_their_budget_from_th
     assert len(read) == 5 and [(m.id, round(m.score, 4)) for m in read] == [(m.id, round(m.score, 4)) for m in packed]
 
 
+def packed_by_id(loaded) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each page's packed rows and summary vectors (as float32), by id."""
+    packed, summaries = loaded.packed_rows(), loaded.page_summaries()
+    return {id_: (packed.tokens[packed.offsets[i]:packed.offsets[i + 1]].float().numpy(), summaries.vectors[i].float().numpy())
+            for i, id_ in enumerate(loaded.ids)}
+
+
+def test_after_a_change_the_unchanged_pages_packed_rows_are_reused_and_rank_as_if_packed_afresh(docs, tmp_path, monkeypatch):
+    monkeypatch.setattr(ms, "EXACT_PAGES", 0)  # candidates by the summaries, which are reused too
+    monkeypatch.setattr(ms, "CANDIDATES", 3)
+    query = ms.query_tokens(docs.space("doc"), "harbour fees and berths")
+    ms.rank(docs, docs.store.open(COLLECTION, "doc"), query, 5)
+    (tmp_path / "notes.pdf").write_bytes(make_pdf(["Mooring notes", "Pilot boats"], colours=[(90, 90, 90), (10, 200, 200)]))
+    changes = [lambda: ingest(docs, [SourceFile("notes.pdf", path=tmp_path / "notes.pdf")], collection=COLLECTION),
+               lambda: docs.store.open(COLLECTION, "doc").delete([page_ids(docs)[0]])]
+    for change, kept, pages in zip(changes, (5, 6), (7, 6)):  # 2 pages added, then 1 deleted: each reuses the last load
+        before = packed_by_id(ms._load(docs, docs.store.open(COLLECTION, "doc")))
+        change()
+        target = docs.store.open(COLLECTION, "doc")
+        reused = ms.rank(docs, target, query, 5)
+        loaded = ms._load(docs, target)
+        assert (loaded.kept, len(loaded.ids)) == (kept, pages)
+        assert [k[2] for k in ms._sidecars if k[1] == target.uid] == [target.version], "the last load is let go"
+        rows = packed_by_id(loaded)
+        for id_ in loaded.ids[:kept]:  # copied
+            np.testing.assert_array_equal(rows[id_][1], before[id_][1])
+        with monkeypatch.context() as m:
+            m.setattr(ms, "_sidecars", type(ms._sidecars)(ms.KEPT))
+            afresh = ms.rank(docs, target, query, 5)
+            packed_afresh = packed_by_id(ms._load(docs, target))
+        assert [(h.id, round(h.score, 5)) for h in reused] == [(h.id, round(h.score, 5)) for h in afresh]
+        assert rows.keys() == packed_afresh.keys()
+        for id_, (tokens, _) in packed_afresh.items():
+            np.testing.assert_array_equal(rows[id_][0], tokens)
+
+
 def test_the_match_map_of_a_hit_paints_the_page_s_patches(docs):
     hit = search(docs, Query(text="tide tables"), COLLECTION, 1, space="doc")[0]
     drawn = ms.match_map(docs, COLLECTION, "tide tables", hit.id, "doc")

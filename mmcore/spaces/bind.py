@@ -28,7 +28,9 @@ records another transformers image model as its frame encoder (the tests' tiny V
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -74,10 +76,12 @@ class BindSpace(ModelTowers):
             ModelUnavailable: the checkpoint is neither cached nor reachable, has no safetensors weights, or isn't a
                 PE-AV model; its frame encoder is a timm model and timm or torchvision is missing.
         """
-        net, processor, source, device = load_pretrained(
-            model, "PE-AV", HOW_TO_PROVIDE, DEFAULT_MODEL, device, configure=lambda raw: pe_av_config(raw, model),
-            load_processor=PeAvProcessor.from_pretrained,
-        )
+        # transformers 5.23's PeVideoModel.__init__ prints an "[ERROR]" about its own docstring on every build.
+        with contextlib.redirect_stdout(io.StringIO()):
+            net, processor, source, device = load_pretrained(
+                model, "PE-AV", HOW_TO_PROVIDE, DEFAULT_MODEL, device, configure=lambda raw: pe_av_config(raw, model),
+                load_processor=PeAvProcessor.from_pretrained,
+            )
         info = SpaceInfo(NAME, source, revision(net), int(net.config.text_config.hidden_size))
         return cls(net, processor, info, device, batch_size)
 
