@@ -70,13 +70,21 @@ class PackedPages:
 
     @classmethod
     def joined(cls, kept: "PackedPages", positions: np.ndarray, fresh: "PackedPages | None") -> "PackedPages":
-        """A new block of `kept`'s pages at `positions`, then every page of `fresh` (of the same dimension), if any."""
+        """A new block of `kept`'s pages at `positions`, then every page of `fresh` (of the same dimension), if any.
+        Runs of consecutive positions are copied a slice each, straight into the new block."""
         import torch
 
         block = cls.__new__(cls)
         lengths = [kept.lengths[positions]] + ([] if fresh is None else [fresh.lengths])
         block.offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
-        block.tokens = torch.cat([kept.rows_of(positions)] + ([] if fresh is None else [fresh.tokens.to(kept.tokens.dtype)]))
+        block.tokens = torch.empty((int(block.offsets[-1]), kept.tokens.shape[1]), dtype=kept.tokens.dtype)
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        for first, last in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(positions)]])):
+            if last > first:
+                rows = kept.tokens[kept.offsets[positions[first]]:kept.offsets[positions[last - 1] + 1]]
+                block.tokens[block.offsets[first]:block.offsets[first] + len(rows)] = rows
+        if fresh is not None:
+            block.tokens[block.offsets[len(positions)]:] = fresh.tokens
         return block
 
     def nbytes(self) -> int:

@@ -151,3 +151,18 @@ def test_similarity_map_is_each_patchs_best_match_with_the_query():
     grid = (Tile(np.arange(1, 9).reshape(2, 4)),)  # row 0 is a prompt token, not a patch
     expected = (page[1:].astype(np.float32) @ query.T).max(axis=1).reshape(2, 4)
     np.testing.assert_allclose(similarity_map(query, page, grid), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("positions, fresh", [([0, 1, 2, 3], [2]), ([1, 3, 4], []), ([4, 0, 1], [0, 3]), ([], [1])])
+def test_a_joined_block_and_its_summaries_are_those_of_its_pages_packed_afresh(positions, fresh):
+    rng = np.random.default_rng(1)
+    pages = [normalize(rng.standard_normal((n, 16))).astype(np.float16) for n in (7, 0, 30, 12, 5)]
+    old = PackedPages(pages)
+    added = PackedPages([pages[i] for i in fresh]) if fresh else None
+    joined = PackedPages.joined(old, np.array(positions, dtype=np.int64), added)
+    afresh = PackedPages([pages[i] for i in positions + fresh])
+    np.testing.assert_array_equal(joined.offsets, afresh.offsets)
+    assert joined.tokens.dtype == afresh.tokens.dtype and joined.tokens.equal(afresh.tokens)
+    summaries = Summaries.joined(Summaries(old, k=4), np.array(positions, dtype=np.int64),
+                                 Summaries(added, k=4) if added else None)
+    np.testing.assert_allclose(summaries.vectors.float().numpy(), Summaries(afresh, k=4).vectors.float().numpy(), atol=1e-2)
