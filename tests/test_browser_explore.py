@@ -23,8 +23,7 @@ def test_demo_map_clusters_outliers_duplicates(tmp_path, browser_page):
     ARTIFACTS.mkdir(exist_ok=True)
     env = {"MMCORE_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
     with streamlit_server(env, ARTIFACTS / "streamlit-explore.log") as url:
-        page.goto(url)
-        page.get_by_role("link", name="Collections").click()
+        page.goto(f"{url}/collections")  # directly: the root URL switches page itself, which may land after a click
         page.get_by_role("button", name="Load the demo").click()
         expect(page.get_by_role("combobox", name="Collection")).to_have_value("digits-demo (1,797 items)")
 
@@ -46,8 +45,7 @@ def test_demo_map_clusters_outliers_duplicates(tmp_path, browser_page):
         page.screenshot(path=ARTIFACTS / "clusters.png")
 
     with streamlit_server(env, ARTIFACTS / "streamlit-explore-2.log") as url:  # a restart
-        page.goto(url)
-        page.get_by_role("link", name="Collections").click()
+        page.goto(f"{url}/collections")  # directly: the root URL switches page itself, which may land after a click
         page.get_by_role("button", name="Load the demo").click()  # idempotent: selects the demo collection
         expect(page.get_by_role("combobox", name="Collection")).to_have_value("digits-demo (1,797 items)")
         page.get_by_role("link", name="Clusters").click()
