@@ -18,7 +18,7 @@ other spaces that hold pages still find them.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -57,6 +57,7 @@ QUERIES_KEPT = 64  # query token matrices kept: a heat map per hit re-uses its s
 _lock = threading.Lock()
 _sidecars: LRUCache[tuple, "_Loaded"] = LRUCache(KEPT)
 _queries: LRUCache[tuple, np.ndarray] = LRUCache(QUERIES_KEPT)
+_warming: set[tuple] = set()  # (sidecar root, collection uid) being made ready by `warm`
 
 
 def query_tokens(model, text: str) -> np.ndarray:
@@ -87,32 +88,65 @@ class _Loaded:
     kept: int = 0  # how many of `ids` are pages of `previous`, unchanged
     packed: PackedPages | None = None  # all of them, made on the first search (if at most PACKED_MAX_ROWS)
     summaries: Summaries | None = None  # of the packed pages, made on the first search that needs candidates
+    packing: threading.RLock = field(default_factory=threading.RLock, repr=False)  # a second search waits for them
 
     def packed_rows(self) -> PackedPages | None:
         """Every believed page's rows in one block (page i of `ids` is page i), or None past PACKED_MAX_ROWS.
 
         After a change, the pages the last load had packed (and summed up) are copied from its block rather than
         read and summed up again: only the pages added or rewritten since are."""
-        if self.packed is None and self.rows <= PACKED_MAX_ROWS:  # two first queries at once both pack: one is kept
-            previous, fresh_ids = self.previous, self.ids[self.kept:]
-            if previous is None:
-                packed = PackedPages([self.sidecar.matrix(id_) for id_ in self.ids])
-            else:
-                positions = np.array([previous.position[id_] for id_ in self.ids[:self.kept]], dtype=np.int64)
-                fresh = PackedPages([self.sidecar.matrix(id_) for id_ in fresh_ids]) if fresh_ids else None
-                packed = PackedPages.joined(previous.packed, positions, fresh)
-                if previous.summaries is not None:  # before the rows: a search that finds them packed finds these too
-                    self.summaries = Summaries.joined(previous.summaries, positions,
-                                                      None if fresh is None else Summaries(fresh, SUMMARY_VECTORS))
-            self.packed = packed
-            self.previous = None
-        return self.packed
+        with self.packing:
+            if self.packed is None and self.rows <= PACKED_MAX_ROWS:
+                previous, fresh_ids = self.previous, self.ids[self.kept:]
+                if previous is None:
+                    self.packed = PackedPages([self.sidecar.matrix(id_) for id_ in self.ids])
+                else:
+                    positions = np.array([previous.position[id_] for id_ in self.ids[:self.kept]], dtype=np.int64)
+                    fresh = PackedPages([self.sidecar.matrix(id_) for id_ in fresh_ids]) if fresh_ids else None
+                    self.packed = PackedPages.joined(previous.packed, positions, fresh)
+                    if previous.summaries is not None:
+                        self.summaries = Summaries.joined(previous.summaries, positions,
+                                                          None if fresh is None else Summaries(fresh, SUMMARY_VECTORS))
+                self.previous = None
+            return self.packed
 
     def page_summaries(self) -> Summaries | None:
         """The packed pages' summary vectors (page i of `ids` is page i), or None past PACKED_MAX_ROWS."""
-        if self.summaries is None and (packed := self.packed_rows()) is not None and self.summaries is None:
-            self.summaries = Summaries(packed, SUMMARY_VECTORS)
-        return self.summaries
+        with self.packing:
+            if self.summaries is None and (packed := self.packed_rows()) is not None and self.summaries is None:
+                self.summaries = Summaries(packed, SUMMARY_VECTORS)
+            return self.summaries
+
+    def ready(self) -> None:
+        """Pack what this collection's next text search will score from: its rows, and past EXACT_PAGES their summaries."""
+        if len(self.ids) > EXACT_PAGES:
+            self.page_summaries()
+        else:
+            self.packed_rows()
+
+
+def warm(ws, target: ItemCollection) -> threading.Thread | None:
+    """Make `target`'s rows ready for MaxSim in a background thread (the first search's packing: 12 s per 10,000
+    pages), for a page that will likely be followed by a text search; a search that comes first waits for it rather
+    than packing again. Returns the thread, or None when one is already at work on the collection."""
+    key = (str(ws.store.sidecar_root), target.uid)
+    with _lock:
+        if key in _warming:
+            return None
+        _warming.add(key)
+
+    def run() -> None:
+        try:
+            _load(ws, target).ready()
+        except Exception:  # the search that follows meets the same error and says it
+            pass
+        finally:
+            with _lock:
+                _warming.discard(key)
+
+    thread = threading.Thread(target=run, name="maxsim-warm", daemon=True)
+    thread.start()
+    return thread
 
 
 def believed(ws, target: ItemCollection) -> Sidecar:

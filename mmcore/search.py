@@ -20,7 +20,7 @@ from .files import stored_path
 from .ingest import LOCATOR_KEYS
 from .media import ReadOptions, read_media
 from .media.image import read_image
-from .maxsim import pooled, query_tokens, rank as rank_by_maxsim
+from .maxsim import pooled, query_tokens, rank as rank_by_maxsim, warm
 from .nearest import nearest, vector_of
 from .spaces.registry import DEFAULT_SPACE, accepts, calibration, names, spec_of
 from .store import Match
@@ -344,6 +344,16 @@ def get_item(ws: Workspace, item_id: str, collection: str | None = None, space: 
 def collection_spaces(ws: Workspace, name: str) -> list[str]:
     """The spaces a collection has items in."""
     return ws.store.spaces(name)
+
+
+def prepare_text_search(ws: Workspace, name: str) -> None:
+    """Start readying, in the background, what a text search of collection `name` will rank from in its
+    multi-vector spaces (mmcore.maxsim.warm), for a page that offers one: the first query then doesn't pack them."""
+    if ws.store.sidecar_root is None:
+        return
+    for space in set(collection_spaces(ws, name)) & set(ws.space_names()):  # those a query can be embedded in
+        if (spec := spec_of(space)) is not None and spec.multivector:
+            warm(ws, ws.store.open(name, space))
 
 
 def query_spaces(ws: Workspace, query: Query, name: str) -> list[str]:

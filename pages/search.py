@@ -2,7 +2,8 @@ import streamlit as st
 
 import ui
 from mmcore.media import AUDIO_EXTENSIONS
-from mmcore.search import Query, collection_spaces, model_spaces, search_each_modality, search_fused, with_pairs
+from mmcore.search import (Query, collection_spaces, model_spaces, prepare_text_search, search_each_modality, search_fused,
+                           with_pairs)
 from mmcore.spaces.registry import DEFAULT_SPACE, QUERY_KINDS, accepts
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
@@ -33,6 +34,7 @@ elif not set(spaces) & set(model_spaces()):
             "searched by item: select items on the Map page and use *More like this*.", icon=":material/info:")
 else:
     kinds = [KIND_LABELS[kind] for kind in QUERY_KINDS if any(accepts(s, kind) for s in spaces)]
+    prepare_text_search(ui.workspace(), ui.collection())
     left, right = st.columns([3, 2], vertical_alignment="center")
     mode = left.segmented_control("Query by", kinds, default="Text", label_visibility="collapsed")
     fused = right.toggle("All media in one list", help="Merge the lists of every kind and space by rank "

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from mmcore.health import check_store
 from mmcore.ingest import SourceFile, ingest
 from mmcore.late_interaction import maxsim
 from mmcore.media.pdf import render_page
-from mmcore.search import Filters, Query, search, search_each_modality
+from mmcore.search import Filters, Query, prepare_text_search, search, search_each_modality
 from mmcore.spaces import normalize
 from mmcore.workspace import Workspace
 
@@ -314,6 +315,28 @@ def test_after_a_change_the_unchanged_pages_packed_rows_are_reused_and_rank_as_i
         assert rows.keys() == packed_afresh.keys()
         for id_, (tokens, _) in packed_afresh.items():
             np.testing.assert_array_equal(rows[id_][0], tokens)
+
+
+def test_the_search_page_readies_the_rows_in_the_background_and_a_search_meanwhile_waits_for_them(docs, monkeypatch):
+    monkeypatch.setattr(ms, "EXACT_PAGES", 0)
+    target = docs.store.open(COLLECTION, "doc")
+    ms._sidecars.clear()
+    prepare_text_search(docs, COLLECTION)
+    warming = [t for t in threading.enumerate() if t.name == "maxsim-warm"]
+    assert len(warming) == 1
+    assert ms.warm(docs, target) is None, "one at a time per collection"
+    warming[0].join()
+    loaded = ms._load(docs, target)
+    assert loaded.packed is not None and loaded.summaries is not None
+    ms._sidecars.clear()
+    loaded = ms._load(docs, target)
+    made = []
+    searches = [threading.Thread(target=lambda: made.append(loaded.page_summaries())) for _ in range(3)]
+    for t in searches:
+        t.start()
+    for t in searches:
+        t.join()
+    assert len(made) == 3 and made[0] is made[1] is made[2], "packed once, the other searches waited for it"
 
 
 def test_the_match_map_of_a_hit_paints_the_page_s_patches(docs):
