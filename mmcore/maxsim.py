@@ -57,6 +57,7 @@ QUERIES_KEPT = 64  # query token matrices kept: a heat map per hit re-uses its s
 _lock = threading.Lock()
 _sidecars: LRUCache[tuple, "_Loaded"] = LRUCache(KEPT)
 _queries: LRUCache[tuple, np.ndarray] = LRUCache(QUERIES_KEPT)
+_loading: dict[tuple, threading.Lock] = {}  # (sidecar root, collection uid) -> held while it is loaded
 _warming: set[tuple] = set()  # (sidecar root, collection uid) being made ready by `warm`
 
 
@@ -164,21 +165,26 @@ def _load(ws, target: ItemCollection) -> _Loaded:
     with _lock:
         if (loaded := _sidecars.get(key)) is not None:
             return loaded
-    held = held_versions(target)
-    sidecar = load(folder, target.space.dim, held)
-    versions = {id_: held[id_] for id_ in sidecar.where}
-    with _lock:  # the collection's last load, if it packed its rows: no longer a current state, only rows to reuse
-        stale = [k for k in _sidecars if k[:2] == key[:2]]
-        previous = next((_sidecars[k] for k in reversed(stale) if _sidecars[k].packed is not None), None)
-    kept = [id_ for id_ in previous.ids if versions.get(id_) == previous.versions.get(id_)] if previous else []
-    ids = kept + sorted(set(versions) - set(kept))
-    loaded = _Loaded(sidecar, ids, {id_: i for i, id_ in enumerate(ids)}, sum(len(sidecar.matrix(id_)) for id_ in ids),
-                     versions, previous if kept else None, len(kept))
-    with _lock:
-        for k in stale:
-            _sidecars.pop(k, None)
-        _sidecars[key] = loaded
-    return loaded
+        loading = _loading.setdefault(key[:2], threading.Lock())
+    with loading:  # one load of a collection at a time: a search and the Search page's `warm` share it
+        with _lock:
+            if (loaded := _sidecars.get(key)) is not None:
+                return loaded
+        held = held_versions(target)
+        sidecar = load(folder, target.space.dim, held)
+        versions = {id_: held[id_] for id_ in sidecar.where}
+        with _lock:  # the collection's last load, if it packed its rows: no longer a current state, only rows to reuse
+            stale = [k for k in _sidecars if k[:2] == key[:2]]
+            previous = next((_sidecars[k] for k in reversed(stale) if _sidecars[k].packed is not None), None)
+        kept = [id_ for id_ in previous.ids if versions.get(id_) == previous.versions.get(id_)] if previous else []
+        ids = kept + sorted(set(versions) - set(kept))
+        loaded = _Loaded(sidecar, ids, {id_: i for i, id_ in enumerate(ids)}, sum(len(sidecar.matrix(id_)) for id_ in ids),
+                         versions, previous if kept else None, len(kept))
+        with _lock:
+            for k in stale:
+                _sidecars.pop(k, None)
+            _sidecars[key] = loaded
+        return loaded
 
 
 def rank(ws, target: ItemCollection, tokens: np.ndarray, k: int, where: dict | None = None, accept=None,

@@ -329,14 +329,13 @@ def test_the_search_page_readies_the_rows_in_the_background_and_a_search_meanwhi
     loaded = ms._load(docs, target)
     assert loaded.packed is not None and loaded.summaries is not None
     ms._sidecars.clear()
-    loaded = ms._load(docs, target)
     made = []
-    searches = [threading.Thread(target=lambda: made.append(loaded.page_summaries())) for _ in range(3)]
+    searches = [threading.Thread(target=lambda: made.append(ms._load(docs, target).page_summaries())) for _ in range(3)]
     for t in searches:
         t.start()
     for t in searches:
         t.join()
-    assert len(made) == 3 and made[0] is made[1] is made[2], "packed once, the other searches waited for it"
+    assert len(made) == 3 and made[0] is made[1] is made[2], "loaded and packed once, the other searches waited"
 
 
 def test_the_match_map_of_a_hit_paints_the_page_s_patches(docs):
