@@ -66,7 +66,8 @@ if query is not None and modalities:
     models = () if query.like else tuple(s for s in query.spaces if s in spaces and s in ui.workspace().space_names())
     args = (ui.workspace(), query, ui.collection(), k, filters, like_space)
     if query.like is None and fused:
-        hits = ui.guarded(lambda: with_pairs(ui.workspace(), search_fused(*args), ui.collection()), needs_model=models)
+        with st.spinner("Searching…", show_time=True):
+            hits = ui.guarded(lambda: with_pairs(ui.workspace(), search_fused(*args), ui.collection()), needs_model=models)
         if hits is not None:
             st.subheader("All media", divider="gray")
             if hits:
@@ -74,8 +75,9 @@ if query is not None and modalities:
             else:
                 st.caption("Nothing matches.")
     else:
-        results = ui.guarded(lambda: {m: with_pairs(ui.workspace(), hits, ui.collection())
-                                      for m, hits in search_each_modality(*args).items()}, needs_model=models)
+        with st.spinner("Searching…", show_time=True):
+            results = ui.guarded(lambda: {m: with_pairs(ui.workspace(), hits, ui.collection())
+                                          for m, hits in search_each_modality(*args).items()}, needs_model=models)
         if results is not None and not results:
             st.caption("Nothing matches.")
         for modality, hits in (results or {}).items():
