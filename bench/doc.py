@@ -361,16 +361,19 @@ def search_latency(n_pages: int, tokens: int, scratch: Path, model: str, backend
     ws = Workspace(Settings(data_dir=data, models={"doc": model}, batch_size=32, backend=backend))
     target = ws.collection("bench", "doc")
     lengths = (int(tokens * 0.7), int(tokens * 1.3))
-    pages, _, _ = synthetic_pages(n_pages, lengths=lengths, n_queries=1, seed=5)
-    ids = [f"{i:040x}:page.p1" for i in range(n_pages)]
-    version = new_version()
     folder = mv.folder_of(ws.store.sidecar_root, target)
-    for i in range(0, n_pages, 500):
-        mv.write_segment(folder, "bench.journal", ids[i:i + 500], [version] * len(ids[i:i + 500]), pages[i:i + 500])
-    vectors = normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in pages]))
-    metadatas = [{"modality": "page", "source": f"report{i}.pdf", "page": 1} for i in range(n_pages)]
-    target.add(ids, vectors, metadatas, [""] * n_pages, version=version)
-    del pages
+
+    def write(first: int, pages: list) -> None:
+        """Pages numbered from `first` as an ingest writes them: segments of 500, then the upsert under their version."""
+        ids = [f"{first + i:040x}:page.p1" for i in range(len(pages))]
+        version = new_version()
+        for i in range(0, len(pages), 500):
+            mv.write_segment(folder, "bench.journal", ids[i:i + 500], [version] * len(ids[i:i + 500]), pages[i:i + 500])
+        vectors = normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in pages]))
+        metadatas = [{"modality": "page", "source": f"report{first + i}.pdf", "page": 1} for i in range(len(pages))]
+        target.add(ids, vectors, metadatas, [""] * len(pages), version=version)
+
+    write(0, synthetic_pages(n_pages, lengths=lengths, n_queries=1, seed=5)[0])
     # Distinct from every other run's: no query's tokens are cached (mmcore.maxsim.query_tokens).
     texts = [f"{QUERIES[i % len(QUERIES)]} {backend} {n_pages} {i}" for i in range(n_queries + 1)]
     start = time.perf_counter()
@@ -398,20 +401,12 @@ def search_latency(n_pages: int, tokens: int, scratch: Path, model: str, backend
     assert len(hits) == 10
     # An upload of ADDED pages: the first search after it packs only those, the rest copied from the last block.
     more, _, _ = synthetic_pages(ADDED, lengths=lengths, n_queries=1, seed=6)
-    more_ids = [f"{n_pages + i:040x}:page.p1" for i in range(ADDED)]
-    version = new_version()
-    mv.write_segment(folder, "bench.journal", more_ids, [version] * ADDED, more)
-    target.add(more_ids, normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in more])), metadatas[:ADDED],
-               [""] * ADDED, version=version)
+    write(n_pages, more)
     start = time.perf_counter()
     search(ws, Query(text=texts[0] + " again"), "bench", 10, space="doc")
     after = time.perf_counter() - start
     # Another upload, and the Search page opened before the query (mmcore.search.prepare_text_search readies the rows).
-    even_more_ids = [f"{n_pages + ADDED + i:040x}:page.p1" for i in range(ADDED)]
-    version = new_version()
-    mv.write_segment(folder, "bench.journal", even_more_ids, [version] * ADDED, more)
-    target.add(even_more_ids, normalize(np.stack([p.astype(np.float32).mean(axis=0) for p in more])), metadatas[:ADDED],
-               [""] * ADDED, version=version)
+    write(n_pages + ADDED, more)
     start = time.perf_counter()
     warm(ws, ws.store.open("bench", "doc")).join()
     readied = time.perf_counter() - start

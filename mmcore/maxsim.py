@@ -114,7 +114,8 @@ class _Loaded:
     def page_summaries(self) -> Summaries | None:
         """The packed pages' summary vectors (page i of `ids` is page i), or None past PACKED_MAX_ROWS."""
         with self.packing:
-            if self.summaries is None and (packed := self.packed_rows()) is not None and self.summaries is None:
+            packed = self.packed_rows()  # after a change, it may copy the last load's summaries too
+            if self.summaries is None and packed is not None:
                 self.summaries = Summaries(packed, SUMMARY_VECTORS)
             return self.summaries
 
